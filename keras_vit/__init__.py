@@ -1,0 +1,7 @@
+"""keras_vit: Vision Transformers for Keras 3 on TensorFlow, JAX and PyTorch."""
+
+from keras_vit import layers, presets
+from keras_vit.model import ViT
+
+__version__ = "0.1.0"
+__all__ = ["ViT", "layers", "presets"]

@@ -1,0 +1,272 @@
+"""The Vision Transformer as a functional `keras.Model`."""
+
+import keras
+
+from keras_vit import layers as vit_layers
+
+
+def _pair(value, name):
+    """Returns `value` as a (height, width) pair of positive ints."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a (height, width) pair, got {value!r}.")
+    return pair
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _check_rate(**values):
+    for name, value in values.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class ViT(keras.Model):
+    """Vision Transformer (Dosovitskiy et al., 2021), the original architecture.
+
+    images (B, H, W, C), pixel values 0..255 -> logits (B, num_classes), or pooled
+    features (B, representation_size or hidden_dim) with `include_top=False`.
+
+    Args:
+        image_size: int or (height, width); both must be multiples of `patch_size`.
+        patch_size: int or (height, width) of the square patches cut from the image.
+        hidden_dim: token width D. num_layers: encoder blocks. num_heads: attention
+            heads (must divide D). mlp_dim: hidden width of each block's MLP.
+        num_classes: size of the classification head.
+        num_channels: image channels (3 for RGB, 1 for grayscale).
+        pooling: "token" (prepend a class token and read it out) or "gap" (average).
+        representation_size: if set, a Dense + tanh "pre_logits" layer of this width
+            before the head, as in the original ImageNet-21k checkpoints.
+        include_top: False drops the head and returns the pooled features.
+        include_preprocessing: True rescales 0..255 pixels to [-1, 1] inside the model;
+            False passes the inputs through unchanged.
+        dropout_rate, attention_dropout_rate, drop_path_rate: regularisation; drop path
+            grows linearly with depth up to `drop_path_rate` in the last block.
+        layer_norm_epsilon: 1e-6 as in the original (Flax); Hugging Face uses 1e-12.
+        gelu_approximate: True for the tanh approximation (the original Flax models),
+            False for exact (erf) GELU (timm and Hugging Face).
+        classifier_activation: activation of the head, e.g. "softmax"; None for logits.
+        dtype: dtype policy of every layer; None follows the global policy.
+    """
+
+    def __init__(
+        self,
+        image_size=224,
+        patch_size=16,
+        hidden_dim=768,
+        num_layers=12,
+        num_heads=12,
+        mlp_dim=3072,
+        num_classes=1000,
+        num_channels=3,
+        pooling="token",
+        representation_size=None,
+        include_top=True,
+        include_preprocessing=True,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        gelu_approximate=True,
+        classifier_activation=None,
+        dtype=None,
+        name="vit",
+        **kwargs,
+    ):
+        image_size = _pair(image_size, "image_size")
+        patch_size = _pair(patch_size, "patch_size")
+        _check_positive(
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            mlp_dim=mlp_dim,
+            num_classes=num_classes,
+            num_channels=num_channels,
+        )
+        if representation_size is not None:
+            _check_positive(representation_size=representation_size)
+        _check_rate(
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            drop_path_rate=drop_path_rate,
+        )
+        if image_size[0] % patch_size[0] or image_size[1] % patch_size[1]:
+            raise ValueError(
+                f"image_size {image_size} must be divisible by patch_size {patch_size}."
+            )
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})."
+            )
+        if pooling not in ("token", "gap"):
+            raise ValueError(f"pooling must be 'token' or 'gap', got {pooling!r}.")
+        grid_size = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
+        policy = keras.dtype_policies.get(dtype) if dtype is not None else None
+
+        images = keras.Input(shape=(*image_size, num_channels), name="images")
+        x = images
+        if include_preprocessing:
+            x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype=policy, name="rescaling")(x)
+        x = vit_layers.PatchEmbedding(
+            patch_size, hidden_dim, dtype=policy, name="patch_embedding"
+        )(x)
+        if pooling == "token":
+            x = vit_layers.ClassToken(dtype=policy, name="class_token")(x)
+        x = vit_layers.PositionEmbedding(
+            grid_size,
+            num_prefix_tokens=int(pooling == "token"),
+            dtype=policy,
+            name="position_embedding",
+        )(x)
+        x = keras.layers.Dropout(dropout_rate, dtype=policy, name="embedding_dropout")(x)
+        for i in range(num_layers):
+            x = vit_layers.TransformerEncoderBlock(
+                hidden_dim,
+                num_heads,
+                mlp_dim,
+                dropout_rate=dropout_rate,
+                attention_dropout_rate=attention_dropout_rate,
+                drop_path_rate=drop_path_rate * i / max(num_layers - 1, 1),
+                layer_norm_epsilon=layer_norm_epsilon,
+                gelu_approximate=gelu_approximate,
+                dtype=policy,
+                name=f"encoder_block_{i}",
+            )(x)
+        x = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="encoder_norm"
+        )(x)
+        x = vit_layers.TokenPooling(pooling, dtype=policy, name="pooling")(x)
+        if representation_size is not None:
+            x = keras.layers.Dense(
+                representation_size,
+                activation="tanh",
+                kernel_initializer="lecun_normal",
+                dtype=policy,
+                name="pre_logits",
+            )(x)
+        if include_top:
+            x = keras.layers.Dense(
+                num_classes,
+                activation=classifier_activation,
+                kernel_initializer="zeros",
+                dtype=self._head_policy(policy),
+                name="head",
+            )(x)
+        super().__init__(inputs=images, outputs=x, name=name, **kwargs)
+
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.grid_size = grid_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.num_classes = num_classes
+        self.num_channels = num_channels
+        self.pooling = pooling
+        self.representation_size = representation_size
+        self.include_top = include_top
+        self.include_preprocessing = include_preprocessing
+        self.dropout_rate = dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.drop_path_rate = drop_path_rate
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.gelu_approximate = gelu_approximate
+        self.classifier_activation = classifier_activation
+        self._config_dtype = None if policy is None else policy.name
+
+    @staticmethod
+    def _head_policy(policy):
+        """The head computes in float32 under a mixed policy, so logits stay precise."""
+        policy = policy or keras.config.dtype_policy()
+        return "float32" if policy.compute_dtype != policy.variable_dtype else policy
+
+    def __call__(self, *args, **kwargs):
+        self._check_input_shape(args[0] if args else kwargs.get("inputs"))
+        return super().__call__(*args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
+        # Trainers of some backends call `call` directly (stateless), so check here too.
+        self._check_input_shape(inputs)
+        return super().call(inputs, training=training, mask=mask)
+
+    def _check_input_shape(self, images):
+        """Raises a ValueError that names the problem when `images` can't be fed in."""
+        shape = getattr(images, "shape", None)
+        if shape is None:
+            return
+        shape = tuple(shape)
+        expected = f"(batch, {self.image_size[0]}, {self.image_size[1]}, {self.num_channels})"
+        if len(shape) == 3:
+            raise ValueError(
+                f"{self.name} expects a batch of images of shape {expected}, but got an input "
+                f"of shape {shape} without a batch axis: for a single image, pass `image[None]`."
+            )
+        if len(shape) != 4:
+            raise ValueError(
+                f"{self.name} expects images of shape {expected}, got shape {shape}."
+            )
+        if shape[-1] is not None and shape[-1] != self.num_channels:
+            raise ValueError(
+                f"{self.name} was built for {self.num_channels}-channel images "
+                f"(num_channels={self.num_channels}) but got {shape[-1]} channels "
+                f"(input shape {shape})."
+            )
+        if any(s is not None and s != e for s, e in zip(shape[1:3], self.image_size)):
+            raise ValueError(
+                f"{self.name} was built for {self.image_size[0]}x{self.image_size[1]} images "
+                f"but got {shape[1]}x{shape[2]}: resize the images, or build the model with "
+                f"image_size=({shape[1]}, {shape[2]})."
+            )
+
+    def get_config(self):
+        return {
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "mlp_dim": self.mlp_dim,
+            "num_classes": self.num_classes,
+            "num_channels": self.num_channels,
+            "pooling": self.pooling,
+            "representation_size": self.representation_size,
+            "include_top": self.include_top,
+            "include_preprocessing": self.include_preprocessing,
+            "dropout_rate": self.dropout_rate,
+            "attention_dropout_rate": self.attention_dropout_rate,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "gelu_approximate": self.gelu_approximate,
+            "classifier_activation": self.classifier_activation,
+            "dtype": self._config_dtype,
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @classmethod
+    def from_preset(cls, preset, weights="default", **overrides):
+        """Builds a ViT from a preset name or a checkpoint file.
+
+        Args:
+            preset: a name from `keras_vit.presets.list_presets()` (e.g. "b16"), or the
+                path of a checkpoint file, whose architecture is read from the file.
+            weights: "default" for the preset's default pretrained weights, a weights name
+                of that preset, a local path or URL of a checkpoint, or None for a randomly
+                initialised model.
+            **overrides: constructor arguments to change, e.g. `num_classes=10`
+                (a new zero-initialised head), `image_size=384` (the position embedding
+                is resampled), `include_top=False`, `drop_path_rate=0.1`.
+        """
+        from keras_vit import presets
+
+        return presets.build_from_preset(cls, preset, weights=weights, **overrides)
