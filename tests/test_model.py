@@ -1,0 +1,278 @@
+"""The functional ViT: architecture, presets, initialisation, precision, training, saving, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+import keras_vit
+from keras_vit.presets import PRESETS
+
+# The original implementation's parameter counts at 224x224 with a 1000-class head.
+REFERENCE_PARAMS = {
+    "ti16": 5_717_416,
+    "s16": 22_050_664,
+    "s32": 22_878_952,
+    "b16": 86_567_656,
+    "b32": 88_224_232,
+    "b8": 86_576_872,
+    "l16": 304_326_632,
+    "l32": 306_535_400,
+    "h14": 632_045_800,
+}
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def numpy_outputs(model, images):
+    return ops.convert_to_numpy(model(images))
+
+
+def test_presets_are_listed_with_descriptions():
+    listed = keras_vit.presets.list_presets()
+    assert set(listed) >= set(REFERENCE_PARAMS)
+    assert all(listed[name] for name in REFERENCE_PARAMS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", REFERENCE_PARAMS)
+def test_preset_parameter_count_matches_the_original(preset):
+    model = keras_vit.ViT.from_preset(preset, weights=None)
+    assert model.count_params() == REFERENCE_PARAMS[preset]
+    assert model.output_shape == (None, 1000)
+
+
+def test_from_preset_applies_overrides():
+    model = keras_vit.ViT.from_preset(
+        "ti16", weights=None, image_size=64, num_classes=7, num_layers=1, drop_path_rate=0.1
+    )
+    assert model.input_shape == (None, 64, 64, 3)
+    assert model.output_shape == (None, 7)
+    assert model.hidden_dim == 192 and model.num_layers == 1
+    assert model.get_layer("encoder_block_0").drop_path_rate == 0.0
+
+
+def test_forward_shapes_names_and_summary(tiny_config, images):
+    model = keras_vit.ViT(**tiny_config)
+    assert numpy_outputs(model, images).shape == (2, 10)
+    names = [layer.name for layer in model.layers]
+    assert names[:5] == ["images", "rescaling", "patch_embedding", "class_token", "position_embedding"]
+    assert names[-3:] == ["encoder_norm", "pooling", "head"]
+    assert model.get_layer("position_embedding").embedding.shape == (1, 17, 32)
+    lines = []
+    model.summary(print_fn=lambda line, **kwargs: lines.append(line))
+    assert "encoder_block_1" in "\n".join(lines)
+
+
+@pytest.mark.parametrize("pooling, tokens", [("token", 17), ("gap", 16)])
+def test_pooling_modes(tiny_config, images, pooling, tokens):
+    model = keras_vit.ViT(pooling=pooling, **tiny_config)
+    assert model.get_layer("position_embedding").embedding.shape[1] == tokens
+    assert (pooling == "token") == ("class_token" in [layer.name for layer in model.layers])
+    assert numpy_outputs(model, images).shape == (2, 10)
+
+
+def test_include_top_false_returns_pooled_features(tiny_config, images):
+    features = keras_vit.ViT(include_top=False, **tiny_config)
+    assert numpy_outputs(features, images).shape == (2, 32)
+    with_repr = keras_vit.ViT(include_top=False, representation_size=24, **tiny_config)
+    out = numpy_outputs(with_repr, images)
+    assert out.shape == (2, 24) and np.abs(out).max() <= 1.0  # tanh
+
+
+def test_features_feed_the_head(tiny_config, images):
+    """The classifier is the head applied to the include_top=False features."""
+    model = keras_vit.ViT(**tiny_config)
+    head = model.get_layer("head")
+    head.kernel.assign(np.random.default_rng(0).normal(size=head.kernel.shape))
+    features = keras.Model(model.input, model.get_layer("pooling").output)
+    expected = ops.convert_to_numpy(head(features(images)))
+    np.testing.assert_allclose(numpy_outputs(model, images), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_non_square_images_and_grayscale(tiny_config):
+    config = {**tiny_config, "image_size": (32, 48), "num_channels": 1}
+    model = keras_vit.ViT(**config)
+    assert model.get_layer("position_embedding").grid_size == (4, 6)
+    x = np.zeros((3, 32, 48, 1), "uint8")
+    assert numpy_outputs(model, x).shape == (3, 10)
+
+
+def test_preprocessing_rescales_pixels_to_minus_one_one(tiny_config, images):
+    with_pre = keras_vit.ViT(**tiny_config)
+    without = keras_vit.ViT(include_preprocessing=False, **tiny_config)
+    without.set_weights(with_pre.get_weights())
+    np.testing.assert_allclose(
+        numpy_outputs(with_pre, images),
+        numpy_outputs(without, images / 127.5 - 1.0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    uint8_images = images.astype("uint8")
+    np.testing.assert_allclose(
+        numpy_outputs(with_pre, uint8_images),
+        numpy_outputs(with_pre, uint8_images.astype("float32")),
+        atol=1e-6,
+    )
+
+
+def test_initialisation_follows_the_original():
+    model = keras_vit.ViT(
+        image_size=64, patch_size=8, hidden_dim=256, num_layers=1, num_heads=4, mlp_dim=512
+    )
+    weight = lambda layer, attr: ops.convert_to_numpy(getattr(model.get_layer(layer), attr))
+    block = model.get_layer("encoder_block_0")
+    np.testing.assert_array_equal(weight("class_token", "token"), 0.0)
+    np.testing.assert_array_equal(weight("head", "kernel"), 0.0)
+    assert abs(weight("position_embedding", "embedding").std() - 0.02) < 0.002
+    for dense in (block.mlp_dense_1, block.mlp_dense_2):
+        bias = ops.convert_to_numpy(dense.bias)
+        assert 0 < np.abs(bias).max() < 1e-5
+        kernel = ops.convert_to_numpy(dense.kernel)
+        limit = np.sqrt(6 / sum(kernel.shape))
+        assert limit * 0.9 < np.abs(kernel).max() <= limit
+    query = ops.convert_to_numpy(block.attention._query_dense.kernel)
+    assert query.shape == (256, 4, 64)
+    assert np.sqrt(3 / 256) * 0.9 < np.abs(query).max() <= np.sqrt(3 / 256)
+    assert model.get_layer("encoder_norm").epsilon == 1e-6
+
+
+def test_config_round_trip(tiny_config):
+    model = keras_vit.ViT(pooling="gap", representation_size=16, drop_path_rate=0.1, **tiny_config)
+    config = model.get_config()
+    json.dumps(config)
+    clone = keras_vit.ViT.from_config(config)
+    assert clone.get_config() == config
+    assert clone.count_params() == model.count_params()
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_forward(tiny_config, images, policy):
+    keras.config.set_dtype_policy(policy)
+    model = keras_vit.ViT(**tiny_config)
+    compute = policy.split("_")[1]
+    assert model.get_layer("encoder_block_0").compute_dtype == compute
+    assert model.get_layer("patch_embedding").projection.kernel.dtype == "float32"
+    logits = model(images)
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+    keras.config.set_dtype_policy("float32")
+    reference = keras_vit.ViT(**tiny_config)
+    reference.set_weights(model.get_weights())
+    reference.get_layer("head").kernel.assign(np.ones((32, 10)) * 0.1)
+    model.get_layer("head").kernel.assign(np.ones((32, 10)) * 0.1)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model(images)), numpy_outputs(reference, images), atol=0.1
+    )
+
+
+def test_explicit_dtype_argument(tiny_config, images):
+    model = keras_vit.ViT(dtype="mixed_bfloat16", **tiny_config)
+    assert model.get_layer("encoder_block_1").compute_dtype == "bfloat16"
+    assert model.get_config()["dtype"] == "mixed_bfloat16"
+    assert numpy_outputs(model, images).shape == (2, 10)
+
+
+def test_fit_on_tf_data(tiny_config):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (16, 32, 32, 3)).astype("uint8")
+    y = rng.integers(0, 10, (16,))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    model = keras_vit.ViT(dropout_rate=0.1, drop_path_rate=0.1, **tiny_config)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    before = [ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+    history = model.fit(dataset, epochs=1, verbose=0)
+    assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
+    after = [ops.convert_to_numpy(w) for w in model.trainable_weights]
+    assert sum(not np.array_equal(a, b) for a, b in zip(before, after)) == len(before)
+
+
+def test_save_and_load_round_trip(tiny_config, images, tmp_path):
+    model = keras_vit.ViT(pooling="gap", **tiny_config)
+    model.get_layer("head").kernel.assign(np.random.default_rng(0).normal(size=(32, 10)))
+    path = str(tmp_path / "vit.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, keras_vit.ViT)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_array_equal(numpy_outputs(loaded, images), numpy_outputs(model, images))
+
+
+LOAD_SCRIPT = """
+import sys, numpy as np, keras, keras_vit
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], keras.ops.convert_to_numpy(model(np.load(sys.argv[2]))))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("other", BACKENDS)
+def test_keras_file_loads_under_another_backend(tiny_config, images, tmp_path, other):
+    if other == keras.backend.backend():
+        pytest.skip("same backend: covered by test_save_and_load_round_trip")
+    model = keras_vit.ViT(**tiny_config)
+    model.get_layer("head").kernel.assign(np.random.default_rng(0).normal(size=(32, 10)))
+    model.save(tmp_path / "vit.keras")
+    np.save(tmp_path / "images.npy", images)
+    env = {**os.environ, "KERAS_BACKEND": other}
+    subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, tmp_path / "vit.keras", tmp_path / "images.npy",
+         tmp_path / "out.npy"],
+        env=env,
+        check=True,
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), numpy_outputs(model, images), rtol=1e-5, atol=1e-5
+    )
+
+
+BAD_CONFIGS = {
+    "image size not divisible": (dict(image_size=30), "divisible by patch_size"),
+    "heads do not divide width": (dict(num_heads=5), r"hidden_dim \(32\) must be divisible"),
+    "zero depth": (dict(num_layers=0), "num_layers must be a positive integer"),
+    "negative width": (dict(hidden_dim=-32), "hidden_dim must be a positive integer"),
+    "zero image size": (dict(image_size=0), "image_size must be a positive int"),
+    "zero channels": (dict(num_channels=0), "num_channels must be a positive integer"),
+    "bad pooling": (dict(pooling="max"), "pooling must be 'token' or 'gap'"),
+    "bad dropout": (dict(dropout_rate=1.5), r"dropout_rate must be in \[0, 1\)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_bad_configuration_fails_clearly(tiny_config, case):
+    overrides, message = BAD_CONFIGS[case]
+    with pytest.raises(ValueError, match=message):
+        keras_vit.ViT(**{**tiny_config, **overrides})
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"Unknown preset 'b17'.*b16.*ti16"):
+        keras_vit.ViT.from_preset("b17", weights=None)
+
+
+def test_wrong_channel_count_fails_clearly(tiny_config):
+    model = keras_vit.ViT(**tiny_config)
+    with pytest.raises(ValueError, match="built for 3-channel images .* got 1 channels"):
+        model(np.zeros((2, 32, 32, 1), "float32"))
+
+
+def test_single_image_without_batch_axis_fails_clearly(tiny_config, images):
+    model = keras_vit.ViT(**tiny_config)
+    with pytest.raises(ValueError, match=r"without a batch axis.*image\[None\]"):
+        model(images[0])
+    with pytest.raises(ValueError, match="without a batch axis"):
+        model.predict(images[0], verbose=0)
+
+
+def test_wrong_image_size_fails_clearly(tiny_config):
+    model = keras_vit.ViT(**tiny_config)
+    with pytest.raises(ValueError, match="built for 32x32 images but got 48x48"):
+        model(np.zeros((1, 48, 48, 3), "float32"))
