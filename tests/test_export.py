@@ -1,0 +1,244 @@
+"""Export to SavedModel and TFLite from the current backend, with parity and bad-input checks.
+
+Under JAX and PyTorch each export runs a TensorFlow subprocess, so the exports are made once
+per module (`exported`) and the tests read the files.
+"""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vit import ViT, export
+from keras_vit.__main__ import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64,
+            num_classes=10)
+
+
+def _tiny_vit(**overrides):
+    """A tiny ViT with exact (erf) GELU and a random head, so the logits differ per image."""
+    model = ViT(**{**TINY, "gelu_approximate": False, **overrides})
+    rng = np.random.default_rng(1)
+    head = model.get_layer("head")
+    head.kernel.assign(rng.normal(0, 0.5, head.kernel.shape).astype("float32"))
+    head.bias.assign(rng.normal(0, 0.5, head.bias.shape).astype("float32"))
+    return model
+
+
+def _pixels(count, seed=0, shape=(32, 32, 3)):
+    """Random integer pixels with some structure (blocks), as float32 0..255."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (count, shape[0] // 8, shape[1] // 8, shape[2]))
+    images = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+    noise = rng.integers(-20, 21, images.shape)
+    return np.clip(images + noise, 0, 255).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every variant and a SavedModel of one tiny model, in one export call."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(0)
+    folder = tmp_path_factory.mktemp("export")
+    model = _tiny_vit()
+    # A random model's logits are nearly tied on many images; int8 parity is judged on the
+    # 32 of 128 images that the Keras model classifies with the widest margin.
+    candidates = _pixels(128, seed=1)
+    logits = np.sort(keras.ops.convert_to_numpy(model.predict(candidates, verbose=0)), axis=-1)
+    images = candidates[np.argsort(logits[:, -2] - logits[:, -1])[:32]]
+    labels = keras.ops.convert_to_numpy(model.predict(images, verbose=0)).argmax(-1)
+    reports = export.export(
+        model,
+        str(folder),
+        quantize=["float32", "float16", "dynamic", "int8"],
+        saved_model=True,
+        representative_data=_pixels(64, seed=2),
+        eval_images=images,
+        eval_labels=labels,
+        name="tiny",
+        report_path=str(folder / "report.md"),
+        verbose=False,
+    )
+    return {"folder": folder, "model": model, "images": images,
+            "reports": {r["variant"]: r for r in reports}}
+
+
+def test_export_writes_every_variant(exported):
+    folder = exported["folder"]
+    for suffix in ("fp32", "fp16", "dynamic_int8", "int8"):
+        assert (folder / f"tiny_{suffix}.tflite").is_file()
+    assert (folder / "tiny_saved_model" / "saved_model.pb").is_file()
+    report = (folder / "report.md").read_text()
+    assert "| variant |" in report and "tiny_int8" not in report and "int8" in report
+    sizes = {v: r["size_bytes"] for v, r in exported["reports"].items()}
+    assert sizes["float16"] < sizes["float32"] and sizes["int8"] < sizes["float16"]
+
+
+def test_tflite_files_use_builtin_ops_only(exported):
+    for path in exported["folder"].glob("*.tflite"):
+        ops = export.check_builtin_ops(path)  # raises on Flex or custom ops
+        assert not any(op.startswith("Flex") or op == "ERF" for op in ops)
+        assert "GELU" in ops  # exact GELU became the builtin op, not an Erf
+
+
+def test_parity_within_tolerances(exported):
+    reports = exported["reports"]
+    assert reports["saved_model"]["max_abs_diff"] < 1e-4
+    assert reports["float32"]["max_abs_diff"] < 1e-4
+    assert reports["float32"]["top1_agreement"] == 1.0
+    assert reports["float16"]["max_abs_diff"] < 5e-2
+    assert reports["dynamic"]["top1_agreement"] >= 0.9
+    assert reports["int8"]["top1_agreement"] >= 0.9
+    for report in reports.values():
+        assert report["latency_ms"] > 0 and report["accuracy"] is not None
+
+
+def test_int8_takes_raw_uint8_pixels(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(exported["folder"] / "tiny_int8.tflite"))
+    inp = interpreter.get_input_details()[0]
+    assert inp["dtype"] == np.uint8
+    assert list(inp["shape"]) == [1, 32, 32, 3]
+    scale, zero_point = inp["quantization"]
+    assert abs(scale - 1.0) < 1e-6 and zero_point == 0
+    assert interpreter.get_output_details()[0]["dtype"] == np.float32
+
+
+def test_parity_report_reruns_on_a_file(exported):
+    report = export.parity_report(
+        exported["model"], exported["folder"] / "tiny_fp32.tflite", exported["images"][:4]
+    )
+    assert report["num_images"] == 4 and report["max_abs_diff"] < 1e-4
+    assert "| tiny_fp32.tflite |" in export.format_report([report])
+
+
+def test_on_device_example_classifies_an_image(exported, tmp_path):
+    image = exported["images"][0].astype(np.uint8)
+    np.save(tmp_path / "image.npy", image)
+    (tmp_path / "labels.txt").write_text("\n".join(f"label_{i}" for i in range(10)))
+    expected = int(np.argmax(keras.ops.convert_to_numpy(exported["model"](image[None].astype("float32")))))
+    for variant in ("fp32", "int8"):
+        out = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "examples", "classify_litert.py"),
+             str(exported["folder"] / f"tiny_{variant}.tflite"), str(tmp_path / "image.npy"),
+             "--labels", str(tmp_path / "labels.txt"), "--top", "1"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        if variant == "fp32":
+            assert out.split()[0] == f"label_{expected}"
+        else:
+            assert out.split()[0].startswith("label_")
+
+
+def test_mixed_precision_model_exports_in_float32(tmp_path):
+    model = _tiny_vit(dtype="mixed_bfloat16")
+    copy = export.as_float32(model)
+    assert copy is not model and copy.dtype_policy.name == "float32"
+    assert all(layer.dtype_policy.compute_dtype == "float32" for layer in copy._flatten_layers())
+    path = export.export_tflite(model, tmp_path / "mixed.tflite")
+    report = export.parity_report(model, path, _pixels(4))
+    assert report["max_abs_diff"] < 1e-4  # against the float32 copy it was made from
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input: clear errors before any conversion.
+
+
+def test_unknown_quantization_mode(tmp_path):
+    with pytest.raises(ValueError, match="Unknown quantization mode 'int4'"):
+        export.export_tflite(_tiny_vit(), tmp_path / "m.tflite", quantize="int4")
+
+
+def test_int8_without_representative_data(tmp_path):
+    with pytest.raises(ValueError, match="representative_data"):
+        export.export_tflite(_tiny_vit(), tmp_path / "m.tflite", quantize="int8")
+
+
+def test_output_folder_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export.export_tflite(_tiny_vit(), tmp_path / "missing" / "m.tflite")
+
+
+def test_no_silent_overwrite(tmp_path):
+    (tmp_path / "m.tflite").write_bytes(b"keep me")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export.export_tflite(_tiny_vit(), tmp_path / "m.tflite")
+    (tmp_path / "saved").mkdir()
+    with pytest.raises(FileExistsError):
+        export.export_saved_model(_tiny_vit(), tmp_path / "saved")
+    assert (tmp_path / "m.tflite").read_bytes() == b"keep me"
+
+
+def test_tflite_needs_a_fixed_input_size(tmp_path):
+    inputs = keras.Input(shape=(None, None, 3))
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(ValueError, match="fixed input size"):
+        export.export_tflite(model, tmp_path / "m.tflite")
+
+
+def test_flex_ops_are_detected(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 4), tf.float32)])
+    def erf(x):
+        return tf.math.erf(x)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([erf.get_concrete_function()], erf)
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS
+    ]
+    path = tmp_path / "flex.tflite"
+    path.write_bytes(converter.convert())
+    assert "FlexErf" in export.tflite_ops(path)
+    with pytest.raises(RuntimeError, match="FlexErf"):
+        export.check_builtin_ops(path)
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    model_path = tmp_path / "model.keras"
+    _tiny_vit().save(model_path)
+    status = main(["export", str(model_path), "--quantize", "int4"])
+    assert status == 2 and "Unknown quantization mode" in capsys.readouterr().err
+    status = main(["export", str(model_path), "--quantize", "int8"])
+    assert status == 2 and "representative" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="one real CLI run suffices")
+def test_cli_exports_with_idx_data(tmp_path, capsys):
+    model_path = tmp_path / "model.keras"
+    _tiny_vit(image_size=16, patch_size=4, num_channels=1).save(model_path)
+    images = _pixels(20, shape=(16, 16, 1))[..., 0].astype(np.uint8)
+    for name, array in (("images-idx3-ubyte.gz", images),
+                        ("labels-idx1-ubyte.gz", np.arange(20, dtype=np.uint8) % 10)):
+        with gzip.open(tmp_path / name, "wb") as f:
+            f.write(struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
+            f.write(array.tobytes())
+    status = main([
+        "export", str(model_path), "--quantize", "float32", "int8",
+        "--representative", str(tmp_path / "images-idx3-ubyte.gz"),
+        "--eval-data", str(tmp_path / "images-idx3-ubyte.gz"),
+        "--eval-labels", str(tmp_path / "labels-idx1-ubyte.gz"),
+        "--report", str(tmp_path / "report.md"),
+    ])
+    assert status == 0
+    assert (tmp_path / "model_fp32.tflite").is_file() and (tmp_path / "model_int8.tflite").is_file()
+    out = capsys.readouterr().out
+    assert "Keras (float32)" in out and "| int8 | uint8 |" in out
+    assert "| int8 | uint8 |" in (tmp_path / "report.md").read_text()
+
+
+def test_collect_images_from_batches_adds_the_channel_axis():
+    batches = [(np.zeros((3, 8, 8)), np.zeros(3)), (np.ones((3, 8, 8)), np.ones(3))]
+    images = export.collect_images(iter(batches), (8, 8, 1), limit=4)
+    assert images.shape == (4, 8, 8, 1) and images.dtype == np.float32
+    with pytest.raises(ValueError, match="shape"):
+        export.collect_images(np.zeros((2, 9, 9, 1)), (8, 8, 1))
