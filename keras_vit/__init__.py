@@ -1,7 +1,8 @@
 """keras_vit: Vision Transformers for Keras 3 on TensorFlow, JAX and PyTorch."""
 
 from keras_vit import layers, presets
+from keras_vit.imagenet import decode_predictions, imagenet_classes
 from keras_vit.model import ViT
 
 __version__ = "0.1.0"
-__all__ = ["ViT", "layers", "presets"]
+__all__ = ["ViT", "decode_predictions", "imagenet_classes", "layers", "presets"]
