@@ -1,9 +1,25 @@
 """The ViT presets, as data: architectures and the pretrained weights each one has.
 
 `PRESETS[name]` holds a `description`, the constructor arguments in `config`, a dict of
-named `weights` (each with where it comes from and what it scores) and the name of the
-`default_weights` that `ViT.from_preset(name)` loads.
+named `weights` and the name of the `default_weights` that `ViT.from_preset(name)` loads.
+Each weights entry says where the file is (`url`, plus `config_url` for Hugging Face),
+its `format`, native `image_size`, `num_classes` (21843 for ImageNet-21k heads), the
+published ImageNet-1k `top1` (None where the head is not an ImageNet-1k one) with the
+`top1_source` it comes from, and optional `sha256` / `size` for verification.
+
+Weights names:
+    augreg_in21k_ft_in1k[_384]  AugReg (Steiner et al., 2021): ImageNet-21k, then ImageNet-1k
+    augreg_in21k                AugReg, ImageNet-21k only (21843 classes)
+    augreg_in1k[_384]           AugReg, ImageNet-1k only
+    augreg2_in21k_ft_in1k       timm's re-fine-tune of AugReg (timm format, exact GELU)
+    orig_in21k                  original paper, ImageNet-21k only (21843 classes, pre_logits)
+    orig_in21k_ft_in1k[_384]    original paper, fine-tuned on ImageNet-1k
+    hf_orig_in21k_ft_in1k       Hugging Face's conversion of orig_in21k_ft_in1k
+Top-1 sources: timm's results-imagenet.csv (its own evaluation of the same files) and the
+google-research/vision_transformer README.
 """
+
+import os
 
 _ARCHITECTURES = {
     # name: (long name, patch, hidden, mlp, heads, layers)
@@ -18,11 +34,138 @@ _ARCHITECTURES = {
     "h14": ("ViT-H/14", 14, 1280, 5120, 16, 32),
 }
 
+_GCS = "https://storage.googleapis.com/vit_models/"
+_TIMM_CSV = "timm results-imagenet.csv"
+_VIT_JAX_README = "google-research/vision_transformer README"
+
+# AugReg file stems (from the vit_models/augreg index, as listed in timm's default_cfgs):
+# preset: (i21k stem, fine-tune suffix lr, i21k->i1k 384 stem if it differs, i1k stem).
+_AUGREG = {
+    "ti16": ("Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0", "0.03", None, None),
+    "s16": ("S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "0.03", None,
+            "S_16-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0"),
+    "s32": ("S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0", "0.03", None, None),
+    "b32": ("B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0", "0.03",
+            "B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0",
+            "B_32-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.1-sd_0.1"),
+    "b16": ("B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0", "0.01", None,
+            "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1"),
+    "b8": ("B_8-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0", "0.01", None, None),
+    "l16": ("L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1", "0.01", None, None),
+}
+
+# Published ImageNet-1k top-1 (%): weights name -> {preset: top-1}, from timm's table.
+_TOP1 = {
+    "augreg_in21k_ft_in1k": {"ti16": 75.454, "s16": 81.384, "s32": 75.994, "b32": 80.716,
+                             "b16": 84.532, "b8": 85.798, "l16": 85.834},
+    "augreg_in21k_ft_in1k_384": {"ti16": 78.424, "s16": 83.802, "s32": 80.486, "b32": 83.350,
+                                 "b16": 85.996, "l16": 87.084},
+    "augreg_in1k": {"s16": 78.846, "b32": 74.894, "b16": 79.154},
+    "augreg_in1k_384": {"s16": 81.116, "b32": 78.752, "b16": 81.102},
+}
+
+
+def _entry(url, top1, top1_source, image_size=224, num_classes=1000, fmt="vit_jax", **extra):
+    return {
+        "url": url,
+        "format": fmt,
+        "image_size": image_size,
+        "num_classes": num_classes,
+        "top1": top1,
+        "top1_source": top1_source if top1 is not None else None,
+        "sha256": None,
+        "size": None,
+        **extra,
+    }
+
+
+def _augreg_weights(preset):
+    stem, lr, stem_384, stem_in1k = _AUGREG[preset]
+    weights = {}
+    for res in (224, 384):
+        name = "augreg_in21k_ft_in1k" + ("" if res == 224 else "_384")
+        if preset in _TOP1[name]:
+            base = stem_384 if res == 384 and stem_384 else stem
+            url = f"{_GCS}augreg/{base}--imagenet2012-steps_20k-lr_{lr}-res_{res}.npz"
+            weights[name] = _entry(url, _TOP1[name][preset], _TIMM_CSV, image_size=res)
+    weights["augreg_in21k"] = _entry(f"{_GCS}augreg/{stem}.npz", None, None, num_classes=21843)
+    if stem_in1k:
+        for res in (224, 384):
+            name = "augreg_in1k" + ("" if res == 224 else "_384")
+            url = f"{_GCS}augreg/{stem_in1k}--imagenet2012-steps_20k-lr_0.01-res_{res}.npz"
+            weights[name] = _entry(url, _TOP1[name][preset], _TIMM_CSV, image_size=res)
+    return weights
+
+
+def _orig_weights(file_name, in1k_224=None, in1k_384=None):
+    """The original paper's files; in1k_* are (top-1, source) or None where absent."""
+    weights = {
+        "orig_in21k": _entry(f"{_GCS}imagenet21k/{file_name}.npz", None, None, num_classes=21843)
+    }
+    ft = f"{_GCS}imagenet21k%2Bimagenet2012/{file_name}"
+    if in1k_224:
+        weights["orig_in21k_ft_in1k"] = _entry(f"{ft}-224.npz", *in1k_224)
+    if in1k_384:
+        weights["orig_in21k_ft_in1k_384"] = _entry(f"{ft}.npz", *in1k_384, image_size=384)
+    return weights
+
+
+def _timm_weights(name, top1):
+    url = f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors"
+    return _entry(url, top1, _TIMM_CSV, fmt="timm")
+
+
+_HF_B16 = "https://huggingface.co/google/vit-base-patch16-224/resolve/main/"
+
+_WEIGHTS = {
+    "ti16": _augreg_weights("ti16"),
+    "s16": _augreg_weights("s16"),
+    "s32": _augreg_weights("s32"),
+    "b32": {
+        **_augreg_weights("b32"),
+        **_orig_weights("ViT-B_32", in1k_384=(81.79, _VIT_JAX_README)),
+    },
+    "b16": {
+        **_augreg_weights("b16"),
+        "augreg2_in21k_ft_in1k": _timm_weights("vit_base_patch16_224.augreg2_in21k_ft_in1k", 85.096),
+        **_orig_weights(
+            "ViT-B_16", in1k_224=(81.786, _TIMM_CSV), in1k_384=(84.200, _TIMM_CSV)
+        ),
+        "hf_orig_in21k_ft_in1k": _entry(
+            f"{_HF_B16}model.safetensors", 81.786, _TIMM_CSV + " (same weights, orig_in21k_ft_in1k)",
+            fmt="hf", config_url=f"{_HF_B16}config.json",
+        ),
+    },
+    "b8": {
+        **_augreg_weights("b8"),
+        "augreg2_in21k_ft_in1k": _timm_weights("vit_base_patch8_224.augreg2_in21k_ft_in1k", 86.218),
+    },
+    "l16": {
+        **_augreg_weights("l16"),
+        **_orig_weights(
+            "ViT-L_16", in1k_224=(82.7, _VIT_JAX_README), in1k_384=(85.07, _VIT_JAX_README)
+        ),
+    },
+    "l32": _orig_weights("ViT-L_32", in1k_384=(81.510, _TIMM_CSV)),
+    "h14": _orig_weights("ViT-H_14"),
+}
+
+_DEFAULTS = {
+    name: "augreg_in21k_ft_in1k" for name in ("ti16", "s16", "s32", "b32", "b16", "b8", "l16")
+}
+_DEFAULTS["l32"] = "orig_in21k_ft_in1k_384"
+_DEFAULTS["h14"] = "orig_in21k"
+_DEFAULT_NOTES = {
+    "l32": " No public 224 ImageNet-1k fine-tune: the default is the original one at 384.",
+    "h14": " Only an ImageNet-21k checkpoint is public: the default has 21843 classes "
+           "(fine-tune it with num_classes=...).",
+}
+
 PRESETS = {
     name: {
         "description": (
             f"{long_name}: {layers} layers, width {hidden}, MLP {mlp}, {heads} heads, "
-            f"{patch}x{patch} patches."
+            f"{patch}x{patch} patches." + _DEFAULT_NOTES.get(name, "")
         ),
         "config": {
             "patch_size": patch,
@@ -31,8 +174,8 @@ PRESETS = {
             "num_heads": heads,
             "num_layers": layers,
         },
-        "weights": {},
-        "default_weights": None,
+        "weights": _WEIGHTS[name],
+        "default_weights": _DEFAULTS[name],
     }
     for name, (long_name, patch, hidden, mlp, heads, layers) in _ARCHITECTURES.items()
 }
@@ -43,21 +186,93 @@ def list_presets():
     return {name: preset["description"] for name, preset in PRESETS.items()}
 
 
+def list_weights(preset):
+    """Returns {weights name: (top-1 or None, url)} of a preset."""
+    return {
+        name: (spec["top1"], spec["url"]) for name, spec in get_preset(preset)["weights"].items()
+    }
+
+
 def get_preset(name):
     """Returns the preset entry for `name`, or raises a ValueError listing the valid names."""
     if name not in PRESETS:
         raise ValueError(
-            f"Unknown preset {name!r}. Valid presets: {', '.join(sorted(PRESETS))}."
+            f"Unknown preset {name!r}. Valid presets: {', '.join(sorted(PRESETS))}, or the "
+            "path of a checkpoint file."
         )
     return PRESETS[name]
 
 
+def _is_url(value):
+    return isinstance(value, str) and "://" in value
+
+
+def _looks_like_file(value):
+    return isinstance(value, (str, os.PathLike)) and (
+        os.path.sep in str(value) or str(value).endswith((".npz", ".safetensors"))
+    )
+
+
+def _fetch_url(url):
+    from keras_vit import download
+
+    return download.download(url)
+
+
+def _fetch_named(preset, name, spec):
+    """Downloads a preset's named weights (and their config.json) into the cache."""
+    from keras_vit import download
+
+    subdir = f"{preset}/{name}"
+    if spec.get("config_url"):
+        download.download(spec["config_url"], subdir=subdir)
+    return download.download(
+        spec["url"], subdir=subdir, sha256=spec.get("sha256"), size=spec.get("size")
+    )
+
+
+def _local_file(path):
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {path!r}.")
+    return path
+
+
 def build_from_preset(cls, preset, weights="default", **overrides):
-    """Builds `cls` (a ViT) from a preset name; see `ViT.from_preset`."""
+    """Builds `cls` (a ViT) from a preset name or checkpoint file; see `ViT.from_preset`."""
+    from keras_vit import weights as weights_lib
+
+    if _is_url(preset) or _looks_like_file(preset) or (
+        isinstance(preset, str) and preset not in PRESETS and os.path.exists(preset)
+    ):
+        if weights not in ("default", None):
+            raise ValueError(
+                "When `preset` is a checkpoint file, `weights` must be 'default' (load it) "
+                f"or None (its architecture only), got {weights!r}."
+            )
+        path = _fetch_url(preset) if _is_url(preset) else _local_file(preset)
+        checkpoint = weights_lib.load_checkpoint(path)
+        if weights is None:
+            config = {**checkpoint.config, **overrides}
+            config["num_classes"] = config.get("num_classes") or 1000
+            return cls(**config)
+        return weights_lib.build_model(cls, checkpoint, overrides=overrides)
+
     entry = get_preset(preset)
+    if weights == "default":
+        weights = entry["default_weights"]
     if weights is None:
         return cls(**{**entry["config"], **overrides})
-    raise ValueError(
-        f"Preset {preset!r} has no pretrained weights yet; pass weights=None for a "
-        "randomly initialised model."
-    )
+    if weights in entry["weights"]:
+        path = _fetch_named(preset, weights, entry["weights"][weights])
+    elif _is_url(weights):
+        path = _fetch_url(weights)
+    elif _looks_like_file(weights) or os.path.exists(weights):
+        path = _local_file(weights)
+    else:
+        raise ValueError(
+            f"Unknown weights {weights!r} for preset {preset!r}. Valid names: "
+            f"{', '.join(entry['weights'])}; or None, a local path or a URL."
+        )
+    checkpoint = weights_lib.load_checkpoint(path)
+    return weights_lib.build_model(cls, checkpoint, entry["config"], overrides)
