@@ -1,0 +1,358 @@
+"""Checkpoint loading: every format, written from random weights in its exact layout, must
+give the logits an independent float64 reference computes straight from the file."""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_vit
+from keras_vit import ViT, presets
+from keras_vit import weights as vit_weights
+from reference_vit import reference_logits
+
+D, HEADS, MLP, LAYERS, PATCH, GRID, CLASSES = 32, 4, 64, 2, 8, 4, 10
+
+
+def google_params(seed=0, cls=True, representation=None, classes=CLASSES):
+    """Random parameters of a tiny ViT in vit_jax's key names and Flax layouts."""
+    rng = np.random.default_rng(seed)
+    n = lambda *shape, s=0.2: rng.normal(0, s, shape).astype("float32")  # noqa: E731
+    hd = D // HEADS
+    p = {
+        "embedding/kernel": n(PATCH, PATCH, 3, D, s=0.05), "embedding/bias": n(D),
+        "Transformer/posembed_input/pos_embedding": n(1, int(cls) + GRID * GRID, D),
+        "Transformer/encoder_norm/scale": 1 + n(D), "Transformer/encoder_norm/bias": n(D),
+    }
+    if cls:
+        p["cls"] = n(1, 1, D)
+    for i in range(LAYERS):
+        b = f"Transformer/encoderblock_{i}/"
+        for ln in ("LayerNorm_0", "LayerNorm_2"):
+            p[f"{b}{ln}/scale"], p[f"{b}{ln}/bias"] = 1 + n(D), n(D)
+        a = f"{b}MultiHeadDotProductAttention_1/"
+        for name in ("query", "key", "value"):
+            p[f"{a}{name}/kernel"], p[f"{a}{name}/bias"] = n(D, HEADS, hd), n(HEADS, hd)
+        p[f"{a}out/kernel"], p[f"{a}out/bias"] = n(HEADS, hd, D), n(D)
+        p[f"{b}MlpBlock_3/Dense_0/kernel"], p[f"{b}MlpBlock_3/Dense_0/bias"] = n(D, MLP), n(MLP)
+        p[f"{b}MlpBlock_3/Dense_1/kernel"], p[f"{b}MlpBlock_3/Dense_1/bias"] = n(MLP, D), n(D)
+    width = D
+    if representation:
+        p["pre_logits/kernel"], p["pre_logits/bias"] = n(D, representation), n(representation)
+        width = representation
+    if classes:
+        p["head/kernel"], p["head/bias"] = n(width, classes), n(classes)
+    return p
+
+
+def write_vit_jax(path, p):
+    np.savez(path, **p)
+    return str(path)
+
+
+def write_big_vision(path, p, scanned=False):
+    """big_vision: params/ prefix, patch-only pos_embedding, optional scanned blocks."""
+    rename = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
+              "LayerNorm_2": "LayerNorm_1", "MlpBlock_3": "MlpBlock_0"}
+    out = {}
+    for key, value in p.items():
+        if key == "Transformer/posembed_input/pos_embedding":
+            out["params/pos_embedding"] = value[:, -GRID * GRID:]
+            continue
+        for old, new in rename.items():
+            key = key.replace(old, new)
+        out["params/" + key] = value
+    if scanned:
+        stacked = {}
+        for key in [k for k in out if "encoderblock_" in k]:
+            parts = key.split("/")
+            parts[2] = "encoderblock"
+            stacked.setdefault("/".join(parts), []).append(out.pop(key))
+        out.update({k: np.stack(v) for k, v in stacked.items()})
+    np.savez(path, **out)
+    return str(path)
+
+
+def write_timm(path, p):
+    """A timm state dict in safetensors: PyTorch layouts and a fused qkv."""
+    from safetensors.numpy import save_file
+
+    t = {"patch_embed.proj.weight": p["embedding/kernel"].transpose(3, 2, 0, 1),
+         "patch_embed.proj.bias": p["embedding/bias"],
+         "pos_embed": p["Transformer/posembed_input/pos_embedding"],
+         "norm.weight": p["Transformer/encoder_norm/scale"],
+         "norm.bias": p["Transformer/encoder_norm/bias"]}
+    if "cls" in p:
+        t["cls_token"] = p["cls"]
+    if "head/kernel" in p:
+        t["head.weight"], t["head.bias"] = p["head/kernel"].T, p["head/bias"]
+    for i in range(LAYERS):
+        b, a = f"Transformer/encoderblock_{i}/", f"Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/"
+        qkv = [p[f"{a}{n}/kernel"].reshape(D, D).T for n in ("query", "key", "value")]
+        t[f"blocks.{i}.attn.qkv.weight"] = np.concatenate(qkv)
+        t[f"blocks.{i}.attn.qkv.bias"] = np.concatenate(
+            [p[f"{a}{n}/bias"].reshape(-1) for n in ("query", "key", "value")])
+        t[f"blocks.{i}.attn.proj.weight"] = p[f"{a}out/kernel"].reshape(D, D).T
+        t[f"blocks.{i}.attn.proj.bias"] = p[f"{a}out/bias"]
+        for ours, theirs in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            t[f"blocks.{i}.{theirs}.weight"] = p[f"{b}{ours}/scale"]
+            t[f"blocks.{i}.{theirs}.bias"] = p[f"{b}{ours}/bias"]
+        for j in (0, 1):
+            t[f"blocks.{i}.mlp.fc{j + 1}.weight"] = p[f"{b}MlpBlock_3/Dense_{j}/kernel"].T
+            t[f"blocks.{i}.mlp.fc{j + 1}.bias"] = p[f"{b}MlpBlock_3/Dense_{j}/bias"]
+    save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, str(path))
+    return str(path)
+
+
+def logits(model, images):
+    return ops.convert_to_numpy(model(images)).astype("float64")
+
+
+def assert_close(actual, expected):
+    """Agreement within 1e-4 of the largest reference value (float32 vs float64)."""
+    assert actual.shape == expected.shape
+    err = np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+    assert err < 1e-4, f"relative error {err:.2e}"
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+
+
+FORMATS = {
+    "vit_jax": lambda tmp: write_vit_jax(tmp / "vit_jax.npz", google_params()),
+    "vit_jax_pre_logits": lambda tmp: write_vit_jax(
+        tmp / "in21k.npz", google_params(representation=24, classes=21)),
+    "vit_jax_gap": lambda tmp: write_vit_jax(tmp / "gap.npz", google_params(cls=False)),
+    "big_vision": lambda tmp: write_big_vision(tmp / "bv.npz", google_params()),
+    "big_vision_scanned_gap": lambda tmp: write_big_vision(
+        tmp / "bv_scan.npz", google_params(cls=False), scanned=True),
+    "timm": lambda tmp: write_timm(tmp / "model.safetensors", google_params()),
+}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_matches_the_reference(fmt, tmp_path, images):
+    path = FORMATS[fmt](tmp_path)
+    google = not fmt.startswith("timm")
+    # timm files do not record the head count; 32-wide models need it said.
+    model = ViT.from_preset(path) if google else ViT.from_preset(path, num_heads=HEADS)
+    assert model.hidden_dim == D and model.num_layers == LAYERS and model.patch_size == (8, 8)
+    assert model.gelu_approximate is google and model.layer_norm_epsilon == 1e-6
+    expected = reference_logits(path, images, num_heads=HEADS)
+    assert_close(logits(model, images), expected)
+    expected_format = {"vit": "vit_jax", "big": "big_vision", "timm": "timm"}[fmt.split("_")[0]]
+    assert vit_weights.load_checkpoint(path).format == expected_format
+
+
+def test_pre_logits_checkpoint_reads_its_head(tmp_path):
+    model = ViT.from_preset(FORMATS["vit_jax_pre_logits"](tmp_path))
+    assert model.representation_size == 24 and model.num_classes == 21
+
+
+def _randomised_hf(model_cls, tmp_path, seed=0):
+    """A transformers ViT with every parameter random, saved with save_pretrained."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        intermediate_size=MLP, image_size=32, patch_size=PATCH, num_labels=CLASSES,
+    )
+    torch.manual_seed(seed)
+    hf = getattr(transformers, model_cls)(config).eval()
+    with torch.no_grad():
+        for name, param in hf.named_parameters():
+            scale = 1.0 if "layernorm" in name and name.endswith("weight") else 0.0
+            param.copy_(scale + 0.2 * torch.randn_like(param))
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    return hf, str(tmp_path / "model.safetensors")
+
+
+def _hf_output(hf, images, pooled=False):
+    import torch
+
+    pixels = torch.from_numpy((images / 127.5 - 1.0).transpose(0, 3, 1, 2).astype("float32"))
+    with torch.no_grad():
+        out = hf(pixel_values=pixels)
+    return (out.pooler_output if pooled else out.logits).numpy().astype("float64")
+
+
+def test_hugging_face_classifier_matches_transformers(tmp_path, images):
+    hf, path = _randomised_hf("ViTForImageClassification", tmp_path)
+    model = ViT.from_preset(path)
+    assert model.layer_norm_epsilon == 1e-12 and model.gelu_approximate is False
+    ours = logits(model, images)
+    assert_close(ours, _hf_output(hf, images))
+    assert_close(ours, reference_logits(path, images))
+
+
+def test_hugging_face_vit_model_pooler_is_pre_logits(tmp_path, images):
+    hf, path = _randomised_hf("ViTModel", tmp_path)
+    model = ViT.from_preset(path, include_top=False)
+    assert model.representation_size == D
+    assert_close(logits(model, images), _hf_output(hf, images, pooled=True))
+    with pytest.raises(ValueError, match="no classification head"):
+        ViT.from_preset(path)
+
+
+def test_resampling_to_another_image_size(tmp_path):
+    path = FORMATS["vit_jax"](tmp_path)
+    model = ViT.from_preset(path, image_size=48)
+    pos = ops.convert_to_numpy(model.get_layer("position_embedding").embedding)
+    assert model.grid_size == (6, 6) and pos.shape == (1, 1 + 36, D)
+    images = np.random.default_rng(2).uniform(0, 255, (1, 48, 48, 3)).astype("float32")
+    assert_close(logits(model, images), reference_logits(path, images))
+    wide = ViT.from_preset(path, image_size=(32, 48))
+    images = np.random.default_rng(3).uniform(0, 255, (1, 32, 48, 3)).astype("float32")
+    assert wide.grid_size == (4, 6)
+    assert_close(logits(wide, images), reference_logits(path, images))
+
+
+def test_native_size_is_bit_identical(tmp_path, images):
+    path = FORMATS["big_vision"](tmp_path)
+    a, b = ViT.from_preset(path), ViT.from_preset(path, image_size=32)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    np.testing.assert_array_equal(logits(a, images), logits(b, images))
+
+
+def test_new_head_for_fine_tuning_and_no_top(tmp_path, images):
+    path = FORMATS["vit_jax"](tmp_path)
+    original = ViT.from_preset(path, include_top=False)
+    tuned = ViT.from_preset(path, num_classes=5)
+    head = tuned.get_layer("head")
+    assert head.kernel.shape == (D, 5)
+    assert not np.any(ops.convert_to_numpy(head.kernel)) and not np.any(ops.convert_to_numpy(head.bias))
+    assert logits(original, images).shape == (2, D)
+    features = keras_features(tuned, images)
+    np.testing.assert_allclose(features, logits(original, images), rtol=1e-6, atol=1e-6)
+
+
+def keras_features(model, images):
+    import keras
+
+    pooled = keras.Model(model.input, model.get_layer("pooling").output)
+    return ops.convert_to_numpy(pooled(images)).astype("float64")
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch, tmp_path):
+    """A tiny preset whose named weights are a local file:// checkpoint."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    path = FORMATS["vit_jax"](tmp_path)
+    spec = {"url": pathlib.Path(path).as_uri(), "format": "vit_jax", "image_size": 32,
+            "num_classes": CLASSES, "top1": None, "top1_source": None, "sha256": None, "size": None}
+    entry = {"description": "tiny", "weights": {"tiny_in1k": spec}, "default_weights": "tiny_in1k",
+             "config": dict(patch_size=PATCH, hidden_dim=D, mlp_dim=MLP, num_heads=HEADS, num_layers=LAYERS)}
+    monkeypatch.setitem(presets.PRESETS, "tiny", entry)
+    return path
+
+
+def test_named_weights_download_into_keras_home(tiny_preset, tmp_path, images):
+    model = ViT.from_preset("tiny")
+    assert_close(logits(model, images), reference_logits(tiny_preset, images))
+    cached = list((tmp_path / "keras_home" / "keras_vit" / "tiny" / "tiny_in1k").iterdir())
+    assert [p.name for p in cached] == ["vit_jax.npz"]
+    random = ViT.from_preset("tiny", weights=None, image_size=32, num_classes=CLASSES)
+    assert random.count_params() == model.count_params()
+
+
+def test_unknown_weights_name_lists_the_valid_ones(tiny_preset):
+    with pytest.raises(ValueError, match="Valid names: tiny_in1k"):
+        ViT.from_preset("tiny", weights="imagenet")
+    with pytest.raises(ValueError, match="Valid names: augreg_in21k_ft_in1k"):
+        ViT.from_preset("b16", weights="nope")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint file"):
+        ViT.from_preset(str(tmp_path / "absent.npz"))
+    with pytest.raises(FileNotFoundError, match="No checkpoint file"):
+        ViT.from_preset("b16", weights=str(tmp_path / "absent.safetensors"))
+
+
+@pytest.mark.parametrize("fmt", ["vit_jax", "timm"])
+def test_truncated_and_corrupt_files(fmt, tmp_path):
+    path = pathlib.Path(FORMATS[fmt](tmp_path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated, corrupt"):
+        ViT.from_preset(str(path))
+    path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    with pytest.raises(ValueError, match="truncated, corrupt|Unrecognised"):
+        ViT.from_preset(str(path))
+
+
+def test_other_architecture_names_key_and_shapes(tiny_preset, tmp_path):
+    p = google_params()
+    p["embedding/kernel"] = p["embedding/kernel"][..., :16]
+    path = write_vit_jax(tmp_path / "narrow.npz", p)
+    with pytest.raises(ValueError, match=r"'embedding/kernel' has shape \(8, 8, 3, 16\).*expects \(8, 8, 3, 32\)"):
+        ViT.from_preset("tiny", weights=path)
+    deeper = dict(google_params())
+    deeper.update({k.replace("encoderblock_1/", "encoderblock_2/"): v
+                   for k, v in google_params().items() if "encoderblock_1/" in k})
+    with pytest.raises(ValueError, match="3 encoder blocks.*num_layers=2"):
+        ViT.from_preset("tiny", weights=write_vit_jax(tmp_path / "deep.npz", deeper))
+
+
+def test_missing_and_unexpected_keys(tmp_path):
+    p = google_params()
+    del p["Transformer/encoderblock_1/MlpBlock_3/Dense_0/bias"]
+    with pytest.raises(ValueError, match="lacks 1 expected key.*encoderblock_1/MlpBlock_3/Dense_0/bias"):
+        ViT.from_preset(write_vit_jax(tmp_path / "missing.npz", p))
+    p = google_params()
+    p["opt/state/step"] = np.zeros(())
+    with pytest.warns(UserWarning, match="1 key.*not loaded: opt/state/step"):
+        ViT.from_preset(write_vit_jax(tmp_path / "extra.npz", p))
+
+
+def test_unsupported_architecture_is_refused(tmp_path):
+    path = write_timm(tmp_path / "model.safetensors", google_params())
+    from safetensors.numpy import load_file, save_file
+
+    t = load_file(path)
+    t["fc_norm.weight"] = np.ones(D, "float32")
+    save_file(t, path)
+    with pytest.raises(ValueError, match="fc_norm"):
+        ViT.from_preset(path)
+
+
+def test_hf_config_json_is_read(tmp_path, images):
+    _, path = _randomised_hf("ViTForImageClassification", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["layer_norm_eps"] = 1e-5
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert ViT.from_preset(path).layer_norm_epsilon == 1e-5
+    os.remove(tmp_path / "config.json")
+    model = ViT.from_preset(path)  # falls back on Hugging Face's defaults
+    assert model.layer_norm_epsilon == 1e-12 and model.num_heads == 1
+
+
+def test_presets_document_their_weights():
+    for name, entry in presets.PRESETS.items():
+        assert entry["default_weights"] in entry["weights"], name
+        for weights_name, spec in entry["weights"].items():
+            assert spec["url"].startswith("https://"), (name, weights_name)
+            assert spec["format"] in ("vit_jax", "timm", "hf")
+            if spec["num_classes"] == 1000:
+                assert 70 < spec["top1"] < 90 and spec["top1_source"], (name, weights_name)
+            else:
+                assert spec["num_classes"] == 21843 and spec["top1"] is None
+    assert presets.PRESETS["b16"]["weights"]["augreg_in21k_ft_in1k"]["top1"] == 84.532
+    assert presets.list_weights("h14") == {"orig_in21k": (None, presets.PRESETS["h14"]["weights"]["orig_in21k"]["url"])}
+
+
+def test_decode_predictions():
+    preds = np.zeros((2, 1000), "float32")
+    preds[0, 281], preds[0, 285], preds[1, 948] = 0.9, 0.05, 0.7
+    decoded = keras_vit.decode_predictions(preds, top=2)
+    assert decoded[0] == [(281, "tabby", pytest.approx(0.9)), (285, "Egyptian cat", pytest.approx(0.05))]
+    assert decoded[1][0] == (948, "Granny Smith", pytest.approx(0.7))
+    assert len(set(keras_vit.imagenet_classes())) == 1000
+    with pytest.raises(ValueError, match="batch, 1000"):
+        keras_vit.decode_predictions(np.zeros((2, 10)))
