@@ -28,8 +28,7 @@ class RecipeConfig:
     """One recipe: the model, the data, the optimiser, the schedule and the augmentation.
 
     `epochs` sizes the schedule unless `total_steps` is set (fine-tuning counts steps).
-    `warmup` is in epochs if < 1 is not meaningful, so it is given as `warmup_epochs` or
-    `warmup_steps` (steps win when both are set).
+    The warm-up is `warmup_steps`, or else `warmup_epochs` (may be fractional).
     """
 
     name: str
@@ -126,8 +125,8 @@ def build_model(config, num_channels=None):
     return ViT(**kwargs)
 
 
-def build_optimizer(config, steps_per_epoch):
-    total = config.total_steps or config.epochs * steps_per_epoch
+def build_optimizer(config, steps_per_epoch, epochs=None):
+    total = config.total_steps or (epochs or config.epochs) * steps_per_epoch
     if config.warmup_steps is not None:
         warmup = config.warmup_steps
     else:
@@ -208,10 +207,12 @@ def train(
     num_train=None,
     pipeline="auto",
     model=None,
+    resize_size=None,
 ):
     """Trains `config` on arrays (numpy path, augmentation on the device) or on unbatched
     tf.data datasets (augmentation in tf.data), with resume, logs and a time budget.
 
+    `model` is a ViT, a function returning one, or None for `ViT(**config.model)`.
     Returns (plain model, history dict, info dict). The plain float32 model is saved as
     `output_dir/model.keras` before anything else happens after training.
     """
@@ -229,6 +230,8 @@ def train(
 
     if model is None:
         model = build_model(config)
+    elif callable(model) and not isinstance(model, keras.Model):
+        model = model()  # built here, under the precision policy just set
     if pipeline == "numpy":
         images, labels = train_arrays
         _check_channels(model, images.shape[-1])
@@ -240,7 +243,7 @@ def train(
         steps_per_epoch = len(train_data)
         num_train = len(images)
         fit_model = training.AugmentedModel(model, vit_data.make_augmenter(config.augment, seed=args.seed))
-        fit_kwargs = dict(validation_batch_size=val_batch)
+        fit_kwargs = dict(validation_batch_size=val_batch, shuffle=False)  # shuffles itself
     else:
         channels = train_dataset.element_spec[0].shape[-1]
         _check_channels(model, channels)
@@ -249,18 +252,27 @@ def train(
                       num_channels=model.num_channels)
         train_data = vit_data.build_pipeline(
             train_dataset, training=True, batch_size=config.batch_size, augment=config.augment,
-            seed=args.seed, **common)
+            seed=args.seed, resize_size=resize_size, repeat=bool(config.total_steps), **common)
         val_data = vit_data.build_pipeline(
             test_dataset, training=False, **common, batch_size=eval_batch_size(
                 vit_data.dataset_size(test_dataset), config.eval_batch_size))
         steps_per_epoch = num_train // config.batch_size
         fit_model = model
-        fit_kwargs = {}
+        fit_kwargs = dict(shuffle=False)  # the pipeline shuffles
     if steps_per_epoch == 0:
         raise ValueError(
             f"batch_size {config.batch_size} is larger than the dataset ({num_train} examples)."
         )
 
+    epochs = config.epochs
+    if config.total_steps:
+        # A schedule in steps (fine-tuning): whole epochs of a repeated dataset that add up
+        # to exactly `total_steps`.
+        if pipeline != "tf.data":
+            raise ValueError("total_steps needs the tf.data pipeline.")
+        epochs = max(1, round(config.total_steps / steps_per_epoch))
+        steps_per_epoch = math.ceil(config.total_steps / epochs)
+        fit_kwargs["steps_per_epoch"] = steps_per_epoch
     optimizer, schedule = build_optimizer(config, steps_per_epoch)
     fit_model.compile(
         optimizer=optimizer,
@@ -271,9 +283,6 @@ def train(
     )
     sample = np.zeros((1, *model.image_size, model.num_channels), "float32")
     fit_model(sample)  # build before BackupAndRestore restores into it
-    epochs = config.epochs
-    if config.total_steps:
-        epochs = math.ceil(config.total_steps / steps_per_epoch)
     budget = None
     if args.time_budget_minutes:
         budget = training.TimeBudget(

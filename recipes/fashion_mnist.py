@@ -58,8 +58,8 @@ CONFIG = common.RecipeConfig(
 # 7x7-pixel patches (16 tokens), same optimiser and augmentation.
 DEMO = dataclasses.replace(
     CONFIG,
-    model=dict(CONFIG.model, patch_size=7, hidden_dim=96, num_layers=4, num_heads=4,
-               mlp_dim=192, drop_path_rate=0.0),
+    model=dict(CONFIG.model, patch_size=7, hidden_dim=64, num_layers=4, num_heads=4,
+               mlp_dim=128, drop_path_rate=0.0),
     batch_size=128,
     epochs=6,
     learning_rate=2e-3,
@@ -167,8 +167,8 @@ def model_card(config, args, metrics, info, history):
         a for a in (sys.argv[1:] if args is not None else []))
     return f"""# ViT on Fashion-MNIST (trained from scratch)
 
-A small Vision Transformer (`keras_vit.ViT`) trained on the 60,000 Fashion-MNIST training
-images, evaluated on the official 10,000 test images. Load it with
+A small Vision Transformer (`keras_vit.ViT`) trained on {metrics["train_examples"]:,} Fashion-MNIST
+training images, evaluated on {metrics["test_examples"]:,} test images{" (the official test set)" if metrics["official_test_set"] else ""}. Load it with
 `keras_vit.ViT.from_preset("fashion_mnist")` or `keras.saving.load_model("model.keras")`;
 it takes `(batch, 28, 28, 1)` images with pixel values 0..255 and returns 10 logits
 (classes: {", ".join(config.class_names)}).
