@@ -1,8 +1,10 @@
 """keras_vit: Vision Transformers for Keras 3 on TensorFlow, JAX and PyTorch."""
 
 from keras_vit import layers, presets
+from keras_vit import export
 from keras_vit.imagenet import decode_predictions, imagenet_classes
 from keras_vit.model import ViT
 
 __version__ = "0.1.0"
 __all__ = ["ViT", "decode_predictions", "imagenet_classes", "layers", "presets"]
+__all__ += ["export"]
