@@ -246,7 +246,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
         )
-        self.attention = keras.layers.MultiHeadAttention(
+        from keras_vit.attention import ViTAttention  # MultiHeadAttention + fast JAX path
+
+        self.attention = ViTAttention(
             num_heads=num_heads,
             key_dim=hidden_dim // num_heads,
             dropout=attention_dropout_rate,

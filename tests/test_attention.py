@@ -1,0 +1,124 @@
+"""ViTAttention: the same variables as keras.layers.MultiHeadAttention, the same results on
+every path (the padded "fast" and "fused" paths are checked on CPU through XLA)."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vit import attention
+from keras_vit.attention import ViTAttention
+
+JAX_ONLY = pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="the padded fused path exists on JAX only"
+)
+
+
+def _pair(num_heads=4, key_dim=8, dim=32, tokens=17, **kwargs):
+    """A ViTAttention and a MultiHeadAttention with the same weights, and an input."""
+    fast = ViTAttention(num_heads=num_heads, key_dim=key_dim, name="attention", **kwargs)
+    plain = keras.layers.MultiHeadAttention(num_heads=num_heads, key_dim=key_dim, name="attention")
+    shape = (3, tokens, dim)
+    fast.build(shape, shape)
+    plain.build(shape, shape)
+    rng = np.random.default_rng(1)
+    plain.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in plain.weights])
+    fast.set_weights(plain.get_weights())
+    x = rng.normal(size=shape).astype("float32")
+    return fast, plain, x
+
+
+def test_same_variables_as_multi_head_attention():
+    fast, plain, _ = _pair()
+    assert isinstance(fast, keras.layers.MultiHeadAttention)
+    assert [(v.path, tuple(v.shape)) for v in fast.weights] == [
+        (v.path, tuple(v.shape)) for v in plain.weights
+    ]
+
+
+@pytest.mark.parametrize("implementation", ["auto", "plain", "fast", "fused"])
+def test_matches_plain_path(implementation):
+    fast, plain, x = _pair(implementation=implementation)
+    expected = keras.ops.convert_to_numpy(plain(x, x))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(fast(x, x)), expected, rtol=1e-5, atol=1e-5
+    )
+
+
+@JAX_ONLY
+@pytest.mark.parametrize("tokens,multiple", [(17, 8), (197, 64), (16, 8), (5, 1)])
+def test_padding_is_exact(tokens, multiple):
+    fast, plain, x = _pair(tokens=tokens, implementation="fast", pad_multiple=multiple)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(fast(x, x)),
+        keras.ops.convert_to_numpy(plain(x, x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+@JAX_ONLY
+def test_gradients_match_plain_path():
+    import jax
+
+    fast, plain, x = _pair(implementation="fused", pad_multiple=16)
+
+    def loss(layer):
+        def f(weights):
+            out, _ = layer.stateless_call(weights, [], x, x)
+            return (out**2).sum()
+
+        return jax.grad(f)([v.value for v in layer.trainable_variables])
+
+    grads_fast, grads_plain = loss(fast), loss(plain)
+    # The key bias's true gradient is 0 (softmax ignores it), so both sides hold rounding
+    # noise there: compare against the scale of all the gradients.
+    scale = max(float(np.abs(g).max()) for g in grads_plain)
+    for g_fast, g_plain in zip(grads_fast, grads_plain):
+        np.testing.assert_allclose(g_fast, g_plain, rtol=1e-4, atol=1e-6 * scale)
+
+
+@JAX_ONLY
+def test_bfloat16_matches_plain_path():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    fast, plain, x = _pair(implementation="fast")
+    out_fast = keras.ops.convert_to_numpy(keras.ops.cast(fast(x, x), "float32"))
+    out_plain = keras.ops.convert_to_numpy(keras.ops.cast(plain(x, x), "float32"))
+    np.testing.assert_allclose(out_fast, out_plain, rtol=0.05, atol=0.05)
+
+
+def test_masks_and_scores_take_the_plain_path():
+    fast, plain, x = _pair(implementation="fast")
+    mask = np.tril(np.ones((3, 17, 17), bool))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(fast(x, x, attention_mask=mask)),
+        keras.ops.convert_to_numpy(plain(x, x, attention_mask=mask)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    out, scores = fast(x, x, return_attention_scores=True)
+    assert tuple(scores.shape) == (3, 4, 17, 17)
+
+
+def test_model_switch_and_default():
+    from keras_vit import ViT
+
+    assert attention.get_implementation() in attention.IMPLEMENTATIONS
+    model = ViT(
+        image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64,
+        num_classes=10,
+    )
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(images))
+    for impl in ("fused", "fast", "plain"):
+        assert attention.set_model_implementation(model, impl) == 2
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model(images)), expected, rtol=1e-5, atol=1e-5
+        )
+    with pytest.raises(ValueError, match="implementation"):
+        attention.set_implementation("flash")
+
+
+def test_serialization_round_trip():
+    layer = ViTAttention(num_heads=2, key_dim=4, implementation="fast", pad_multiple=16)
+    clone = ViTAttention.from_config(layer.get_config())
+    assert clone.implementation == "fast" and clone.pad_multiple == 16
