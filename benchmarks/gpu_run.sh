@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU mode of the benchmark, as one command for a lent GPU machine (one H100 or H200:
+# JAX, PyTorch and timm installed; no TensorFlow, no Keras). Keras, keras-hub and the two
+# pure dependencies missing there travel as wheels in .whl/ (see benchmarks/RESULTS.md):
+#
+#   device run, carry [".whl"], timeout_s 360:   bash benchmarks/gpu_run.sh
+#
+# ViT-B/16 at 224, mixed_bfloat16, batch 256 inference / 128 training: keras_vit on JAX with
+# the fast (padded cuDNN) attention, the plain Keras attention and the fast attention with a
+# fused qkv projection, then keras-hub on JAX, then timm + torch.compile + bf16 autocast.
+# Each runs in its own process; the run stops starting new ones after BENCH_DEADLINE
+# seconds (default 270) and keeps what finished. Results land in $OUT (or ./gpu_out).
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu_out}"
+mkdir -p "$OUT"
+PYTHON="${PYTHON:-python3}"
+if [ -z "${BENCH_NO_WHEELS:-}" ]; then  # BENCH_NO_WHEELS=1: keras is installed already
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+fi
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+export KERAS_HOME=/tmp/keras_home
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+"$PYTHON" -c "import jax, torch, keras; print('jax', jax.__version__, jax.devices(), '| torch',
+torch.__version__, torch.cuda.is_available(), '| keras', keras.__version__)" 2>&1 | tail -2
+"$PYTHON" benchmarks/bench.py --gpu --attention "${BENCH_ATTENTION:-fast,plain,fused}" \
+    --deadline "${BENCH_DEADLINE:-270}" --out "$OUT/RESULTS_gpu.md" \
+    --json "$OUT/results_gpu.json" --log "$OUT/bench_log.txt" "$@"
+status=$?
+exit $status

@@ -1,0 +1,88 @@
+"""The benchmark script runs end to end on a tiny configuration (a check that it works, not
+a timing: the numbers are not looked at)."""
+
+import importlib.util
+import json
+import os
+import sys
+
+import keras
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import bench  # noqa: E402
+
+HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
+
+
+def test_expected_params_match_reference_and_presets():
+    from keras_vit import presets
+
+    # Published counts with a 1000-class head at 224 (vit_jax / timm).
+    assert bench.expected_params("ti16", 224) == 5_717_416
+    assert bench.expected_params("s16", 224) == 22_050_664
+    assert bench.expected_params("b16", 224) == 86_567_656
+    for name, arch in bench.ARCH.items():
+        if name in presets.PRESETS:
+            config = presets.PRESETS[name]["config"]
+            assert arch == (
+                config["patch_size"], config["hidden_dim"], config["mlp_dim"],
+                config["num_heads"], config["num_layers"],
+            )
+
+
+def test_modes_build_the_documented_jobs():
+    gpu = bench.build_specs(bench.parse_args(["--gpu", "--attention", "plain,fast"]))
+    assert [s["libs"] for s in gpu] == [
+        ["keras_vit:plain"], ["keras_vit:fast"], ["keras_hub"], ["timm"]
+    ]
+    assert {(s["preset"], s["batch_size"], s["train_batch_size"], s["precision"]) for s in gpu} == {
+        ("b16", 256, 128, "mixed_bfloat16")
+    }
+    assert gpu[-1]["backend"] == "torch" and gpu[-1]["jit_compile"] is True
+    quick = bench.build_specs(bench.parse_args(["--quick"]))
+    assert {(s["backend"], s["preset"]) for s in quick if s["libs"] != ["timm"]} == {
+        (b, p) for b in ("tensorflow", "jax", "torch") for p in ("ti16", "s16")
+    }
+    assert all(s["libs"] == ["keras_vit", "keras_hub"] for s in quick if s["libs"] != ["timm"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One run of the script on a 2-layer model: both keras_vit attention paths, and
+    keras-hub where it is installed, in one interleaved process."""
+    tmp = tmp_path_factory.mktemp("bench")
+    out, raw = tmp / "report.md", tmp / "results.json"
+    libs = "keras_vit,keras_hub" if HAS_KERAS_HUB else "keras_vit"
+    status = bench.main([
+        "--backends", keras.backend.backend(), "--libs", libs, "--presets", "tiny",
+        "--attention", "plain,fast", "--image-size", "32", "--batch-size", "2",
+        "--train-batch-size", "2", "--warmup", "1", "--repeats", "1", "--steps", "1",
+        "--predict-batches", "1", "--timeout", "900", "--out", str(out), "--json", str(raw),
+    ])
+    return status, json.loads(raw.read_text()), out.read_text()
+
+
+def test_runs_keras_vit_with_both_attention_paths(tiny_run):
+    status, results, report = tiny_run
+    assert status == 0, results
+    by_lib = {r["spec"]["lib"]: r for r in results}
+    for lib in ("keras_vit:plain", "keras_vit:fast"):
+        res = by_lib[lib]
+        assert "error" not in res, res
+        assert res["params"] == bench.expected_params("tiny", 32)
+        for key in ("fwd_ips", "predict_ips", "train_ips"):
+            assert res[key] > 0
+    assert "keras_vit (fast attention)" in report and "Software:" in report
+
+
+@pytest.mark.skipif(not HAS_KERAS_HUB, reason="keras-hub is not installed (requirements-bench.txt)")
+def test_runs_against_keras_hub_with_equal_params(tiny_run):
+    status, results, report = tiny_run
+    by_lib = {r["spec"]["lib"]: r for r in results}
+    assert "error" not in by_lib["keras_hub"], by_lib["keras_hub"]
+    assert by_lib["keras_hub"]["params"] == bench.expected_params("tiny", 32)
+    line = next(line for line in report.splitlines() if "keras_vit (plain attention)" in line)
+    ratios = line.split("|")[-3].split("/")
+    assert len(ratios) == 3 and all(float(r) > 0 for r in ratios)
