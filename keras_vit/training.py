@@ -217,8 +217,8 @@ class EpochTimer(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Stops training cleanly so that it ends within `seconds` of `start_time`.
 
-    After the second epoch of this run (the first one pays for compilation) it projects
-    the remaining epochs. If `schedule` (a `WarmupCosine`) and `steps_per_epoch` are
+    After each epoch it projects the remaining ones (in the first epoch, from the batches
+    after the first, which pays for compilation). If `schedule` (a `WarmupCosine`) and `steps_per_epoch` are
     given and the planned epochs don't fit, it shortens the schedule to the epochs that
     do (re-tracing the train step once), so the learning rate still decays to its end
     value; otherwise it just stops before an epoch that would overrun the budget.
@@ -244,6 +244,24 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.time()
+        self._batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if self._batches == 0:
+            self._first_batch_end = now  # the first batch pays for compilation
+        self._last_batch_end = now
+        self._batches += 1
+
+    def _epoch_estimate(self):
+        """Seconds per epoch without compilation."""
+        if self._epochs_run >= 2:  # the last two epochs, never the first one
+            recent = self._durations[1:][-2:]
+            return sum(recent) / len(recent)
+        if self._batches > 1:  # first epoch: time the batches after the first one
+            steady = self._last_batch_end - self._first_batch_end
+            return steady * self._batches / (self._batches - 1)
+        return self._durations[-1]
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.time()
@@ -253,16 +271,12 @@ class TimeBudget(keras.callbacks.Callback):
         if self.final_epoch is not None and epoch + 1 >= self.final_epoch:
             self.model.stop_training = True
             return
-        if self._epochs_run < 2 and left > self._durations[-1]:
-            return
-        per_epoch = self._durations[-1] if self._epochs_run < 3 else sum(self._durations[-2:]) / 2
-        if (
-            not self.replanned
-            and self.schedule is not None
-            and self.steps_per_epoch
-            and self._epochs_run >= 2
-        ):
+        per_epoch = self._epoch_estimate()
+        if self._epochs_run >= 2:
+            per_epoch = max(per_epoch, self._durations[-1])
+        if not self.replanned and self.schedule is not None and self.steps_per_epoch:
             planned = math.ceil(self.schedule.total_steps / self.steps_per_epoch)
+            # Shortening the schedule re-traces the train step: about one compilation.
             compile_seconds = max(self._durations[0] - per_epoch, 0.0)
             fit = epoch + 1 + int((left - compile_seconds) // per_epoch)
             if fit < planned:

@@ -173,9 +173,12 @@ def test_time_budget_shortens_the_schedule():
     budget._durations = [15.0]
     budget._epochs_run = 1
     budget._epoch_start = now - 5
+    budget._batches = 0
     budget.on_epoch_end(1)
     # 80 s left, less 10 s to re-trace the train step, / 5 s per epoch = 14 more epochs
     # after the 2 run: the schedule now ends after epoch 16 (15 if the clock ticked).
     assert budget.replanned and budget.final_epoch in (15, 16)
     assert schedule.total_steps == budget.final_epoch * 10
     assert budget.model.retraced == 1
+    budget.on_epoch_end(budget.final_epoch - 1)
+    assert budget.model.stop_training
