@@ -278,7 +278,8 @@ def train(
         optimizer=optimizer,
         loss=training.make_loss(config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=not args.no_jit,
+        # torch.compile (torch's jit_compile) is slow to start and no faster for small ViTs.
+        jit_compile=not args.no_jit and keras.backend.backend() != "torch",
         steps_per_execution=args.steps_per_execution,
     )
     sample = np.zeros((1, *model.image_size, model.num_channels), "float32")
