@@ -248,8 +248,17 @@ def _keras_worker(spec, results, save):
     (A B A B ...), so a load change on a shared machine hits all of them alike."""
     import keras
 
-    keras.config.set_dtype_policy(spec["precision"])
     backend = keras.backend.backend()
+    if spec.get("threads") and backend == "torch":
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+    elif spec.get("threads") and backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+        tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
+    keras.config.set_dtype_policy(spec["precision"])
     memory = _Memory(backend)
     single = len(spec["libs"]) == 1  # peak memory only means something for one model
     built = {}
@@ -465,6 +474,11 @@ def run_one(spec, timeout, log):
             json.dump(spec, f)
         env = dict(os.environ)
         env["KERAS_BACKEND"] = spec["backend"]
+        if spec.get("threads"):
+            n = spec["threads"]
+            env.update(OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
+            if n == 1:
+                env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", spec_path, out_path]
@@ -567,6 +581,8 @@ def parse_args(argv=None):
     p.add_argument("--jit-compile", choices=["auto", "true", "false"], default="auto",
                    help="model.compile(jit_compile=...); true also torch.compiles the "
                    "torch forward pass (timm is always torch.compiled unless false)")
+    p.add_argument("--threads", type=int, help="CPU threads per framework (torch, TF intra-op, "
+                   "XLA:CPU Eigen); on a shared, oversubscribed machine 1 is steadier")
     p.add_argument("--timeout", type=int, default=900, help="seconds per subprocess")
     p.add_argument("--deadline", type=int, help="seconds for the whole run: a job gets what "
                    "is left, and none starts with under 30 s left (the rest are listed)")
@@ -610,7 +626,7 @@ def build_specs(args):
         image_size=get("image_size"), batch_size=get("batch_size"),
         train_batch_size=get("train_batch_size"), warmup=get("warmup"),
         repeats=get("repeats"), steps=get("steps"), predict_batches=get("predict_batches"),
-        phases=get_list(args.phases),
+        phases=get_list(args.phases), threads=args.threads,
     )
     specs = []
     for preset in get_list(get("presets")):

@@ -7,18 +7,19 @@ load into it exactly as into the Keras layer. Only how the attention is computed
 - "plain": Keras's own path (`ops.dot_product_attention`). On JAX, Keras asks cuDNN for
   flash attention and cuDNN refuses ViT's 197-token sequence, so XLA computes the full
   (B, heads, T, T) score matrix unfused.
-- "fast": on JAX, pads the token sequence to a multiple of `pad_multiple` (64 by default)
+- "fast": on JAX (other backends: "plain"), pads the token sequence to a multiple of `pad_multiple` (64 by default)
   with zeros and calls `jax.nn.dot_product_attention` with `key_value_seq_lengths` set to
   the true length, so the padded keys get no weight; the padded query rows are dropped.
   The result equals the plain one up to rounding. cuDNN's fused kernel runs it on GPU
   ("cudnn"); elsewhere XLA does ("xla"), which is how the CPU tests check the padding.
-- "fused": "fast", and the query, key and value projections run as one matmul against
-  their three kernels concatenated (the variables stay separate).
+- "fused": on every backend, the query, key and value projections run as one matmul
+  against their three kernels concatenated (the variables stay separate); the attention
+  itself is the padded cuDNN one where that applies (JAX, GPU, bf16/fp16), else Keras's.
 - "auto" (the default): "fast" on JAX on a GPU when computing in bfloat16 or float16 (where
   cuDNN's kernel applies), else "plain".
 
-Other backends, attention masks, attention dropout in training and returned scores always
-take the plain path. The default comes from `set_implementation` or, before it is called,
+Attention masks, attention dropout in training, gated or windowed attention and returned
+scores always take the plain path. The default comes from `set_implementation` or, before it is called,
 the environment variable `KERAS_VIT_ATTENTION`; a layer's `implementation` attribute,
 when set, overrides it.
 """
@@ -81,6 +82,14 @@ def _on_jax_gpu():
     return jax.devices()[0].platform == "gpu"
 
 
+def _cudnn_applies(tensor):
+    """Whether cuDNN's fused attention can take `tensor`: JAX on a GPU, bf16 or fp16."""
+    return _on_jax_gpu() and keras.backend.standardize_dtype(tensor.dtype) in (
+        "bfloat16",
+        "float16",
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ViTAttention(keras.layers.MultiHeadAttention):
     """`keras.layers.MultiHeadAttention` for self-attention, with a padded fused JAX path.
@@ -106,8 +115,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
 
     def _use_fast(self, impl, training, masks, return_attention_scores, use_causal_mask):
         return (
-            impl in ("fast", "fused")
-            and keras.backend.backend() == "jax"
+            (impl == "fused" or (impl == "fast" and keras.backend.backend() == "jax"))
             and all(m is None for m in masks)
             and not return_attention_scores
             and not use_causal_mask
@@ -150,9 +158,12 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             q, k, v = self._fused_projections(query)
         else:
             q, k, v = self._query_dense(query), self._key_dense(key), self._value_dense(value)
-        out = _padded_dot_product_attention(
-            q, k, v, scale=self._inverse_sqrt_key_dim, pad_multiple=self.pad_multiple
-        )
+        if impl == "fast" or _cudnn_applies(q):
+            out = _padded_dot_product_attention(
+                q, k, v, scale=self._inverse_sqrt_key_dim, pad_multiple=self.pad_multiple
+            )
+        else:
+            out, _ = self._compute_attention(q, k, v, None, training, False)
         return self._output_dense(out)
 
     def _fused_projections(self, x):
@@ -196,13 +207,12 @@ def _padded_dot_product_attention(query, key, value, scale, pad_multiple):
         key = jnp.pad(key, ((0, 0), (0, kv_pad), (0, 0), (0, 0)))
         value = jnp.pad(value, ((0, 0), (0, kv_pad), (0, 0), (0, 0)))
         lengths = jnp.full((batch,), kv_len, dtype="int32")
-    use_cudnn = _on_jax_gpu() and query.dtype in (jnp.bfloat16, jnp.float16)
     out = jax.nn.dot_product_attention(
         query,
         key,
         value,
         scale=float(scale),
         key_value_seq_lengths=lengths,
-        implementation="cudnn" if use_cudnn else "xla",
+        implementation="cudnn" if _cudnn_applies(query) else "xla",
     )
     return out[:, :q_len] if q_pad else out
