@@ -180,6 +180,37 @@ PRESETS = {
     for name, (long_name, patch, hidden, mlp, heads, layers) in _ARCHITECTURES.items()
 }
 
+# Models trained by this project's recipes, shipped in the repository's saved_models/
+# (or the folder named by $KERAS_VIT_SAVED_MODELS).
+SAVED_MODELS = os.environ.get(
+    "KERAS_VIT_SAVED_MODELS",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models"),
+)
+PRESETS["fashion_mnist"] = {
+    "description": (
+        "ViT trained from scratch on Fashion-MNIST by recipes/fashion_mnist.py: (28, 28, 1) "
+        "images with pixels 0..255, 10 classes, 93.45 % on the official test set "
+        "(saved_models/fashion_mnist/README.md)."
+    ),
+    "config": {
+        "image_size": 28,
+        "num_channels": 1,
+        "patch_size": 4,
+        "hidden_dim": 256,
+        "mlp_dim": 512,
+        "num_heads": 4,
+        "num_layers": 6,
+        "num_classes": 10,
+    },
+    "weights": {
+        "fashion_mnist": _entry(
+            None, None, None, image_size=28, num_classes=10, fmt="keras",
+            file="fashion_mnist/model.keras",
+        ),
+    },
+    "default_weights": "fashion_mnist",
+}
+
 
 def list_presets():
     """Returns {preset name: description}."""
@@ -189,7 +220,8 @@ def list_presets():
 def list_weights(preset):
     """Returns {weights name: (top-1 or None, url)} of a preset."""
     return {
-        name: (spec["top1"], spec["url"]) for name, spec in get_preset(preset)["weights"].items()
+        name: (spec["top1"], spec["url"] or spec.get("file"))
+        for name, spec in get_preset(preset)["weights"].items()
     }
 
 
@@ -209,7 +241,7 @@ def _is_url(value):
 
 def _looks_like_file(value):
     return isinstance(value, (str, os.PathLike)) and (
-        os.path.sep in str(value) or str(value).endswith((".npz", ".safetensors"))
+        os.path.sep in str(value) or str(value).endswith((".npz", ".safetensors", ".keras"))
     )
 
 
@@ -220,9 +252,18 @@ def _fetch_url(url):
 
 
 def _fetch_named(preset, name, spec):
-    """Downloads a preset's named weights (and their config.json) into the cache."""
+    """Downloads a preset's named weights (and their config.json) into the cache, or
+    returns the path of a shipped model."""
     from keras_vit import download
 
+    if spec.get("file"):
+        path = os.path.join(SAVED_MODELS, spec["file"])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Preset {preset!r} loads {path}, which ships in the keras_vit repository's "
+                "saved_models/ folder: set KERAS_VIT_SAVED_MODELS to that folder."
+            )
+        return path
     subdir = f"{preset}/{name}"
     if spec.get("config_url"):
         download.download(spec["config_url"], subdir=subdir)

@@ -10,6 +10,7 @@ The format is told from the keys, not the file name:
 - "timm": a timm state dict in `.safetensors` (PyTorch layouts, fused qkv).
 - "hf": Hugging Face `ViTModel` / `ViTForImageClassification` `.safetensors`, with the
   `config.json` beside it when there is one.
+- "keras": a `.keras` file of a `keras_vit.ViT` (e.g. the shipped Fashion-MNIST model).
 
 Google's checkpoints were trained with the tanh-approximate GELU and LayerNorm epsilon
 1e-6, timm's with exact GELU and 1e-6, Hugging Face's with exact GELU and the config's
@@ -157,6 +158,8 @@ def load_checkpoint(path):
     when there is one. Raises a ValueError naming the missing keys when the file lacks
     some, or the unsupported feature when it is another kind of model.
     """
+    if os.fspath(path).endswith(".keras"):
+        return _load_keras_file(path)
     tensors = read_tensors(path)
     fmt = detect_format(tensors)
     for key in tensors:
@@ -183,6 +186,30 @@ def load_checkpoint(path):
         )
     unexpected = sorted(set(tensors) - reader.used - reader.ignorable)
     return Checkpoint(path, fmt, reader.params, config, unexpected)
+
+
+def _load_keras_file(path):
+    """A `.keras` file of a keras_vit ViT as a `Checkpoint` (its own config and weights)."""
+    import keras
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {path!r}.")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # a corrupt zip, a missing custom object, ...
+        raise ValueError(f"Could not load the Keras model file {path!r}: {e}") from e
+    if not hasattr(model, "grid_size") or not hasattr(model, "pooling"):
+        raise ValueError(f"{path!r} holds a {type(model).__name__}, not a keras_vit ViT.")
+    config = model.get_config()
+    for key in ("name", "trainable", "dtype", "include_top"):
+        config.pop(key, None)
+    if not model.include_top:
+        config["num_classes"] = None
+    params = {
+        key: (keras.ops.convert_to_numpy(variable), variable.path)
+        for key, variable in _targets(model).items()
+    }
+    return Checkpoint(os.fspath(path), "keras", params, config, [])
 
 
 class _Reader:
