@@ -1,4 +1,5 @@
-# `make test` sets up .venv (if missing) and runs the test suite once per Keras backend.
+# `make test` sets up .venv (if missing) and Fashion-MNIST (for the shipped model's test), then
+# runs the test suite once per Keras backend.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml requirements-test.txt
 
 venv: $(VENV)/.installed
 
-test: venv
+test: venv fashion-mnist-data
 	@failed=""; \
 	for backend in $(BACKENDS); do \
 		echo "=== KERAS_BACKEND=$$backend"; \
@@ -38,6 +39,7 @@ fashion-mnist-data:
 	@if [ -f $(FASHION_MNIST_DEB_DIR)/t10k-labels-idx1-ubyte.gz ]; then \
 		echo "Fashion-MNIST: using Debian's dataset-fashion-mnist in $(FASHION_MNIST_DEB_DIR)"; \
 	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq >/dev/null 2>&1 && \
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; then \
 		echo "Fashion-MNIST: installed Debian's dataset-fashion-mnist"; \
 	else \
@@ -46,7 +48,5 @@ fashion-mnist-data:
 
 demo: venv fashion-mnist-data
 	KERAS_BACKEND=$(DEMO_BACKEND) $(PY) -m recipes.fashion_mnist --schedule demo \
-		--output-dir $(DEMO_DIR) --time-budget-minutes $(DEMO_MINUTES) --no-resume
-	@# EXPORT STEP (to be wired in when the export CLI lands), e.g.:
-	@# KERAS_BACKEND=$(DEMO_BACKEND) $(PY) -m keras_vit export $(DEMO_DIR)/model.keras ...
-	@echo "Demo done: model, metrics, plots and model card are in $(DEMO_DIR)/ (listed above)."
+		--output-dir $(DEMO_DIR) --time-budget-minutes $(DEMO_MINUTES) --no-resume --export
+	@echo "Demo done: model, metrics, plots, model card and TFLite files are in $(DEMO_DIR)/ (listed above)."

@@ -86,6 +86,9 @@ def parse_args(argv=None):
     parser.add_argument("--pipeline", choices=["auto", "tf.data", "numpy"], default="auto",
                         help="tf.data (augmentation in the pipeline) or numpy (augmentation on "
                              "the device); auto picks tf.data when TensorFlow is installed")
+    parser.add_argument("--export", action="store_true",
+                        help="also export model_fp32.tflite and model_int8.tflite (full integer, "
+                             "calibrated on training images) with a parity report")
     return parser.parse_args(argv)
 
 
@@ -101,12 +104,14 @@ def main(argv=None):
     model, history, info = common.train(
         config, args, train_arrays=(x_train, y_train), test_arrays=(x_test, y_test),
         pipeline=args.pipeline)
-    report_and_card(config, args, model, history, info, x_test, y_test, start)
+    report_and_card(config, args, model, history, info, (x_train, x_test, y_test), start)
     return 0
 
 
-def report_and_card(config, args, model, history, info, x_test, y_test, start):
-    """Evaluates the saved model on the test set and writes metrics, plots and the card."""
+def report_and_card(config, args, model, history, info, arrays, start):
+    """Evaluates the saved model on the test set and writes metrics, plots and the card;
+    with `--export`, also the TFLite files and their parity report."""
+    x_train, x_test, y_test = arrays
     out = Path(args.output_dir)
     names = list(config.class_names)
     predictions = common.predict_labels(model, x_test)
@@ -141,6 +146,15 @@ def report_and_card(config, args, model, history, info, x_test, y_test, start):
         print(f"Could not write the plots: {error!r}")
     (out / "README.md").write_text(model_card(config, args, metrics, info, history))
     artifacts["model card"] = out / "README.md"
+    if args.export:
+        from keras_vit import export
+
+        export.export(out / "model.keras", quantize=["float32", "int8"],
+                      representative_data=x_train, eval_images=x_test, eval_labels=y_test,
+                      report_path=out / "export_report.md", overwrite=True)
+        artifacts["TFLite float32"] = out / "model_fp32.tflite"
+        artifacts["TFLite int8"] = out / "model_int8.tflite"
+        artifacts["export report"] = out / "export_report.md"
     if (out / "logs").exists():
         artifacts["TensorBoard logs"] = out / "logs"
     artifacts["resume checkpoint"] = out / "backup"

@@ -242,3 +242,20 @@ def test_collect_images_from_batches_adds_the_channel_axis():
     assert images.shape == (4, 8, 8, 1) and images.dtype == np.float32
     with pytest.raises(ValueError, match="shape"):
         export.collect_images(np.zeros((2, 9, 9, 1)), (8, 8, 1))
+
+
+def test_shipped_fashion_mnist_tflite_files_match_keras():
+    """The shipped TFLite files use builtin ops only and agree with the shipped model."""
+    from keras_vit import data
+
+    folder = os.path.join(ROOT, "saved_models", "fashion_mnist")
+    model = ViT.from_preset("fashion_mnist")
+    images, labels = data.load_fashion_mnist("test", limit=200, download=False)
+    images = images.astype("float32")
+    keras_labels = model.predict(images, verbose=0).argmax(-1)
+    for variant, min_agreement in (("fp32", 1.0), ("int8", 0.95)):
+        path = os.path.join(folder, f"model_{variant}.tflite")
+        export.check_builtin_ops(path)
+        tflite_labels = export.run_tflite(path, images)[0].argmax(-1)
+        assert (tflite_labels == keras_labels).mean() >= min_agreement, variant
+        assert (tflite_labels == labels).mean() >= 0.9, variant

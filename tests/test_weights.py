@@ -356,3 +356,22 @@ def test_decode_predictions():
     assert len(set(keras_vit.imagenet_classes())) == 1000
     with pytest.raises(ValueError, match="batch, 1000"):
         keras_vit.decode_predictions(np.zeros((2, 10)))
+
+
+def test_keras_file_of_a_vit_loads_with_overrides(tmp_path, images):
+    """A saved keras_vit ViT (the format of the shipped models) loads by path, re-headed or
+    resampled like any checkpoint."""
+    model = ViT(image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=4,
+                mlp_dim=64, num_classes=5)
+    model.get_layer("head").kernel.assign(np.random.default_rng(0).normal(size=(32, 5)))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = ViT.from_preset(str(path))
+    np.testing.assert_array_equal(logits(loaded, images), logits(model, images))
+    new_head = ViT.from_preset(str(path), num_classes=3, image_size=48)
+    assert new_head.output_shape == (None, 3)
+    np.testing.assert_array_equal(ops.convert_to_numpy(new_head.get_layer("head").kernel), 0.0)
+    assert new_head.get_layer("position_embedding").embedding.shape == (1, 37, 32)
+    with pytest.raises(ValueError, match="Could not load the Keras model file"):
+        (tmp_path / "broken.keras").write_bytes(b"PK\x03\x04 not a zip")
+        ViT.from_preset(str(tmp_path / "broken.keras"))
