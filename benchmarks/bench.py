@@ -599,7 +599,7 @@ def build_specs(args):
         defaults = dict(backends="jax", libs="keras_vit,keras_hub,timm", presets="b16",
                         image_size=224, batch_size=256, train_batch_size=128,
                         precision="mixed_bfloat16", warmup=2, repeats=3, steps=10,
-                        predict_batches=4)
+                        predict_batches=2)
     elif args.quick:
         defaults = dict(backends="tensorflow,jax,torch", libs="keras_vit,keras_hub,timm",
                         presets="ti16,s16", image_size=224, batch_size=8, train_batch_size=8,
