@@ -15,8 +15,10 @@ load into it exactly as into the Keras layer. Only how the attention is computed
 - "fused": on every backend, the query, key and value projections run as one matmul
   against their three kernels concatenated (the variables stay separate); the attention
   itself is the padded cuDNN one where that applies (JAX, GPU, bf16/fp16), else Keras's.
-- "auto" (the default): "fast" on JAX on a GPU when computing in bfloat16 or float16 (where
-  cuDNN's kernel applies), else "plain".
+- "auto" (the default): "fast" for training steps on JAX on a GPU when computing in
+  bfloat16 or float16 (where cuDNN's kernel applies), else "plain". On one H100 (ViT-B/16,
+  batch 128) "fast" trained 1.32x faster than "plain", while for inference (batch 256)
+  "plain" was 4 % faster than "fast" (benchmarks/RESULTS.md).
 
 Attention masks, attention dropout in training, gated or windowed attention and returned
 scores always take the plain path. The default comes from `set_implementation` or, before it is called,
@@ -106,11 +108,11 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         self.implementation = None if implementation is None else _check(implementation)
         self.pad_multiple = pad_multiple
 
-    def _resolved_implementation(self):
+    def _resolved_implementation(self, training=None):
         impl = self.implementation or get_implementation()
         if impl == "auto":
             bf16 = self.compute_dtype in ("bfloat16", "float16")
-            return "fast" if bf16 and _on_jax_gpu() else "plain"
+            return "fast" if training and bf16 and _on_jax_gpu() else "plain"
         return impl
 
     def _use_fast(self, impl, training, masks, return_attention_scores, use_causal_mask):
@@ -137,7 +139,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         training=None,
         use_causal_mask=False,
     ):
-        impl = self._resolved_implementation()
+        impl = self._resolved_implementation(training)
         keras_masks = [_keras_mask(t) for t in (query, value, key)]
         masks = [query_mask, value_mask, key_mask, attention_mask, *keras_masks]
         if not self._use_fast(impl, training, masks, return_attention_scores, use_causal_mask):

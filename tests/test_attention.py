@@ -122,3 +122,12 @@ def test_serialization_round_trip():
     layer = ViTAttention(num_heads=2, key_dim=4, implementation="fast", pad_multiple=16)
     clone = ViTAttention.from_config(layer.get_config())
     assert clone.implementation == "fast" and clone.pad_multiple == 16
+
+
+def test_auto_takes_the_fused_path_for_training_on_a_jax_gpu_only(monkeypatch):
+    layer = ViTAttention(num_heads=2, key_dim=4, dtype="mixed_bfloat16")
+    monkeypatch.setattr(attention, "_on_jax_gpu", lambda: True)
+    assert layer._resolved_implementation(training=True) == "fast"
+    assert layer._resolved_implementation(training=False) == "plain"
+    float32_layer = ViTAttention(num_heads=2, key_dim=4)
+    assert float32_layer._resolved_implementation(training=True) == "plain"
