@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps -r requirements-bench.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 

@@ -10,6 +10,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_vit.attention import ViTAttention
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class FlatXavierUniform(keras.initializers.RandomUniform):
@@ -212,8 +214,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         x = x + DropPath(Dropout(MHA(LayerNorm(x))))
         x = x + DropPath(MLP(LayerNorm(x)))      MLP = Dense -> GELU -> Dropout -> Dense -> Dropout
 
-    Attention is `keras.layers.MultiHeadAttention`, which uses the fused
-    `ops.dot_product_attention` when `attention_dropout_rate` is 0.
+    Attention is `keras_vit.attention.ViTAttention`, a `keras.layers.MultiHeadAttention`
+    with the same variables that takes the fused `ops.dot_product_attention` when
+    `attention_dropout_rate` is 0, and cuDNN's fused kernel for training on a JAX GPU.
     """
 
     def __init__(
@@ -246,8 +249,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.attention_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
         )
-        from keras_vit.attention import ViTAttention  # MultiHeadAttention + fast JAX path
-
         self.attention = ViTAttention(
             num_heads=num_heads,
             key_dim=hidden_dim // num_heads,
