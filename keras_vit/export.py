@@ -26,12 +26,10 @@ Quantization modes of `export_tflite`:
                point 0) and the output float32 logits.
 """
 
-import gzip
 import json
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,8 @@ import time
 
 import keras
 import numpy as np
+
+from keras_vit.data import read_idx
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 _ALIASES = {"none": "float32", "fp32": "float32", "fp16": "float16", "dynamic_int8": "dynamic"}
@@ -163,17 +163,6 @@ def as_float32(model):
     return copy
 
 
-def _read_idx(path):
-    """Reads an idx(.gz) file (the MNIST / Fashion-MNIST format) into a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
-        if zero != 0 or dtype_code != 0x08:
-            raise ValueError(f"{path!r} is not an unsigned-byte idx file.")
-        shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
-        return np.frombuffer(f.read(), dtype=np.uint8).reshape(shape)
-
-
 _IMAGE_KEYS = ("images", "x", "x_test", "x_train", "image")
 _LABEL_KEYS = ("labels", "y", "y_test", "y_train", "label")
 
@@ -198,7 +187,7 @@ def load_arrays(path):
             label_key = next((k for k in _LABEL_KEYS if k in data), None)
             return data[image_key], (None if label_key is None else data[label_key])
     if "idx" in os.path.basename(path):
-        return _read_idx(path), None
+        return read_idx(path), None
     raise ValueError(f"Unsupported data file {path!r}: use .npy, .npz or an idx(.gz) file.")
 
 
