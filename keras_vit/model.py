@@ -259,7 +259,9 @@ class ViT(keras.Model):
 
         Args:
             preset: a name from `keras_vit.presets.list_presets()` (e.g. "b16"), or the
-                path of a checkpoint file, whose architecture is read from the file.
+                path or URL of a checkpoint file (vit_jax / big_vision `.npz`, timm or
+                Hugging Face `.safetensors`, a keras_vit `.keras` file), whose architecture
+                is read from the file.
             weights: "default" for the preset's default pretrained weights, a weights name
                 of that preset, a local path or URL of a checkpoint, or None for a randomly
                 initialised model.
