@@ -145,20 +145,6 @@ class AugmentedModel(keras.Model):
         self.built = True
 
 
-def float32_copy(model):
-    """A float32 copy of a ViT trained under a mixed policy (same weights), to save."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        config = model.get_config()
-        config["dtype"] = None
-        copy = model.__class__.from_config(config)
-        copy.set_weights([ops.convert_to_numpy(w) for w in model.weights])
-    finally:
-        keras.config.set_dtype_policy(previous)
-    return copy
-
-
 # --------------------------------------------------------------------------- callbacks
 
 
