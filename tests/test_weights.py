@@ -337,6 +337,9 @@ def test_presets_document_their_weights():
     for name, entry in presets.PRESETS.items():
         assert entry["default_weights"] in entry["weights"], name
         for weights_name, spec in entry["weights"].items():
+            if spec["format"] == "keras":  # a model trained here, shipped in saved_models/
+                assert os.path.isfile(os.path.join(presets.SAVED_MODELS, spec["file"]))
+                continue
             assert spec["url"].startswith("https://"), (name, weights_name)
             assert spec["format"] in ("vit_jax", "timm", "hf")
             if spec["num_classes"] == 1000:
@@ -345,6 +348,7 @@ def test_presets_document_their_weights():
                 assert spec["num_classes"] == 21843 and spec["top1"] is None
     assert presets.PRESETS["b16"]["weights"]["augreg_in21k_ft_in1k"]["top1"] == 84.532
     assert presets.list_weights("h14") == {"orig_in21k": (None, presets.PRESETS["h14"]["weights"]["orig_in21k"]["url"])}
+    assert presets.list_weights("fashion_mnist") == {"fashion_mnist": (None, "fashion_mnist/model.keras")}
 
 
 def test_decode_predictions():
