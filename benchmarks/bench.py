@@ -572,7 +572,7 @@ def parse_args(argv=None):
     p.add_argument("--train-batch-size", type=int)
     p.add_argument("--precision", help="comma list of float32,mixed_bfloat16")
     p.add_argument("--attention", help="keras_vit attention paths to time, comma list of "
-                   "plain,fast (see keras_vit.attention); default: the model as built")
+                   "plain,head_major,fast (see keras_vit.attention); default: the model as built")
     p.add_argument("--separate", action="store_true", help="one process per library "
                    "(default in --gpu mode: clean peak memory); otherwise the keras libraries "
                    "of a backend share a process and their timings are interleaved")

@@ -9,7 +9,7 @@
 # the fast (padded cuDNN) attention and with Keras's plain attention, then keras-hub on JAX,
 # then timm + torch.compile + bf16 autocast. Each runs in its own process; the run starts no
 # new one after BENCH_DEADLINE seconds (default 280) and keeps what finished. Results land in
-# $OUT (or ./gpu_out). BENCH_ATTENTION=fast,plain,fused adds the fused-qkv variant; extra
+# $OUT (or ./gpu_out). BENCH_ATTENTION=fast,plain,head_major adds the head-major variant; extra
 # arguments go to bench.py (e.g. --libs keras_vit,keras_hub).
 set -u
 cd "$(dirname "$0")/.."

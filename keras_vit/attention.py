@@ -1,29 +1,33 @@
-"""Multi-head self-attention with a faster fused path for JAX on GPU.
+"""Multi-head self-attention with faster paths for the CPU and for JAX on a GPU.
 
 `ViTAttention` is a `keras.layers.MultiHeadAttention` with the very same variables
 (query/key/value/output EinsumDense kernels and biases, same names and shapes), so weights
 load into it exactly as into the Keras layer. Only how the attention is computed changes:
 
-- "plain": Keras's own path (`ops.dot_product_attention`). On JAX, Keras asks cuDNN for
-  flash attention and cuDNN refuses ViT's 197-token sequence, so XLA computes the full
-  (B, heads, T, T) score matrix unfused.
-- "fast": on JAX (other backends: "plain"), pads the token sequence to a multiple of `pad_multiple` (64 by default)
-  with zeros and calls `jax.nn.dot_product_attention` with `key_value_seq_lengths` set to
-  the true length, so the padded keys get no weight; the padded query rows are dropped.
-  The result equals the plain one up to rounding. cuDNN's fused kernel runs it on GPU
-  ("cudnn"); elsewhere XLA does ("xla"), which is how the CPU tests check the padding.
-- "fused": on every backend, the query, key and value projections run as one matmul
-  against their three kernels concatenated (the variables stay separate); the attention
-  itself is the padded cuDNN one where that applies (JAX, GPU, bf16/fp16), else Keras's.
-- "auto" (the default): "fast" for training steps on JAX on a GPU when computing in
-  bfloat16 or float16 (where cuDNN's kernel applies), else "plain". On one H100 (ViT-B/16,
+- "plain": Keras's own path (`ops.dot_product_attention` on (B, T, heads, H) tensors). On
+  JAX, Keras asks cuDNN for flash attention and cuDNN refuses ViT's 197-token sequence, so
+  XLA computes the full (B, heads, T, T) score matrix unfused. On PyTorch it is SDPA.
+- "head_major": the query, key and value projections write (B, heads, T, H) directly
+  (`einsum("btd,dnh->bnth")`), so the two attention products are plain batched matmuls
+  with no transposes around them, and the softmax runs in float32. On our 2-core CPU this
+  is the fastest path on JAX and TensorFlow (benchmarks/RESULTS.md); on PyTorch, SDPA
+  ("plain") is.
+- "fast": on JAX (other backends: "plain"), pads the token sequence to a multiple of
+  `pad_multiple` (64 by default) with zeros and calls `jax.nn.dot_product_attention` with
+  `key_value_seq_lengths` set to the true length, so the padded keys get no weight; the
+  padded query rows are dropped. The result equals the plain one up to rounding. cuDNN's
+  fused kernel runs it on GPU ("cudnn"); elsewhere XLA does ("xla"), which is how the CPU
+  tests check the padding.
+- "auto" (the default): on a JAX GPU, "fast" for training steps computed in bfloat16 or
+  float16 (where cuDNN's kernel applies), else "plain"; on a CPU, "head_major" under JAX
+  and TensorFlow and "plain" under PyTorch; "plain" anywhere else. On one H100 (ViT-B/16,
   batch 128) "fast" trained 1.32x faster than "plain", while for inference (batch 256)
   "plain" was 4 % faster than "fast" (benchmarks/RESULTS.md).
 
-Attention masks, attention dropout in training, gated or windowed attention and returned
-scores always take the plain path. The default comes from `set_implementation` or, before it is called,
-the environment variable `KERAS_VIT_ATTENTION`; a layer's `implementation` attribute,
-when set, overrides it.
+Attention masks, attention dropout in training, gated or windowed attention, quantized
+projections and returned scores always take the plain path. The default comes from
+`set_implementation` or, before it is called, the environment variable
+`KERAS_VIT_ATTENTION`; a layer's `implementation` attribute, when set, overrides it.
 """
 
 import math
@@ -32,7 +36,7 @@ import os
 import keras
 from keras import ops
 
-IMPLEMENTATIONS = ("auto", "plain", "fast", "fused")
+IMPLEMENTATIONS = ("auto", "plain", "head_major", "fast")
 _default = {"implementation": os.environ.get("KERAS_VIT_ATTENTION", "auto")}
 
 
@@ -84,6 +88,24 @@ def _on_jax_gpu():
     return jax.devices()[0].platform == "gpu"
 
 
+def _on_cpu():
+    """Whether the current backend computes on the CPU (no accelerator visible to it)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.devices()[0].platform == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    if backend == "torch":
+        from keras.src.backend.torch.core import get_device
+
+        return get_device() == "cpu"
+    return False
+
+
 def _cudnn_applies(tensor):
     """Whether cuDNN's fused attention can take `tensor`: JAX on a GPU, bf16 or fp16."""
     return _on_jax_gpu() and keras.backend.standardize_dtype(tensor.dtype) in (
@@ -94,10 +116,10 @@ def _cudnn_applies(tensor):
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ViTAttention(keras.layers.MultiHeadAttention):
-    """`keras.layers.MultiHeadAttention` for self-attention, with a padded fused JAX path.
+    """`keras.layers.MultiHeadAttention` for self-attention: (B, T, D) -> (B, T, D).
 
     Args:
-        implementation: "auto", "plain", "fast" or "fused" (see the module docstring);
+        implementation: "auto", "plain", "head_major" or "fast" (see the module docstring);
             None follows `get_implementation()`.
         pad_multiple: the "fast" path pads the sequence to a multiple of this.
         **kwargs: `keras.layers.MultiHeadAttention`'s arguments.
@@ -110,20 +132,28 @@ class ViTAttention(keras.layers.MultiHeadAttention):
 
     def _resolved_implementation(self, training=None):
         impl = self.implementation or get_implementation()
-        if impl == "auto":
+        if impl != "auto":
+            return impl
+        if _on_jax_gpu():
             bf16 = self.compute_dtype in ("bfloat16", "float16")
-            return "fast" if training and bf16 and _on_jax_gpu() else "plain"
-        return impl
+            return "fast" if training and bf16 else "plain"
+        if keras.backend.backend() in ("jax", "tensorflow") and _on_cpu():
+            return "head_major"
+        return "plain"
 
-    def _use_fast(self, impl, training, masks, return_attention_scores, use_causal_mask):
+    def _takes_own_path(self, impl, training, masks, return_attention_scores, use_causal_mask):
+        dense = (self._query_dense, self._key_dense, self._value_dense, self._output_dense)
         return (
-            (impl == "fused" or (impl == "fast" and keras.backend.backend() == "jax"))
+            (impl == "head_major" or (impl == "fast" and keras.backend.backend() == "jax"))
             and all(m is None for m in masks)
             and not return_attention_scores
             and not use_causal_mask
             and not (self._dropout > 0.0 and training)
             and not getattr(self, "_use_gate", False)
             and getattr(self, "_sliding_window", None) is None
+            and all(d.quantization_mode is None for d in dense)
+            and all(d.equation == "abc,cde->abde" for d in dense[:3])
+            and self._output_dense.equation == "abcd,cde->abe"
         )
 
     def call(
@@ -142,7 +172,9 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         impl = self._resolved_implementation(training)
         keras_masks = [_keras_mask(t) for t in (query, value, key)]
         masks = [query_mask, value_mask, key_mask, attention_mask, *keras_masks]
-        if not self._use_fast(impl, training, masks, return_attention_scores, use_causal_mask):
+        if not self._takes_own_path(
+            impl, training, masks, return_attention_scores, use_causal_mask
+        ):
             return super().call(
                 query,
                 value,
@@ -156,31 +188,34 @@ class ViTAttention(keras.layers.MultiHeadAttention):
                 use_causal_mask=use_causal_mask,
             )
         key = value if key is None else key
-        if impl == "fused" and query is value and key is value:
-            q, k, v = self._fused_projections(query)
-        else:
-            q, k, v = self._query_dense(query), self._key_dense(key), self._value_dense(value)
-        if impl == "fast" or _cudnn_applies(q):
-            out = _padded_dot_product_attention(
-                q, k, v, scale=self._inverse_sqrt_key_dim, pad_multiple=self.pad_multiple
-            )
-        else:
-            out, _ = self._compute_attention(q, k, v, None, training, False)
+        if impl == "head_major":
+            return self._head_major_attention(query, key, value)
+        q, k, v = self._query_dense(query), self._key_dense(key), self._value_dense(value)
+        out = _padded_dot_product_attention(
+            q, k, v, scale=self._inverse_sqrt_key_dim, pad_multiple=self.pad_multiple
+        )
         return self._output_dense(out)
 
-    def _fused_projections(self, x):
-        """query, key and value from one einsum against the three kernels side by side."""
-        dense = (self._query_dense, self._key_dense, self._value_dense)
-        if self._query_dense.equation != "abc,cde->abde" or any(
-            d.kernel.shape != self._query_dense.kernel.shape for d in dense
-        ):
-            return tuple(d(x) for d in dense)
-        kernel = ops.concatenate([ops.cast(d.kernel, x.dtype) for d in dense], axis=1)
-        qkv = ops.einsum("abc,cde->abde", x, kernel)
+    def _head_major_attention(self, query, key, value):
+        """(B, T, D) inputs -> (B, T, D), with q, k, v projected to (B, heads, T, H)."""
+
+        def project(dense, x):
+            y = ops.einsum("btd,dnh->bnth", x, ops.cast(dense.kernel, x.dtype))
+            if self._use_bias:
+                y = y + ops.cast(dense.bias, x.dtype)[:, None, :]
+            return y
+
+        q = project(self._query_dense, query)
+        k = project(self._key_dense, key)
+        v = project(self._value_dense, value)
+        q = q * ops.cast(self._inverse_sqrt_key_dim, q.dtype)
+        scores = ops.matmul(q, ops.swapaxes(k, -1, -2))
+        probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
+        out = ops.matmul(probs, v)
+        out = ops.einsum("bnth,nhd->btd", out, ops.cast(self._output_dense.kernel, out.dtype))
         if self._use_bias:
-            qkv = qkv + ops.concatenate([ops.cast(d.bias, x.dtype) for d in dense], axis=0)
-        heads = self._num_heads
-        return qkv[:, :, :heads], qkv[:, :, heads : 2 * heads], qkv[:, :, 2 * heads :]
+            out = out + ops.cast(self._output_dense.bias, out.dtype)
+        return out
 
     def get_config(self):
         config = super().get_config()

@@ -215,8 +215,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         x = x + DropPath(MLP(LayerNorm(x)))      MLP = Dense -> GELU -> Dropout -> Dense -> Dropout
 
     Attention is `keras_vit.attention.ViTAttention`, a `keras.layers.MultiHeadAttention`
-    with the same variables that takes the fused `ops.dot_product_attention` when
-    `attention_dropout_rate` is 0, and cuDNN's fused kernel for training on a JAX GPU.
+    with the same variables that computes in head-major layout on a CPU (JAX, TensorFlow)
+    and with cuDNN's fused kernel for training on a JAX GPU.
     """
 
     def __init__(

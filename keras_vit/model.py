@@ -25,6 +25,13 @@ def _check_rate(**values):
             raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
 
 
+def _tf_distribution_strategy():
+    """Whether a tf.distribute strategy other than the default one is in scope."""
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ViT(keras.Model):
     """Vision Transformer (Dosovitskiy et al., 2021), the original architecture.
@@ -185,6 +192,21 @@ class ViT(keras.Model):
         """The head computes in float32 under a mixed policy, so logits stay precise."""
         policy = policy or keras.config.dtype_policy()
         return "float32" if policy.compute_dtype != policy.variable_dtype else policy
+
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """`keras.Model.compile`, except that `jit_compile="auto"` also means XLA for
+        TensorFlow on a CPU (Keras turns XLA off there). Every ViT layer compiles with XLA,
+        and on our 2-core CPU it makes a ViT-Ti/16 train 1.25x and predict 1.4x faster
+        (benchmarks/RESULTS.md). Pass `jit_compile=False` to keep TensorFlow's graph mode.
+        """
+        if (
+            jit_compile == "auto"
+            and keras.backend.backend() == "tensorflow"
+            and not kwargs.get("run_eagerly")
+            and not _tf_distribution_strategy()
+        ):
+            jit_compile = True
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
 
     def __call__(self, *args, **kwargs):
         self._check_input_shape(args[0] if args else kwargs.get("inputs"))

@@ -195,6 +195,22 @@ def test_fit_on_tf_data(tiny_config):
     assert sum(not np.array_equal(a, b) for a, b in zip(before, after)) == len(before)
 
 
+def test_compile_auto_turns_xla_on_for_tensorflow(tiny_config):
+    """Keras turns XLA off for TensorFlow on a CPU; a ViT's "auto" turns it on."""
+    model = keras_vit.ViT(**tiny_config)
+    model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy")
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    plain.compile(optimizer="adamw", loss="mse")
+    if keras.backend.backend() == "tensorflow":
+        assert model.jit_compile is True
+    else:
+        assert model.jit_compile == plain.jit_compile
+    model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy", jit_compile=False)
+    assert model.jit_compile is False
+    model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    assert model.jit_compile is False
+
+
 def test_save_and_load_round_trip(tiny_config, images, tmp_path):
     model = keras_vit.ViT(pooling="gap", **tiny_config)
     model.get_layer("head").kernel.assign(np.random.default_rng(0).normal(size=(32, 10)))

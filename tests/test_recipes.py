@@ -154,3 +154,14 @@ def test_shipped_fashion_mnist_model_loads_and_predicts():
     images, labels = data.load_fashion_mnist("test", limit=1000, download=False)
     accuracy = (model.predict(images, verbose=0).argmax(-1) == labels).mean()
     assert accuracy >= 0.93  # 94.2 % measured on these first 1000 test images
+
+
+def test_fashion_mnist_preset_has_the_recipes_architecture():
+    """The preset's config repeats the recipe's model (the package can't import recipes/)."""
+    from keras_vit.presets import get_preset
+    from recipes import fashion_mnist
+
+    preset = get_preset("fashion_mnist")["config"]
+    recipe = fashion_mnist.CONFIG.model
+    assert {k: recipe[k] for k in preset} == preset
+    assert set(recipe) - set(preset) == {"drop_path_rate"}  # training only
