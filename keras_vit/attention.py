@@ -88,7 +88,7 @@ def _on_jax_gpu():
     return jax.devices()[0].platform == "gpu"
 
 
-def _on_cpu():
+def on_cpu():
     """Whether the current backend computes on the CPU (no accelerator visible to it)."""
     backend = keras.backend.backend()
     if backend == "jax":
@@ -137,7 +137,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         if _on_jax_gpu():
             bf16 = self.compute_dtype in ("bfloat16", "float16")
             return "fast" if training and bf16 else "plain"
-        if keras.backend.backend() in ("jax", "tensorflow") and _on_cpu():
+        if keras.backend.backend() in ("jax", "tensorflow") and on_cpu():
             return "head_major"
         return "plain"
 

@@ -138,3 +138,36 @@ def test_flat_xavier_uniform_uses_the_flattened_fans():
     assert np.abs(values).max() <= limit
     assert np.abs(values).max() > 0.9 * limit
     assert vit_layers.FlatXavierUniform.from_config(init.get_config()).fan_in == 64
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX training on a CPU only")
+def test_encoder_stack_gradients_with_the_materialized_residual_gradient():
+    """Training mode (the residual gradient goes through `_materialized_gradient` on a JAX CPU)
+    and inference mode give the same gradients when there is no dropout."""
+    import jax
+
+    blocks = [vit_layers.TransformerEncoderBlock(16, 2, 32, name=f"b{i}") for i in range(3)]
+    inputs = keras.Input((5, 16))
+    x = inputs
+    for block in blocks:
+        x = block(x)
+    stack = keras.Model(inputs, x)
+    tokens = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
+    weights = [v.value for v in stack.trainable_variables]
+    state = [v.value for v in stack.non_trainable_variables]  # dropout seeds
+
+    def gradients(training):
+        def loss(w, x):
+            out, _ = stack.stateless_call(w, state, x, training=training)
+            return (out**2).sum()
+
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(weights, tokens)
+
+    trained, inferred = gradients(True), gradients(False)
+    jaxpr = str(
+        jax.make_jaxpr(lambda w: stack.stateless_call(w, state, tokens, training=True))(weights)
+    )
+    assert "custom_vjp" in jaxpr or "custom_jvp" in jaxpr
+    for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(inferred)):
+        # equal up to float32 rounding: XLA sums the residual gradient in another order
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
