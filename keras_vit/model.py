@@ -199,6 +199,7 @@ class ViT(keras.Model):
         and on our 2-core CPU it makes a ViT-Ti/16 train 1.25x and predict 1.4x faster
         (benchmarks/RESULTS.md). Pass `jit_compile=False` to keep TensorFlow's graph mode.
         """
+        requested = jit_compile
         if (
             jit_compile == "auto"
             and keras.backend.backend() == "tensorflow"
@@ -207,6 +208,21 @@ class ViT(keras.Model):
         ):
             jit_compile = True
         super().compile(*args, jit_compile=jit_compile, **kwargs)
+        self._requested_jit_compile = requested
+
+    def get_compile_config(self):
+        """The compile arguments, with `jit_compile` as asked for ("auto" stays "auto", so a
+        model saved under TensorFlow does not turn on torch.compile when loaded in PyTorch)."""
+        config = super().get_compile_config()
+        if config and getattr(self, "_requested_jit_compile", None) == "auto":
+            config["jit_compile"] = "auto"
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles a loaded model as it was saved (Keras skips this for a custom `compile`)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def __call__(self, *args, **kwargs):
         self._check_input_shape(args[0] if args else kwargs.get("inputs"))

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -209,6 +210,27 @@ def test_compile_auto_turns_xla_on_for_tensorflow(tiny_config):
     assert model.jit_compile is False
     model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy", run_eagerly=True)
     assert model.jit_compile is False
+
+
+def test_a_compiled_model_loads_compiled(tiny_config, images, tmp_path):
+    model = keras_vit.ViT(**tiny_config)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(2e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.train_on_batch(images, np.array([1, 2]))
+    assert model.get_compile_config()["jit_compile"] == "auto"
+    path = str(tmp_path / "compiled.keras")
+    model.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns when it skips compiling a loaded model
+        loaded = keras.saving.load_model(path)
+    assert loaded.compiled and isinstance(loaded.optimizer, keras.optimizers.AdamW)
+    assert loaded.jit_compile == model.jit_compile
+    np.testing.assert_allclose(
+        float(loaded.optimizer.learning_rate), float(model.optimizer.learning_rate)
+    )
+    assert np.isfinite(loaded.train_on_batch(images, np.array([1, 2])))
 
 
 def test_save_and_load_round_trip(tiny_config, images, tmp_path):
