@@ -89,7 +89,7 @@ def _on_jax_gpu():
 
 
 def on_cpu():
-    """Whether the current backend computes on the CPU (no accelerator visible to it)."""
+    """Whether JAX or TensorFlow, the backend in use, computes on the CPU (False on others)."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -99,10 +99,6 @@ def on_cpu():
         import tensorflow as tf
 
         return not tf.config.list_logical_devices("GPU")
-    if backend == "torch":
-        from keras.src.backend.torch.core import get_device
-
-        return get_device() == "cpu"
     return False
 
 
@@ -137,7 +133,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         if _on_jax_gpu():
             bf16 = self.compute_dtype in ("bfloat16", "float16")
             return "fast" if training and bf16 else "plain"
-        if keras.backend.backend() in ("jax", "tensorflow") and on_cpu():
+        if on_cpu():
             return "head_major"
         return "plain"
 
