@@ -10,7 +10,10 @@
 # then timm + torch.compile + bf16 autocast. Each runs in its own process; the run starts no
 # new one after BENCH_DEADLINE seconds (default 280) and keeps what finished. Results land in
 # $OUT (or ./gpu_out). BENCH_ATTENTION=fast,plain,head_major adds the head-major variant; extra
-# arguments go to bench.py (e.g. --libs keras_vit,keras_hub).
+# arguments go to bench.py (e.g. --libs keras_vit,keras_hub). Then benchmarks/breakdown.py
+# times keras_vit's parts (patch embedding, attention paths, MLP, block, model) at batch 128,
+# cut off after BREAKDOWN_TIMEOUT seconds (default 150; 0 skips it), into $OUT/breakdown.*;
+# BREAKDOWN_ARGS replaces its arguments (a CPU dry run: see benchmarks/RESULTS.md).
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_out}"
@@ -29,4 +32,9 @@ torch.__version__, torch.cuda.is_available(), '| keras', keras.__version__)" 2>&
     --deadline "${BENCH_DEADLINE:-280}" --out "$OUT/RESULTS_gpu.md" \
     --json "$OUT/results_gpu.json" --log "$OUT/bench_log.txt" "$@"
 status=$?
+if [ "${BREAKDOWN_TIMEOUT:-150}" != 0 ]; then
+    KERAS_BACKEND=jax timeout "${BREAKDOWN_TIMEOUT:-150}" "$PYTHON" benchmarks/breakdown.py \
+        ${BREAKDOWN_ARGS:---preset b16 --batch-size 128 --precision mixed_bfloat16} --out "$OUT/breakdown.md" > "$OUT/breakdown.txt" 2>&1 || status=1
+    grep -v "^[WI]0000\|^WARNING" "$OUT/breakdown.txt" | tail -20
+fi
 exit $status

@@ -86,3 +86,40 @@ def test_runs_against_keras_hub_with_equal_params(tiny_run):
     line = next(line for line in report.splitlines() if "keras_vit (plain attention)" in line)
     ratios = line.split("|")[-3].split("/")
     assert len(ratios) == 3 and all(float(r) > 0 for r in ratios)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="breakdown.py times JAX functions")
+def test_breakdown_times_every_part_and_patchify_equals_the_conv(tmp_path):
+    import breakdown
+    import numpy as np
+
+    out = tmp_path / "breakdown.md"
+    assert breakdown.main([
+        "--preset", "tiny", "--image-size", "32", "--batch-size", "2", "--precision",
+        "float32", "--attention", "plain,head_major", "--warmup", "1", "--repeats", "1",
+        "--steps", "1", "--out", str(out),
+    ]) == 0
+    rows = [line.split("|")[1].strip() for line in out.read_text().splitlines()[4:]]
+    assert rows == [
+        "matmul (B*T, D) x (D, M)", "patch embedding (conv)",
+        "patch embedding (patchify matmul)", "layer norm", "attention (plain)",
+        "attention (head_major)", "MLP", "encoder block", "model", "model - parts",
+    ]
+    for line in out.read_text().splitlines()[4:-1]:
+        fwd_ms, grad_ms = float(line.split("|")[2]), float(line.split("|")[4])
+        assert fwd_ms > 0 and grad_ms > 0, line
+
+    args = breakdown.parse_args(["--preset", "tiny", "--image-size", "32", "--batch-size", "2",
+                                 "--precision", "float32"])
+    by_name = {row[0]: row for row in breakdown.build_rows(args)}
+    conv, patchify = by_name["patch embedding (conv)"], by_name["patch embedding (patchify matmul)"]
+    np.testing.assert_allclose(
+        np.asarray(patchify[1](*patchify[3])), np.asarray(conv[1](*conv[3])), atol=1e-4
+    )
+
+
+def test_breakdown_rejects_an_unknown_attention_implementation():
+    import breakdown
+
+    with pytest.raises(SystemExit):
+        breakdown.parse_args(["--attention", "plain,flash"])
