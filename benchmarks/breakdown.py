@@ -14,10 +14,14 @@ Rows (B = batch, T = tokens, D = width, M = MLP width, L = blocks):
 - layer norm, attention (one row per `--attention` implementation), MLP, one encoder block;
 - model: the whole ViT; "model - parts" is the model's time minus L blocks and the patch
   embedding, i.e. what the parts miss (head, embeddings, and anything XLA does across
-  blocks, such as recomputing the residual stream's gradient).
-The gradient is taken of sum(output) with respect to the variables and the input (not the
-images, as in training). FLOPs count 2 per multiply-add; a gradient counts 3x the forward
-FLOPs (2x for the patch embedding, whose images get no gradient).
+  blocks, such as recomputing the residual stream's gradient);
+- model with the blocks' output gradient materialised the other way round from the default
+  (`keras_vit.layers.set_gradient_materialization`: "off" on a CPU, "on" on a GPU in bf16),
+  which shows whether XLA recomputes the residual gradient there.
+The forward pass runs in inference mode; the gradient, of sum(output), in training mode,
+with respect to the variables and the input (not the images, as in training). FLOPs count
+2 per multiply-add; a gradient counts 3x the forward FLOPs (2x for the patch embedding,
+whose images get no gradient).
 """
 
 import argparse
@@ -75,23 +79,26 @@ def _block(tree):
 
 def _layer_fns(layer, x, copies=1, input_gradient=True):
     """(forward, gradient, arguments) for a built Keras layer called on `copies` times `x`
-    (2 for self-attention's query and value). The gradient is taken with respect to the
-    variables, and to `x` unless `input_gradient` is False (images, as in training)."""
+    (2 for self-attention's query and value). The forward pass runs in inference mode, the
+    gradient in training mode (where "auto" attention may pick another path), with respect
+    to the variables, and to `x` unless `input_gradient` is False (images, as in training)."""
     import jax
     import jax.numpy as jnp
 
     trainable = [v.value for v in layer.trainable_variables]
     frozen = [v.value for v in layer.non_trainable_variables]
-    kwargs = {"training": True} if "training" in inspect.signature(layer.call).parameters else {}
+    has_training = "training" in inspect.signature(layer.call).parameters
 
-    def forward(tv, x):
+    def call(tv, x, training):
+        kwargs = {"training": training} if has_training else {}
         return layer.stateless_call(tv, frozen, *[x] * copies, **kwargs)[0]
 
     def loss(tv, x):
-        return jnp.sum(forward(tv, x).astype("float32"))
+        return jnp.sum(call(tv, x, training=True).astype("float32"))
 
     argnums = (0, 1) if input_gradient else 0
-    return jax.jit(forward), jax.jit(jax.grad(loss, argnums=argnums)), (trainable, x)
+    forward = jax.jit(lambda tv, x: call(tv, x, training=False))
+    return forward, jax.jit(jax.grad(loss, argnums=argnums)), (trainable, x)
 
 
 def _patchify_fns(conv_layer, images):
@@ -175,7 +182,43 @@ def build_rows(args):
                 num_heads=heads, mlp_dim=m, include_preprocessing=False,
                 gelu_approximate=False)
     rows.append(("model", *_layer_fns(model, images, input_gradient=False), flops["model"], 0))
+    default = vit_layers.get_gradient_materialization()
+    for mode in ("on", "off"):
+        if _materializes(mode, compute) != _materializes(default, compute):
+            fns = _layer_fns(model, images, input_gradient=False)
+            rows.append((f"model (gradient materialization {mode})",
+                         *_with_materialization(mode, *fns), flops["model"], 0))
     return rows
+
+
+def _materializes(mode, dtype):
+    """Whether blocks computing in `dtype` materialise their output gradient under `mode`."""
+    from keras_vit import layers as vit_layers
+
+    saved = vit_layers.get_gradient_materialization()
+    vit_layers.set_gradient_materialization(mode)
+    try:
+        return vit_layers.materializes_gradient(dtype)
+    finally:
+        vit_layers.set_gradient_materialization(saved)
+
+
+def _with_materialization(mode, forward, gradient, arguments):
+    """`forward` and `gradient` traced (on their first call) under materialization `mode`."""
+    from keras_vit import layers as vit_layers
+
+    def under_mode(fn):
+        def call(*args):
+            saved = vit_layers.get_gradient_materialization()
+            vit_layers.set_gradient_materialization(mode)
+            try:
+                return fn(*args)
+            finally:
+                vit_layers.set_gradient_materialization(saved)
+
+        return call
+
+    return under_mode(forward), under_mode(gradient), arguments
 
 
 def measure(args):

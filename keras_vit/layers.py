@@ -5,6 +5,7 @@ Shapes use B = batch, N = number of tokens, D = hidden size.
 """
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -209,15 +210,14 @@ class DropPath(keras.layers.Layer):
 
 @ops.custom_gradient
 def _materialized_gradient(x):
-    """Identity whose gradient goes through a matmul by the identity matrix (exact in float32
-    and bfloat16 on a CPU).
+    """Identity whose gradient goes through a matmul by the identity matrix.
 
     XLA's CPU compiler fuses the residual stream's gradient (elementwise LayerNorm-backward
     terms added up block after block) into every block's weight-gradient copies, so each
     block recomputes the chain of all the blocks after it: quadratic in depth, about 40 % of
     a ViT-Ti/16 JAX training step. A matmul is not fused into its consumers, so the gradient
     is computed once per block: the step takes 1.0 s instead of 1.65 s on our 2-core CPU
-    (batch 8). Used for JAX training on a CPU only; TensorFlow's XLA does not need it.
+    (batch 8). See `materializes_gradient` for where it applies.
     """
 
     def grad(*args, upstream=None):
@@ -225,6 +225,44 @@ def _materialized_gradient(x):
         return ops.matmul(upstream, ops.eye(upstream.shape[-1], dtype=upstream.dtype))
 
     return x, grad
+
+
+MATERIALIZE_MODES = ("auto", "on", "off")
+_materialize = {"mode": os.environ.get("KERAS_VIT_MATERIALIZE_GRADIENT", "auto")}
+
+
+def _check_mode(mode):
+    if mode not in MATERIALIZE_MODES:
+        raise ValueError(
+            f"gradient materialization must be one of {MATERIALIZE_MODES}, got {mode!r}."
+        )
+    return mode
+
+
+def set_gradient_materialization(mode):
+    """Where `TransformerEncoderBlock` materialises its output gradient in JAX training.
+
+    "auto" (the default, or the environment variable `KERAS_VIT_MATERIALIZE_GRADIENT`): on a
+    CPU. "on": also on an accelerator when the block computes in bfloat16 or float16, where
+    the identity matmul is exact (in float32 a GPU may round it to TF32, so never there).
+    "off": never. Read when a training step is traced; other backends never materialise.
+    """
+    _materialize["mode"] = _check_mode(mode)
+
+
+def get_gradient_materialization():
+    return _check_mode(_materialize["mode"])
+
+
+def materializes_gradient(dtype):
+    """Whether a JAX training step of a block computing in `dtype` materialises its output
+    gradient (see `set_gradient_materialization`)."""
+    mode = get_gradient_materialization()
+    if mode == "off" or keras.backend.backend() != "jax":
+        return False
+    if on_cpu():
+        return True
+    return mode == "on" and keras.backend.standardize_dtype(dtype) in ("bfloat16", "float16")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -238,7 +276,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
     with the same variables that computes in head-major layout on a CPU (JAX, TensorFlow)
     and with cuDNN's fused kernel for training on a JAX GPU. In JAX training on a CPU the
     block's output gradient is materialised (`_materialized_gradient`), which XLA would
-    otherwise recompute inside every earlier block.
+    otherwise recompute inside every earlier block (`set_gradient_materialization`).
     """
 
     def __init__(
@@ -308,7 +346,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         y = self.dropout(y, training=training)
         y = self.dropout(self.mlp_dense_2(y), training=training)
         x = x + self.drop_path(y, training=training)
-        if training and keras.backend.backend() == "jax" and on_cpu():
+        if training and materializes_gradient(x.dtype):
             x = _materialized_gradient(x)
         return x
 

@@ -168,6 +168,30 @@ def test_encoder_stack_gradients_with_the_materialized_residual_gradient():
         jax.make_jaxpr(lambda w: stack.stateless_call(w, state, tokens, training=True))(weights)
     )
     assert "custom_vjp" in jaxpr or "custom_jvp" in jaxpr
+    vit_layers.set_gradient_materialization("off")
+    try:
+        plain = str(jax.make_jaxpr(
+            lambda w: stack.stateless_call(w, state, tokens, training=True))(weights))
+    finally:
+        vit_layers.set_gradient_materialization("auto")
+    assert "custom_vjp" not in plain and "custom_jvp" not in plain
     for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(inferred)):
         # equal up to float32 rounding: XLA sums the residual gradient in another order
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_materialization_modes():
+    jax = keras.backend.backend() == "jax"
+    assert vit_layers.get_gradient_materialization() == "auto"
+    try:
+        for mode in ("auto", "on"):
+            vit_layers.set_gradient_materialization(mode)
+            # on a CPU: JAX only, whatever the dtype
+            assert vit_layers.materializes_gradient("float32") is jax
+            assert vit_layers.materializes_gradient("bfloat16") is jax
+        vit_layers.set_gradient_materialization("off")
+        assert not vit_layers.materializes_gradient("float32")
+        with pytest.raises(ValueError, match="gradient materialization must be one of"):
+            vit_layers.set_gradient_materialization("always")
+    finally:
+        vit_layers.set_gradient_materialization("auto")
