@@ -1,4 +1,4 @@
-"""Deployment: SavedModel and TFLite (LiteRT) files from a Keras model, on any backend.
+"""Deployment: SavedModel, TFLite (LiteRT) and ONNX files from a Keras model, on any backend.
 
     from keras_vit import export
     export.export_tflite(model, "model_int8.tflite", quantize="int8",
@@ -16,6 +16,11 @@ signature with one input `images` (float32 or uint8 pixels, 0..255 for a ViT) an
 output `logits`; TFLite files come from that SavedModel through `TFLiteConverter`, use
 builtin ops only (no Flex delegate, no Erf: exact GELU lowers to TFLite's builtin GELU),
 and take a single image (batch 1).
+
+ONNX files (`export_onnx`) come from PyTorch's exporter (`torch.onnx.export(dynamo=True)`)
+under the PyTorch backend, in this process or a `KERAS_BACKEND=torch` subprocess: one input
+`images` (float32 or uint8 pixels) with a free batch size, one output `logits`, checked with
+ONNX Runtime. They need `pip install "keras-vit[onnx]"` (torch, onnx, onnxscript, onnxruntime).
 
 Quantization modes of `export_tflite`:
     "float32"  no quantization.
@@ -244,7 +249,7 @@ def _keras_logits(model, images, batch_size=64):
 
 
 # ---------------------------------------------------------------------------------------
-# The TensorFlow side (in this process under the TensorFlow backend, else in a subprocess).
+# The TensorFlow and PyTorch sides (in this process under that backend, else in a subprocess).
 
 
 def _tf_write_saved_model(model, path, input_dtype="float32", batch_size=None, output_name="logits"):
@@ -313,13 +318,44 @@ def _tf_saved_model_logits(path, images):
     return np.concatenate(logits), times, input_dtype
 
 
-def _run_tensorflow(model, jobs):
-    """Runs export jobs (dicts) with TensorFlow and returns their results (dicts of arrays).
+def _torch_write_onnx(model, path, input_dtype="float32", opset=None):
+    """Writes `model` (PyTorch backend) as ONNX with a free batch size."""
+    import torch
 
-    Under the TensorFlow backend they run here; under another backend `model` is saved as
-    a `.keras` file and one `KERAS_BACKEND=tensorflow` subprocess runs them all.
+    class Serve(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, images):
+            return self.model(images.to(torch.float32), training=False)
+
+    example = torch.zeros((2,) + _image_shape(model, fixed=True), dtype=getattr(torch, input_dtype))
+    program = torch.onnx.export(
+        Serve(model).eval(),
+        (example,),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+        opset_version=opset,
+        verbose=False,
+    )
+    program.optimize()
+    program.save(path)
+
+
+def _run_tensorflow(model, jobs):
+    return _run_under("tensorflow", model, jobs)
+
+
+def _run_under(backend, model, jobs):
+    """Runs export jobs (dicts) under `backend` and returns their results (dicts of arrays).
+
+    Under that backend they run here; under another one `model` is saved as a `.keras` file
+    and one `KERAS_BACKEND=backend` subprocess runs them all.
     """
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() == backend:
         return _worker_jobs(model, jobs)
     with tempfile.TemporaryDirectory() as tmp:
         if isinstance(model, keras.Model):
@@ -339,14 +375,15 @@ def _run_tensorflow(model, jobs):
         spec = os.path.join(tmp, "task.json")
         with open(spec, "w") as f:
             json.dump({"model": model, "jobs": saved_jobs, "results": tmp}, f)
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
         code = "import sys, keras_vit.export as e; e._worker_main(sys.argv[1])"
         proc = subprocess.run(
             [sys.executable, "-c", code, spec], env=env, capture_output=True, text=True
         )
         if proc.returncode != 0:
+            name = {"tensorflow": "TensorFlow", "torch": "PyTorch"}[backend]
             raise RuntimeError(
-                f"Export under TensorFlow (in a subprocess) failed:\n{proc.stderr[-4000:]}"
+                f"Export under {name} (in a subprocess) failed:\n{proc.stderr[-4000:]}"
             )
         results = []
         for i in range(len(jobs)):
@@ -356,7 +393,7 @@ def _run_tensorflow(model, jobs):
 
 
 def _worker_main(spec_path):
-    """The subprocess side of `_run_tensorflow`."""
+    """The subprocess side of `_run_under`."""
     with open(spec_path) as f:
         task = json.load(f)
     jobs = [
@@ -368,7 +405,7 @@ def _worker_main(spec_path):
 
 
 def _worker_jobs(model, jobs):
-    """Runs export jobs under the TensorFlow backend."""
+    """Runs export jobs: "onnx" under the PyTorch backend, the others under TensorFlow."""
     if model is not None:
         model = as_float32(load_model(model))
     results = []
@@ -387,6 +424,8 @@ def _worker_jobs(model, jobs):
             )
             with open(path, "wb") as f:
                 f.write(flatbuffer)
+        elif kind == "onnx":
+            _torch_write_onnx(model, path, job["input_dtype"], job.get("opset"))
         elif kind == "saved_model_logits":
             logits, times, input_dtype = _tf_saved_model_logits(path, job["images"])
             result = {"logits": logits, "times": np.asarray(times), "input_dtype": np.asarray(input_dtype)}
@@ -409,6 +448,7 @@ def export(
     output_dir=None,
     quantize=("float32",),
     saved_model=False,
+    onnx=False,
     representative_data=None,
     eval_images=None,
     eval_labels=None,
@@ -420,13 +460,13 @@ def export(
     report_path=None,
     verbose=True,
 ):
-    """Exports TFLite variants (and optionally a SavedModel) and reports parity for each.
+    """Exports TFLite variants (and optionally a SavedModel and ONNX) and reports parity for each.
 
-    Writes `{name}_{fp32,fp16,dynamic_int8,int8}.tflite` for the modes in `quantize` and,
-    with `saved_model=True`, the folder `{name}_saved_model`, all in `output_dir` (default:
-    beside the `.keras` file, or the current folder). `name` defaults to the `.keras` file's
-    stem or the model's name. The conversions run in one TensorFlow pass (one subprocess
-    under JAX or PyTorch).
+    Writes `{name}_{fp32,fp16,dynamic_int8,int8}.tflite` for the modes in `quantize`, with
+    `saved_model=True` the folder `{name}_saved_model` and with `onnx=True` `{name}.onnx`,
+    all in `output_dir` (default: beside the `.keras` file, or the current folder). `name`
+    defaults to the `.keras` file's stem or the model's name. The TensorFlow conversions run
+    in one TensorFlow pass (one subprocess under JAX or PyTorch), ONNX in one PyTorch pass.
 
     Each file is compared with the Keras model on `eval_images` (and `eval_labels`, if given,
     for accuracies), or on 16 random images: the report (a list of `parity_report` dicts) is
@@ -434,21 +474,27 @@ def export(
     returned. See `export_tflite` for the other arguments.
     """
     quantize = [normalize_quantization(q) for q in ([quantize] if isinstance(quantize, str) or quantize is None else quantize)]
-    if not quantize and not saved_model:
-        raise ValueError("Nothing to export: give at least one quantization mode or saved_model=True.")
+    if not quantize and not saved_model and not onnx:
+        raise ValueError(
+            "Nothing to export: give at least one quantization mode, saved_model=True or onnx=True."
+        )
     model_path = None if isinstance(model, keras.Model) else os.fspath(model)
     if output_dir is None:
         output_dir = os.path.dirname(os.path.abspath(model_path)) if model_path else os.getcwd()
     if name is None:
         name = os.path.splitext(os.path.basename(model_path))[0] if model_path else model.name
     loaded = load_model(model)
-    image_shape = _image_shape(loaded, fixed=bool(quantize))
+    image_shape = _image_shape(loaded, fixed=bool(quantize) or onnx)
     if input_dtype is not None:
         _check_input_dtype(input_dtype)
     if "int8" in quantize and representative_data is None:
         raise ValueError(_NO_REPRESENTATIVE)
     if report_path is not None:
         _check_output_path(report_path, overwrite)
+    onnx_path = None
+    if onnx:
+        onnx_path = os.path.abspath(_check_output_path(os.path.join(output_dir, f"{name}.onnx"), overwrite))
+        _check_onnx_packages()
     jobs = []
     if saved_model:
         path = _check_output_path(os.path.join(output_dir, f"{name}_saved_model"), overwrite)
@@ -469,7 +515,11 @@ def export(
         eval_images = collect_images(eval_images, image_shape)
     if saved_model:
         jobs.append({"kind": "saved_model_logits", "path": jobs[0]["path"], "images": eval_images})
-    results = _run_tensorflow(model_path or loaded, jobs)
+    results = _run_tensorflow(model_path or loaded, jobs) if jobs else []
+    if onnx:
+        _run_under("torch", model_path or loaded, [
+            {"kind": "onnx", "path": onnx_path, "input_dtype": input_dtype or "float32"}
+        ])
     reference = _ReferenceLogits(loaded, eval_images)
     reports = []
     for job, result in zip(jobs, results):
@@ -477,6 +527,9 @@ def export(
             check_builtin_ops(job["path"])
             reports.append(parity_report(loaded, job["path"], eval_images, eval_labels,
                                          reference=reference, num_threads=num_threads, variant=job["variant"]))
+    if onnx:
+        reports.append(parity_report(loaded, onnx_path, eval_images, eval_labels,
+                                     reference=reference, num_threads=num_threads, variant="onnx"))
     if saved_model:
         logits, times, dtype = results[-1]["logits"], list(results[-1]["times"]), str(results[-1]["input_dtype"])
         reports.insert(0, _compare(jobs[0]["path"], "saved_model", dtype, logits, times, reference, eval_labels, "TensorFlow"))
@@ -552,6 +605,77 @@ def export_tflite(
     _run_tensorflow(model, [job])
     check_builtin_ops(path)
     return path
+
+
+_ONNX_PACKAGES = {"torch": "torch", "onnx": "onnx", "onnxscript": "onnxscript",
+                  "onnxruntime": "onnxruntime"}
+
+
+def _check_onnx_packages():
+    """Raises an ImportError naming what ONNX export lacks (it needs no backend switch)."""
+    from importlib.util import find_spec
+
+    missing = [name for module, name in _ONNX_PACKAGES.items() if find_spec(module) is None]
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {', '.join(missing)}: pip install \"keras-vit[onnx]\"."
+        )
+
+
+def export_onnx(model, path, input_dtype="float32", opset=None, overwrite=False):
+    """Writes an ONNX file: input `images` (batch, H, W, C), any batch size; output `logits`.
+
+    Args:
+        model: a `keras.Model` (any backend) or the path of a `.keras` file; it is exported
+            through PyTorch (a subprocess under TensorFlow or JAX), in float32.
+        path: the output file, ending in `.onnx`; its folder must exist.
+        input_dtype: "float32" or "uint8" pixels (0..255 for a ViT, which rescales inside).
+        opset: the ONNX opset; None for the exporter's default.
+        overwrite: replace an existing file.
+
+    Returns the path. `run_onnx` runs it with ONNX Runtime; `parity_report` compares it.
+    """
+    _check_input_dtype(input_dtype)
+    path = os.path.abspath(_check_output_path(path, overwrite, suffix=".onnx"))
+    _image_shape(load_model(model), fixed=True)
+    _check_onnx_packages()
+    _run_under("torch", model, [{"kind": "onnx", "path": path, "input_dtype": input_dtype,
+                                 "opset": opset}])
+    return path
+
+
+def run_onnx(path, images, num_threads=1):
+    """Runs an ONNX file on each image (batch 1) with ONNX Runtime on the CPU.
+
+    Float images (0..255) are cast to the file's input type (uint8 rounds them).
+    Returns (logits as float32 (N, classes), per-image latencies in seconds).
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    session = onnxruntime.InferenceSession(
+        os.fspath(path), options, providers=["CPUExecutionProvider"]
+    )
+    inp = session.get_inputs()[0]
+    images = _as_input(images, _onnx_input_dtype(session))
+    logits, times = [], []
+    for image in images:
+        start = time.perf_counter()
+        logits.append(session.run(None, {inp.name: image[None]})[0].astype("float32"))
+        times.append(time.perf_counter() - start)
+    return np.concatenate(logits), times
+
+
+def _onnx_input_dtype(session_or_path):
+    if isinstance(session_or_path, (str, os.PathLike)):
+        import onnxruntime
+
+        session_or_path = onnxruntime.InferenceSession(
+            os.fspath(session_or_path), providers=["CPUExecutionProvider"]
+        )
+    kind = session_or_path.get_inputs()[0].type
+    return {"tensor(float)": "float32", "tensor(uint8)": "uint8"}[kind]
 
 
 def tflite_ops(path):
@@ -666,8 +790,8 @@ def parity_report(model, exported_path, images, labels=None, reference=None, num
     Args:
         model: the Keras model (or `.keras` path) the file came from; a mixed-precision
             model is compared in float32, as exported.
-        exported_path: a `.tflite` file (run with the LiteRT interpreter, no Flex delegate)
-            or a SavedModel folder (run with TensorFlow).
+        exported_path: a `.tflite` file (run with the LiteRT interpreter, no Flex delegate),
+            an `.onnx` file (run with ONNX Runtime) or a SavedModel folder (TensorFlow).
         images: (N, H, W, C) pixels, 0..255 for a ViT. For a uint8 input both sides see
             the rounded pixels.
         labels: optional class ids, for accuracies.
@@ -675,7 +799,8 @@ def parity_report(model, exported_path, images, labels=None, reference=None, num
 
     Returns a dict: variant, path, input_dtype, size_bytes, num_images, max_abs_diff (of
     logits), top1_agreement, keras_accuracy and accuracy (with labels, else None),
-    latency_ms (median per image, batch 1, on this CPU; `num_threads` threads for TFLite).
+    latency_ms (median per image, batch 1, on this CPU; `num_threads` threads for TFLite
+    and ONNX Runtime).
     """
     exported_path = os.fspath(exported_path)
     reference = reference or _ReferenceLogits(model, images)
@@ -683,6 +808,10 @@ def parity_report(model, exported_path, images, labels=None, reference=None, num
         input_dtype = _tflite_input_dtype(exported_path)
         logits, times = run_tflite(exported_path, reference.images_for(input_dtype), num_threads)
         runtime = f"LiteRT, {num_threads} thread(s)"
+    elif exported_path.endswith(".onnx"):
+        input_dtype = _onnx_input_dtype(exported_path)
+        logits, times = run_onnx(exported_path, reference.images_for(input_dtype), num_threads)
+        runtime = f"ONNX Runtime, {num_threads} thread(s)"
     else:
         job = {"kind": "saved_model_logits", "path": os.path.abspath(exported_path), "images": reference.images}
         result = _run_tensorflow(None, [job])[0]
@@ -746,13 +875,13 @@ def format_report(reports):
 # ---------------------------------------------------------------------------------------
 # Command line: `keras-vit export ...` (see keras_vit/__main__.py).
 
-CLI_HELP = "export a .keras model to TFLite (float32/float16/dynamic/int8) or a SavedModel"
+CLI_HELP = "export a .keras model to TFLite (float32/float16/dynamic/int8), a SavedModel or ONNX"
 
 
 def add_arguments(parser):
     parser.add_argument("model", help="the .keras file to export")
     parser.add_argument(
-        "--format", nargs="+", choices=("tflite", "saved_model"), default=["tflite"],
+        "--format", nargs="+", choices=("tflite", "saved_model", "onnx"), default=["tflite"],
         help="what to write (default: tflite)",
     )
     parser.add_argument(
@@ -774,7 +903,8 @@ def add_arguments(parser):
                         help="input type (default: uint8 for int8, float32 otherwise)")
     parser.add_argument("--output-dir", help="where to write (default: beside the model)")
     parser.add_argument("--name", help="file name stem (default: the model file's stem)")
-    parser.add_argument("--threads", type=int, default=1, help="LiteRT threads for the latency")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="LiteRT / ONNX Runtime threads for the latency")
     parser.add_argument("--report", metavar="PATH", help="also write the report as markdown here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
 
@@ -790,6 +920,7 @@ def run_cli(args):
         output_dir=args.output_dir,
         quantize=args.quantize if "tflite" in args.format else [],
         saved_model="saved_model" in args.format,
+        onnx="onnx" in args.format,
         representative_data=args.representative,
         eval_images=eval_images,
         eval_labels=eval_labels,
