@@ -493,7 +493,8 @@ def export(
         _check_output_path(report_path, overwrite)
     onnx_path = None
     if onnx:
-        onnx_path = os.path.abspath(_check_output_path(os.path.join(output_dir, f"{name}.onnx"), overwrite))
+        onnx_path = os.path.join(output_dir, f"{name}.onnx")
+        onnx_path = os.path.abspath(_check_output_path(onnx_path, overwrite))
         _check_onnx_packages()
     jobs = []
     if saved_model:
