@@ -345,10 +345,6 @@ def _torch_write_onnx(model, path, input_dtype="float32", opset=None):
     program.save(path)
 
 
-def _run_tensorflow(model, jobs):
-    return _run_under("tensorflow", model, jobs)
-
-
 def _run_under(backend, model, jobs):
     """Runs export jobs (dicts) under `backend` and returns their results (dicts of arrays).
 
@@ -516,7 +512,7 @@ def export(
         eval_images = collect_images(eval_images, image_shape)
     if saved_model:
         jobs.append({"kind": "saved_model_logits", "path": jobs[0]["path"], "images": eval_images})
-    results = _run_tensorflow(model_path or loaded, jobs) if jobs else []
+    results = _run_under("tensorflow", model_path or loaded, jobs) if jobs else []
     if onnx:
         _run_under("torch", model_path or loaded, [
             {"kind": "onnx", "path": onnx_path, "input_dtype": input_dtype or "float32"}
@@ -561,7 +557,8 @@ def export_saved_model(model, path, input_dtype="float32", overwrite=False):
     _check_input_dtype(input_dtype)
     path = os.path.abspath(_check_output_path(path, overwrite))
     _image_shape(load_model(model), fixed=False)
-    _run_tensorflow(model, [{"kind": "saved_model", "path": path, "input_dtype": input_dtype}])
+    job = {"kind": "saved_model", "path": path, "input_dtype": input_dtype}
+    _run_under("tensorflow", model, [job])
     return path
 
 
@@ -603,7 +600,7 @@ def export_tflite(
         representative = collect_images(representative_data, image_shape, num_calibration_samples)
     job = {"kind": "tflite", "path": path, "quantize": quantize, "input_dtype": input_dtype,
            "representative": representative}
-    _run_tensorflow(model, [job])
+    _run_under("tensorflow", model, [job])
     check_builtin_ops(path)
     return path
 
@@ -815,7 +812,7 @@ def parity_report(model, exported_path, images, labels=None, reference=None, num
         runtime = f"ONNX Runtime, {num_threads} thread(s)"
     else:
         job = {"kind": "saved_model_logits", "path": os.path.abspath(exported_path), "images": reference.images}
-        result = _run_tensorflow(None, [job])[0]
+        result = _run_under("tensorflow", None, [job])[0]
         logits, times, input_dtype = result["logits"], list(result["times"]), str(result["input_dtype"])
         runtime = "TensorFlow"
     return _compare(exported_path, variant, input_dtype, logits, times, reference, labels, runtime)
