@@ -25,6 +25,7 @@ whose images get no gradient).
 """
 
 import argparse
+import contextlib
 import inspect
 import os
 import statistics
@@ -191,30 +192,34 @@ def build_rows(args):
     return rows
 
 
-def _materializes(mode, dtype):
-    """Whether blocks computing in `dtype` materialise their output gradient under `mode`."""
+@contextlib.contextmanager
+def _materialization(mode):
+    """Sets keras_vit's gradient materialization to `mode` inside the block."""
     from keras_vit import layers as vit_layers
 
     saved = vit_layers.get_gradient_materialization()
     vit_layers.set_gradient_materialization(mode)
     try:
-        return vit_layers.materializes_gradient(dtype)
+        yield
     finally:
         vit_layers.set_gradient_materialization(saved)
 
 
+def _materializes(mode, dtype):
+    """Whether blocks computing in `dtype` materialise their output gradient under `mode`."""
+    from keras_vit import layers as vit_layers
+
+    with _materialization(mode):
+        return vit_layers.materializes_gradient(dtype)
+
+
 def _with_materialization(mode, forward, gradient, arguments):
     """`forward` and `gradient` traced (on their first call) under materialization `mode`."""
-    from keras_vit import layers as vit_layers
 
     def under_mode(fn):
         def call(*args):
-            saved = vit_layers.get_gradient_materialization()
-            vit_layers.set_gradient_materialization(mode)
-            try:
+            with _materialization(mode):
                 return fn(*args)
-            finally:
-                vit_layers.set_gradient_materialization(saved)
 
         return call
 
