@@ -28,15 +28,13 @@ import argparse
 import contextlib
 import inspect
 import os
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import ARCH  # noqa: E402
+from bench import ARCH, _median_time  # noqa: E402
 
 
 def _flops(preset, image_size, batch):
@@ -58,24 +56,10 @@ def _flops(preset, image_size, batch):
     return flops
 
 
-def _timer(fn, args, warmup, repeats, steps):
-    """Median seconds per call of the jitted `fn(*args)`."""
-    for _ in range(warmup):
-        _block(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = fn(*args)
-        _block(out)
-        times.append((time.perf_counter() - start) / steps)
-    return statistics.median(times)
-
-
 def _block(tree):
     import jax
 
-    jax.block_until_ready(tree)
+    return jax.block_until_ready(tree)
 
 
 def _layer_fns(layer, x, copies=1, input_gradient=True):
@@ -231,8 +215,8 @@ def measure(args):
     timed = []
     for name, forward, grad, arguments, flops, times_in_model in build_rows(args):
         reps = dict(warmup=args.warmup, repeats=args.repeats, steps=args.steps)
-        fwd = _timer(forward, arguments, **reps)
-        grad_s = _timer(grad, arguments, **reps)
+        fwd = _median_time(lambda: forward(*arguments), _block, **reps)
+        grad_s = _median_time(lambda: grad(*arguments), _block, **reps)
         timed.append((name, fwd, grad_s, flops, times_in_model))
         print(f"{name}: fwd {fwd * 1e3:.3f} ms, grad {grad_s * 1e3:.3f} ms", flush=True)
     return timed
