@@ -66,6 +66,21 @@ def expected_params(preset, image_size, num_classes=NUM_CLASSES):
     )
 
 
+def attention_spec(text):
+    """"plain", "head_major", "fast" or "fast:N" (the fast path padding to a multiple of N)
+    -> (implementation, pad multiple or None); ValueError for anything else."""
+    from keras_vit.attention import IMPLEMENTATIONS
+
+    impl, colon, pad = text.partition(":")
+    if impl not in IMPLEMENTATIONS or (colon and impl != "fast"):
+        raise ValueError(f"unknown attention {text!r}: one of {IMPLEMENTATIONS}, or fast:N")
+    if not colon:
+        return impl, None
+    if not pad.isdigit() or int(pad) < 1:
+        raise ValueError(f"attention {text!r}: N in fast:N must be a positive integer")
+    return impl, int(pad)
+
+
 # --------------------------------------------------------------------------- worker side
 
 
@@ -148,10 +163,10 @@ def _build_keras_model(lib, preset, image_size):
             include_preprocessing=False,
             gelu_approximate=False,
         )
-        if ":" in lib:  # "keras_vit:plain" / "keras_vit:fast": pick the attention path
+        if ":" in lib:  # "keras_vit:plain", "keras_vit:fast:8": pick the attention path
             from keras_vit import attention
 
-            attention.set_model_implementation(model, lib.split(":")[1])
+            attention.set_model_implementation(model, *attention_spec(lib.partition(":")[2]))
         return model
     import keras_hub
 
@@ -572,7 +587,8 @@ def parse_args(argv=None):
     p.add_argument("--train-batch-size", type=int)
     p.add_argument("--precision", help="comma list of float32,mixed_bfloat16")
     p.add_argument("--attention", help="keras_vit attention paths to time, comma list of "
-                   "plain,head_major,fast (see keras_vit.attention); default: the model as built")
+                   "plain,head_major,fast,fast:N (fast padding to a multiple of N; see "
+                   "keras_vit.attention); default: the model as built")
     p.add_argument("--separate", action="store_true", help="one process per library "
                    "(default in --gpu mode: clean peak memory); otherwise the keras libraries "
                    "of a backend share a process and their timings are interleaved")
@@ -593,7 +609,13 @@ def parse_args(argv=None):
     p.add_argument("--json", help="write the raw results here")
     p.add_argument("--log", help="append every subprocess's output here")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for spec in get_list(args.attention):
+        try:
+            attention_spec(spec)
+        except ValueError as e:
+            p.error(str(e))
+    return args
 
 
 def build_specs(args):

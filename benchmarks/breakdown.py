@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import ARCH, _median_time  # noqa: E402
+from bench import ARCH, _median_time, attention_spec  # noqa: E402
 
 
 def _flops(preset, image_size, batch):
@@ -149,10 +149,12 @@ def build_rows(args):
     norm = keras.layers.LayerNormalization(epsilon=1e-6)
     norm.build(tokens.shape)
     rows.append(("layer norm", *_layer_fns(norm, tokens), (0, 0), 0))
-    for impl in args.attention:
-        layer = attention.ViTAttention(num_heads=heads, key_dim=d // heads, implementation=impl)
+    for spec in args.attention:
+        impl, pad = attention_spec(spec)
+        layer = attention.ViTAttention(num_heads=heads, key_dim=d // heads, implementation=impl,
+                                       **({"pad_multiple": pad} if pad else {}))
         layer.build(tokens.shape, tokens.shape)
-        rows.append((f"attention ({impl})", *_layer_fns(layer, tokens, copies=2),
+        rows.append((f"attention ({spec})", *_layer_fns(layer, tokens, copies=2),
                      flops["attention"], 0))
     mlp = keras.Sequential([
         keras.Input((t, d)),
@@ -211,19 +213,32 @@ def _with_materialization(mode, forward, gradient, arguments):
 
 
 def measure(args):
-    """Times every row; returns [(name, fwd s, grad s, flops, multiplier)]."""
-    timed = []
+    """Times every row; returns ([(name, fwd s, grad s, flops, multiplier)], [(name, error)]).
+
+    A row that fails (say, a padded length cuDNN refuses) is reported, not fatal, except
+    the whole model's, which the table is relative to."""
+    timed, failed = [], []
     for name, forward, grad, arguments, flops, times_in_model in build_rows(args):
         reps = dict(warmup=args.warmup, repeats=args.repeats, steps=args.steps)
-        fwd = _median_time(lambda: forward(*arguments), _block, **reps)
-        grad_s = _median_time(lambda: grad(*arguments), _block, **reps)
+        try:
+            fwd = _median_time(lambda: forward(*arguments), _block, **reps)
+            grad_s = _median_time(lambda: grad(*arguments), _block, **reps)
+        except Exception as e:
+            if name == "model":
+                raise
+            first_line = (str(e).strip().splitlines() or [""])[0][:300]
+            error = f"{type(e).__name__}: {first_line}"
+            failed.append((name, error))
+            print(f"{name}: failed: {error}", flush=True)
+            continue
         timed.append((name, fwd, grad_s, flops, times_in_model))
         print(f"{name}: fwd {fwd * 1e3:.3f} ms, grad {grad_s * 1e3:.3f} ms", flush=True)
-    return timed
+    return timed, failed
 
 
-def format_table(timed):
-    """Markdown table with TFLOP/s and each part's share of the model's time."""
+def format_table(timed, failed=()):
+    """Markdown table with TFLOP/s and each part's share of the model's time, then the rows
+    that failed."""
     model = next(row for row in timed if row[0] == "model")
 
     def tflops(flops, seconds):
@@ -246,6 +261,9 @@ def format_table(timed):
     rest_fwd, rest_grad = model[1] - parts_fwd, model[2] - parts_grad
     lines.append(f"| model - parts | {rest_fwd * 1e3:.3f} | - | {rest_grad * 1e3:.3f} | - "
                  f"| {rest_fwd / model[1]:.0%} / {rest_grad / model[2]:.0%} |")
+    if failed:
+        lines.append("")
+        lines += [f"- {name} failed: {error}" for name, error in failed]
     return "\n".join(lines)
 
 
@@ -256,20 +274,20 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", default="mixed_bfloat16",
                    choices=["float32", "mixed_bfloat16", "mixed_float16"])
-    p.add_argument("--attention", default="plain,fast,head_major",
-                   help="comma list of keras_vit.attention implementations to time")
+    p.add_argument("--attention", default="plain,fast,fast:2,fast:8,head_major",
+                   help="comma list of keras_vit.attention implementations to time; fast:N "
+                   "pads the sequence to a multiple of N (fast alone: the layer's default, 64)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--out", help="also write the Markdown table here")
     args = p.parse_args(argv)
     args.attention = [a.strip() for a in args.attention.split(",") if a.strip()]
-    from keras_vit.attention import IMPLEMENTATIONS
-
-    unknown = set(args.attention) - set(IMPLEMENTATIONS)
-    if unknown:
-        p.error(f"unknown attention implementation(s) {sorted(unknown)}; "
-                f"choose from {IMPLEMENTATIONS}")
+    for spec in args.attention:
+        try:
+            attention_spec(spec)
+        except ValueError as e:
+            p.error(str(e))
     return args
 
 
@@ -284,7 +302,7 @@ def main(argv=None):
               f"{args.precision}, on {jax.devices()[0].device_kind} "
               f"(jax {jax.__version__}, keras {keras.__version__})")
     print(header, flush=True)
-    table = format_table(measure(args))
+    table = format_table(*measure(args))
     print("\n" + table, flush=True)
     if args.out:
         with open(args.out, "w") as f:

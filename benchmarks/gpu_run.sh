@@ -3,17 +3,24 @@
 # JAX, PyTorch and timm installed; no TensorFlow, no Keras). Keras, keras-hub and the two
 # pure dependencies missing there travel as wheels in .whl/ (see benchmarks/RESULTS.md):
 #
-#   device run, carry [".whl"], timeout_s 360:   bash benchmarks/gpu_run.sh
+#   device run, carry [".whl"], timeout_s 540:   bash benchmarks/gpu_run.sh
 #
 # ViT-B/16 at 224, mixed_bfloat16, batch 256 inference / 128 training: keras_vit on JAX with
 # the fast (padded cuDNN) attention and with Keras's plain attention, then keras-hub on JAX,
 # then timm + torch.compile + bf16 autocast. Each runs in its own process; the run starts no
 # new one after BENCH_DEADLINE seconds (default 280) and keeps what finished. Results land in
-# $OUT (or ./gpu_out). BENCH_ATTENTION=fast,plain,head_major adds the head-major variant; extra
-# arguments go to bench.py (e.g. --libs keras_vit,keras_hub). Then benchmarks/breakdown.py
-# times keras_vit's parts (patch embedding, attention paths, MLP, block, model) at batch 128,
-# cut off after BREAKDOWN_TIMEOUT seconds (default 150; 0 skips it), into $OUT/breakdown.*;
-# BREAKDOWN_ARGS replaces its arguments (a CPU dry run: see benchmarks/RESULTS.md).
+# $OUT (or ./gpu_out). BENCH_ATTENTION=fast,fast:8,plain,head_major adds the fast path padded
+# to a multiple of 8 and the head-major variant; extra arguments go to bench.py (e.g. --libs
+# keras_vit,keras_hub). Then benchmarks/breakdown.py times keras_vit's parts (patch embedding,
+# attention paths incl. fast:2 and fast:8, MLP, block, model) at batch 128, cut off after
+# BREAKDOWN_TIMEOUT seconds (default 180; 0 skips it), into $OUT/breakdown.*;
+# BREAKDOWN_ARGS replaces its arguments. A CPU dry run of the whole script (about 2 minutes):
+#
+#   OUT=/tmp/dry BENCH_NO_WHEELS=1 PYTHON=python BREAKDOWN_ARGS="--preset tiny --image-size 32
+#   --batch-size 2 --precision float32 --attention plain,fast:2 --warmup 1 --repeats 1
+#   --steps 1" bash benchmarks/gpu_run.sh --libs keras_vit --presets tiny --image-size 32
+#   --batch-size 2 --train-batch-size 2 --precision float32 --attention fast:8,plain
+#   --warmup 1 --repeats 1 --steps 1 --predict-batches 1
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_out}"
@@ -32,8 +39,8 @@ torch.__version__, torch.cuda.is_available(), '| keras', keras.__version__)" 2>&
     --deadline "${BENCH_DEADLINE:-280}" --out "$OUT/RESULTS_gpu.md" \
     --json "$OUT/results_gpu.json" --log "$OUT/bench_log.txt" "$@"
 status=$?
-if [ "${BREAKDOWN_TIMEOUT:-150}" != 0 ]; then
-    KERAS_BACKEND=jax timeout "${BREAKDOWN_TIMEOUT:-150}" "$PYTHON" benchmarks/breakdown.py \
+if [ "${BREAKDOWN_TIMEOUT:-180}" != 0 ]; then
+    KERAS_BACKEND=jax timeout "${BREAKDOWN_TIMEOUT:-180}" "$PYTHON" benchmarks/breakdown.py \
         ${BREAKDOWN_ARGS:---preset b16 --batch-size 128 --precision mixed_bfloat16} --out "$OUT/breakdown.md" > "$OUT/breakdown.txt" 2>&1 || status=1
     grep -v "^[WI]0000\|^WARNING" "$OUT/breakdown.txt" | tail -20
 fi

@@ -57,16 +57,27 @@ def get_implementation():
     return _check(_default["implementation"])
 
 
-def set_model_implementation(model, implementation):
-    """Sets `implementation` on every `ViTAttention` layer in `model`; returns their number.
+def _check_pad_multiple(pad_multiple):
+    if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
+        raise ValueError(f"pad_multiple must be a positive integer, got {pad_multiple!r}.")
+    return pad_multiple
+
+
+def set_model_implementation(model, implementation, pad_multiple=None):
+    """Sets `implementation` (and, unless None, the "fast" path's `pad_multiple`) on every
+    `ViTAttention` layer in `model`; returns their number.
 
     Takes effect the next time the model is traced (a new jitted function, or a model
     compiled afterwards)."""
     _check(implementation)
+    if pad_multiple is not None:
+        _check_pad_multiple(pad_multiple)
     count = 0
     for layer in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, ViTAttention):
             layer.implementation = implementation
+            if pad_multiple is not None:
+                layer.pad_multiple = pad_multiple
             count += 1
     return count
 
@@ -117,14 +128,15 @@ class ViTAttention(keras.layers.MultiHeadAttention):
     Args:
         implementation: "auto", "plain", "head_major" or "fast" (see the module docstring);
             None follows `get_implementation()`.
-        pad_multiple: the "fast" path pads the sequence to a multiple of this.
+        pad_multiple: the "fast" path pads the sequence to a multiple of this (a positive
+            integer; 1 pads nothing).
         **kwargs: `keras.layers.MultiHeadAttention`'s arguments.
     """
 
     def __init__(self, *args, implementation=None, pad_multiple=64, **kwargs):
         super().__init__(*args, **kwargs)
         self.implementation = None if implementation is None else _check(implementation)
-        self.pad_multiple = pad_multiple
+        self.pad_multiple = _check_pad_multiple(pad_multiple)
 
     def _resolved_implementation(self, training=None):
         impl = self.implementation or get_implementation()
@@ -230,9 +242,8 @@ def _padded_dot_product_attention(query, key, value, scale, pad_multiple):
 
     batch, q_len = query.shape[0], query.shape[1]
     kv_len = key.shape[1]
-    multiple = max(int(pad_multiple or 1), 1)
-    q_pad = math.ceil(q_len / multiple) * multiple - q_len
-    kv_pad = math.ceil(kv_len / multiple) * multiple - kv_len
+    q_pad = math.ceil(q_len / pad_multiple) * pad_multiple - q_len
+    kv_pad = math.ceil(kv_len / pad_multiple) * pad_multiple - kv_len
     if q_pad:
         query = jnp.pad(query, ((0, 0), (0, q_pad), (0, 0), (0, 0)))
     lengths = None

@@ -45,7 +45,7 @@ def test_matches_plain_path(implementation):
 
 
 @JAX_ONLY
-@pytest.mark.parametrize("tokens,multiple", [(17, 8), (197, 64), (16, 8), (5, 1)])
+@pytest.mark.parametrize("tokens,multiple", [(17, 8), (197, 64), (197, 2), (16, 8), (5, 1)])
 def test_padding_is_exact(tokens, multiple):
     fast, plain, x = _pair(tokens=tokens, implementation="fast", pad_multiple=multiple)
     np.testing.assert_allclose(
@@ -131,6 +131,29 @@ def test_model_switch_and_default():
         )
     with pytest.raises(ValueError, match="implementation"):
         attention.set_implementation("flash")
+
+
+def test_model_switch_sets_the_pad_multiple():
+    from keras_vit import ViT
+
+    model = ViT(
+        image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64,
+        num_classes=10,
+    )
+    assert attention.set_model_implementation(model, "fast", pad_multiple=8) == 2
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, ViTAttention)]
+    assert [(layer.implementation, layer.pad_multiple) for layer in layers] == [("fast", 8)] * 2
+    attention.set_model_implementation(model, "plain")
+    assert [layer.pad_multiple for layer in layers] == [8, 8]
+    with pytest.raises(ValueError, match="pad_multiple"):
+        attention.set_model_implementation(model, "fast", pad_multiple=0)
+    assert [layer.implementation for layer in layers] == ["plain", "plain"]
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, "8", True, None])
+def test_rejects_a_bad_pad_multiple(bad):
+    with pytest.raises(ValueError, match="pad_multiple must be a positive integer"):
+        ViTAttention(num_heads=2, key_dim=4, pad_multiple=bad)
 
 
 def test_serialization_round_trip():

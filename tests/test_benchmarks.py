@@ -33,9 +33,9 @@ def test_expected_params_match_reference_and_presets():
 
 
 def test_modes_build_the_documented_jobs():
-    gpu = bench.build_specs(bench.parse_args(["--gpu", "--attention", "plain,fast"]))
+    gpu = bench.build_specs(bench.parse_args(["--gpu", "--attention", "plain,fast,fast:8"]))
     assert [s["libs"] for s in gpu] == [
-        ["keras_vit:plain"], ["keras_vit:fast"], ["keras_hub"], ["timm"]
+        ["keras_vit:plain"], ["keras_vit:fast"], ["keras_vit:fast:8"], ["keras_hub"], ["timm"]
     ]
     assert {(s["preset"], s["batch_size"], s["train_batch_size"], s["precision"]) for s in gpu} == {
         ("b16", 256, 128, "mixed_bfloat16")
@@ -48,16 +48,28 @@ def test_modes_build_the_documented_jobs():
     assert all(s["libs"] == ["keras_vit", "keras_hub"] for s in quick if s["libs"] != ["timm"])
 
 
+def test_attention_specs():
+    assert bench.attention_spec("plain") == ("plain", None)
+    assert bench.attention_spec("fast") == ("fast", None)
+    assert bench.attention_spec("fast:8") == ("fast", 8)
+    for bad in ("flash", "plain:8", "fast:0", "fast:x", "fast:-2", "fast:"):
+        with pytest.raises(ValueError, match="attention"):
+            bench.attention_spec(bad)
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--attention", f"plain,{bad}"])
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One run of the script on a 2-layer model: both keras_vit attention paths, and
-    keras-hub where it is installed, in one interleaved process."""
+    """One run of the script on a 2-layer model: keras_vit's plain attention and its fast path
+    padding to a multiple of 8, and keras-hub where it is installed, in one interleaved
+    process."""
     tmp = tmp_path_factory.mktemp("bench")
     out, raw = tmp / "report.md", tmp / "results.json"
     libs = "keras_vit,keras_hub" if HAS_KERAS_HUB else "keras_vit"
     status = bench.main([
         "--backends", keras.backend.backend(), "--libs", libs, "--presets", "tiny",
-        "--attention", "plain,fast", "--image-size", "32", "--batch-size", "2",
+        "--attention", "plain,fast:8", "--image-size", "32", "--batch-size", "2",
         "--train-batch-size", "2", "--warmup", "1", "--repeats", "1", "--steps", "1",
         "--predict-batches", "1", "--timeout", "900", "--out", str(out), "--json", str(raw),
     ])
@@ -68,13 +80,13 @@ def test_runs_keras_vit_with_both_attention_paths(tiny_run):
     status, results, report = tiny_run
     assert status == 0, results
     by_lib = {r["spec"]["lib"]: r for r in results}
-    for lib in ("keras_vit:plain", "keras_vit:fast"):
+    for lib in ("keras_vit:plain", "keras_vit:fast:8"):
         res = by_lib[lib]
         assert "error" not in res, res
         assert res["params"] == bench.expected_params("tiny", 32)
         for key in ("fwd_ips", "predict_ips", "train_ips"):
             assert res[key] > 0
-    assert "keras_vit (fast attention)" in report and "Software:" in report
+    assert "keras_vit (fast:8 attention)" in report and "Software:" in report
 
 
 @pytest.mark.skipif(not HAS_KERAS_HUB, reason="keras-hub is not installed (requirements-bench.txt)")
@@ -96,14 +108,14 @@ def test_breakdown_times_every_part_and_patchify_equals_the_conv(tmp_path):
     out = tmp_path / "breakdown.md"
     assert breakdown.main([
         "--preset", "tiny", "--image-size", "32", "--batch-size", "2", "--precision",
-        "float32", "--attention", "plain,head_major", "--warmup", "1", "--repeats", "1",
+        "float32", "--attention", "plain,head_major,fast:2", "--warmup", "1", "--repeats", "1",
         "--steps", "1", "--out", str(out),
     ]) == 0
     rows = [line.split("|")[1].strip() for line in out.read_text().splitlines()[4:]]
     assert rows == [
         "matmul (B*T, D) x (D, M)", "patch embedding (conv)",
         "patch embedding (patchify matmul)", "layer norm", "attention (plain)",
-        "attention (head_major)", "MLP", "encoder block", "model",
+        "attention (head_major)", "attention (fast:2)", "MLP", "encoder block", "model",
         "model (gradient materialization off)", "model - parts",
     ]
     for line in out.read_text().splitlines()[4:-1]:
@@ -119,8 +131,43 @@ def test_breakdown_times_every_part_and_patchify_equals_the_conv(tmp_path):
     )
 
 
+def test_breakdown_reports_a_failing_row_and_keeps_the_rest(monkeypatch):
+    import breakdown
+
+    def refused(*_):
+        raise NotImplementedError("Unsupported sequence length Q 198, KV 198.\nmore")
+
+    def ok(*_):
+        return 0.0
+
+    monkeypatch.setattr(breakdown, "build_rows", lambda args: [
+        ("attention (fast:2)", refused, refused, (), (1, 3), 0),
+        ("encoder block", ok, ok, (), (1, 3), 2),
+        ("model", ok, ok, (), (2, 6), 0),
+    ])
+    args = breakdown.parse_args(["--warmup", "0", "--repeats", "1", "--steps", "1"])
+    timed, failed = breakdown.measure(args)
+    assert [row[0] for row in timed] == ["encoder block", "model"]
+    assert failed == [("attention (fast:2)",
+                       "NotImplementedError: Unsupported sequence length Q 198, KV 198.")]
+    table = breakdown.format_table(
+        [("encoder block", 1e-3, 2e-3, (1, 3), 2), ("model", 4e-3, 8e-3, (2, 6), 0)], failed
+    )
+    assert table.splitlines()[-1] == (
+        "- attention (fast:2) failed: NotImplementedError: Unsupported sequence length Q 198, "
+        "KV 198."
+    )
+    assert "| model - parts | 2.000 |" in table
+    model_refused = [("model", refused, ok, (), (2, 6), 0)]
+    monkeypatch.setattr(breakdown, "build_rows", lambda args: model_refused)
+    with pytest.raises(NotImplementedError):
+        breakdown.measure(args)
+
+
 def test_breakdown_rejects_an_unknown_attention_implementation():
     import breakdown
 
     with pytest.raises(SystemExit):
         breakdown.parse_args(["--attention", "plain,flash"])
+    with pytest.raises(SystemExit):
+        breakdown.parse_args(["--attention", "fast:0"])
