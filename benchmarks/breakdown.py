@@ -274,9 +274,10 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", default="mixed_bfloat16",
                    choices=["float32", "mixed_bfloat16", "mixed_float16"])
-    p.add_argument("--attention", default="plain,fast,fast:2,fast:8,head_major",
+    p.add_argument("--attention", default="plain,fast,fast:1,fast:2,fast:8,head_major",
                    help="comma list of keras_vit.attention implementations to time; fast:N "
-                   "pads the sequence to a multiple of N (fast alone: the layer's default, 64)")
+                   "pads the sequence to a multiple of N (fast alone: the layer's default, 64; "
+                   "fast:1 does not pad)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=10)

@@ -12,7 +12,7 @@
 # $OUT (or ./gpu_out). BENCH_ATTENTION=fast,fast:8,plain,head_major adds the fast path padded
 # to a multiple of 8 and the head-major variant; extra arguments go to bench.py (e.g. --libs
 # keras_vit,keras_hub). Then benchmarks/breakdown.py times keras_vit's parts (patch embedding,
-# attention paths incl. fast:2 and fast:8, MLP, block, model) at batch 128, cut off after
+# attention paths incl. fast:1, fast:2 and fast:8, MLP, block, model) at batch 128, cut off after
 # BREAKDOWN_TIMEOUT seconds (default 180; 0 skips it), into $OUT/breakdown.*;
 # BREAKDOWN_ARGS replaces its arguments. A CPU dry run of the whole script (about 2 minutes):
 #
