@@ -292,16 +292,21 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    import jax
+def jax_device_text(script):
+    """"<device> (jax X, keras Y)", or exit with a message if Keras does not run on JAX."""
     import keras
 
     if keras.backend.backend() != "jax":
-        sys.exit("breakdown.py times JAX functions: run it with KERAS_BACKEND=jax.")
+        sys.exit(f"{script} measures JAX functions: run it with KERAS_BACKEND=jax.")
+    import jax
+
+    return f"{jax.devices()[0].device_kind} (jax {jax.__version__}, keras {keras.__version__})"
+
+
+def main(argv=None):
+    args = parse_args(argv)
     header = (f"Breakdown: {args.preset} at {args.image_size}, batch {args.batch_size}, "
-              f"{args.precision}, on {jax.devices()[0].device_kind} "
-              f"(jax {jax.__version__}, keras {keras.__version__})")
+              f"{args.precision}, on {jax_device_text('breakdown.py')}")
     print(header, flush=True)
     table = format_table(*measure(args))
     print("\n" + table, flush=True)

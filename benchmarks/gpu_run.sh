@@ -14,13 +14,21 @@
 # keras_vit,keras_hub). Then benchmarks/breakdown.py times keras_vit's parts (patch embedding,
 # attention paths incl. fast:1, fast:2 and fast:8, MLP, block, model) at batch 128, cut off after
 # BREAKDOWN_TIMEOUT seconds (default 180; 0 skips it), into $OUT/breakdown.*;
-# BREAKDOWN_ARGS replaces its arguments. A CPU dry run of the whole script (about 2 minutes):
+# BREAKDOWN_ARGS replaces its arguments. PROFILE_TIMEOUT=200 (default 0: off) then runs
+# benchmarks/op_profile.py (keras_vit's device time by HLO op, timm's by kernel, the HLO) into
+# $OUT/op_profile.md and hlo.tar.gz; PROFILE_ARGS replaces its arguments. BENCH_DEADLINE=0
+# skips the comparison, so `BENCH_DEADLINE=0 PROFILE_TIMEOUT=200 bash benchmarks/gpu_run.sh`
+# is the diagnosis alone (breakdown + profile, about 6 minutes).
+# A CPU dry run of the whole script (about 2 minutes):
 #
 #   OUT=/tmp/dry BENCH_NO_WHEELS=1 PYTHON=python BREAKDOWN_ARGS="--preset tiny --image-size 32
 #   --batch-size 2 --precision float32 --attention plain,fast:2 --warmup 1 --repeats 1
 #   --steps 1" bash benchmarks/gpu_run.sh --libs keras_vit --presets tiny --image-size 32
 #   --batch-size 2 --train-batch-size 2 --precision float32 --attention fast:8,plain
 #   --warmup 1 --repeats 1 --steps 1 --predict-batches 1
+#
+# with PROFILE_TIMEOUT=120 PROFILE_ARGS="--preset tiny --image-size 32 --batch-size 2
+# --train-batch-size 2 --precision float32 --warmup 1 --steps 1" in front to include the profile.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_out}"
@@ -35,13 +43,21 @@ export KERAS_HOME=/tmp/keras_home
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PYTHON" -c "import jax, torch, keras; print('jax', jax.__version__, jax.devices(), '| torch',
 torch.__version__, torch.cuda.is_available(), '| keras', keras.__version__)" 2>&1 | tail -2
-"$PYTHON" benchmarks/bench.py --gpu --attention "${BENCH_ATTENTION:-fast,plain}" \
-    --deadline "${BENCH_DEADLINE:-280}" --out "$OUT/RESULTS_gpu.md" \
-    --json "$OUT/results_gpu.json" --log "$OUT/bench_log.txt" "$@"
-status=$?
+status=0
+if [ "${BENCH_DEADLINE:-280}" != 0 ]; then
+    "$PYTHON" benchmarks/bench.py --gpu --attention "${BENCH_ATTENTION:-fast,plain}" \
+        --deadline "${BENCH_DEADLINE:-280}" --out "$OUT/RESULTS_gpu.md" \
+        --json "$OUT/results_gpu.json" --log "$OUT/bench_log.txt" "$@" || status=1
+fi
 if [ "${BREAKDOWN_TIMEOUT:-180}" != 0 ]; then
     KERAS_BACKEND=jax timeout "${BREAKDOWN_TIMEOUT:-180}" "$PYTHON" benchmarks/breakdown.py \
         ${BREAKDOWN_ARGS:---preset b16 --batch-size 128 --precision mixed_bfloat16} --out "$OUT/breakdown.md" > "$OUT/breakdown.txt" 2>&1 || status=1
     grep -v "^[WI]0000\|^WARNING" "$OUT/breakdown.txt" | tail -20
+fi
+if [ "${PROFILE_TIMEOUT:-0}" != 0 ]; then
+    KERAS_BACKEND=jax timeout "$PROFILE_TIMEOUT" "$PYTHON" benchmarks/op_profile.py \
+        ${PROFILE_ARGS:---preset b16 --timm} --out-dir "$OUT" > "$OUT/op_profile.txt" 2>&1 \
+        || status=1
+    grep "^#\|^keras_vit\|^timm\|failed" "$OUT/op_profile.txt" | tail -20
 fi
 exit $status

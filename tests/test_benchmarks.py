@@ -171,3 +171,115 @@ def test_breakdown_rejects_an_unknown_attention_implementation():
         breakdown.parse_args(["--attention", "plain,flash"])
     with pytest.raises(SystemExit):
         breakdown.parse_args(["--attention", "fast:0"])
+
+
+_HLO = """HloModule jit_step, is_scheduled=true
+
+%fused_dot (p0: bf16[8,4], p1: bf16[4,4]) -> bf16[8,4] {
+  %p0 = bf16[8,4]{1,0} parameter(0)
+  %p1 = bf16[4,4]{1,0} parameter(1)
+  ROOT %dot.1 = bf16[8,4]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%fused_norm (p0.1: f32[8,4]) -> f32[8] {
+  %p0.1 = f32[8,4]{1,0} parameter(0)
+  %c = f32[] constant(0)
+  ROOT %reduce.1 = f32[8]{0} reduce(%p0.1, %c), dimensions={1}, to_apply=%add
+}
+
+%fused_copy (p0.2: bf16[8,4]) -> bf16[4,8] {
+  %p0.2 = bf16[8,4]{1,0} parameter(0)
+  ROOT %transpose.1 = bf16[4,8]{1,0} transpose(%p0.2), dimensions={1,0}
+}
+
+%fused_gelu (p0.3: bf16[8,4]) -> bf16[8,4] {
+  %p0.3 = bf16[8,4]{1,0} parameter(0)
+  ROOT %multiply.1 = bf16[8,4]{1,0} multiply(%p0.3, %p0.3)
+}
+
+ENTRY %main (a: bf16[8,4], b: bf16[4,4]) -> bf16[8,4] {
+  %a = bf16[8,4]{1,0} parameter(0)
+  %b = bf16[4,4]{1,0} parameter(1)
+  %gemm_fusion = bf16[8,4]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_dot, metadata={op_name="jit(loss)/transpose(jvp(encoder_block_3))/mlp_dense_1/dot_general"}
+  %cublas-gemm.1 = (bf16[8,4]{1,0}, s8[64]{0}) custom-call(%a, %b), custom_call_target="__cublas$gemm", metadata={op_name="jit(loss)/jvp(encoder_block_0)/mlp_dense_2/dot_general"}
+  %cudnn-fmha = (bf16[8,4]{1,0}, s8[64]{0}) custom-call(%a, %a, %a), custom_call_target="__cudnn$fmhaSoftmax", metadata={op_name="jit(loss)/jvp(encoder_block_11)/attention/dot_product_attention"}
+  %input_reduce_fusion = f32[8]{0} fusion(%a), kind=kInput, calls=%fused_norm, metadata={op_name="jit(loss)/jvp(encoder_block_2)/attention_norm/jit(_var)/reduce_sum"}
+  %transpose_fusion = bf16[4,8]{1,0} fusion(%a), kind=kLoop, calls=%fused_copy
+  %loop_fusion = bf16[8,4]{1,0} fusion(%a), kind=kLoop, calls=%fused_gelu, metadata={op_name="jit(loss)/jvp(encoder_block_1)/erfc"}
+  ROOT %copy.3 = bf16[8,4]{1,0} copy(%loop_fusion)
+}
+"""
+
+
+def test_op_profile_reads_kinds_and_sources_from_hlo():
+    import op_profile
+
+    ops = op_profile.parse_hlo(_HLO)
+    assert ops["gemm_fusion"] == (
+        "matmul (fusion)", "encoder_block_*/mlp_dense_1/dot_general (backward)"
+    )
+    assert ops["cublas-gemm.1"] == ("matmul (library)", "encoder_block_*/mlp_dense_2/dot_general")
+    assert ops["cudnn-fmha"][0] == "attention (cuDNN)"
+    assert ops["input_reduce_fusion"] == (
+        "reduction fusion", "encoder_block_*/attention_norm/reduce_sum"
+    )
+    assert ops["transpose_fusion"] == ("copy / transpose", "")
+    assert ops["loop_fusion"] == ("elementwise fusion", "encoder_block_*/erfc")
+    assert ops["copy.3"][0] == "copy / transpose"
+    assert ops["dot.1"][0] == "matmul (XLA)"  # instructions inside fusions are read too
+
+    events = [("k1", 2e6, "gemm_fusion"), ("k2", 1e6, "cublas-gemm.1"),
+              ("sm90_xmma_gemm_bf16", 4e6, None), ("k3", 3e6, "loop_fusion"),
+              ("k3", 3e6, "loop_fusion"), ("cublas_gemm_1", 1e6, None)]
+    kinds, sources, summed = op_profile.summarize(events, ops, calls=2)
+    assert summed == pytest.approx(7.0)
+    assert dict(kinds) == pytest.approx({"matmul (fusion)": 1.0, "matmul (library)": 3.0,
+                                         "elementwise fusion": 3.0})
+    # a kernel without an HLO op, named after its instruction, joins that instruction
+    assert ("encoder_block_*/mlp_dense_2/dot_general", "matmul (library)", 1.0, 1) in sources
+    assert sources[0] == ("encoder_block_*/erfc", "elementwise fusion", 3.0, 1)
+    assert ("sm90_xmma_gemm_bf16", "matmul (library)", 2.0, 1) in sources
+    report = op_profile.format_report("t", {"gradient": (7.0, kinds, sources, summed)}, top=2)
+    assert "### gradient: 7.000 ms per call (wall), 7.000 ms summed op time" in report
+    assert "| encoder_block_*/erfc | elementwise fusion | 3.000 | 42.9% | 1 |" in report
+    assert "no device events traced" in op_profile.format_report(
+        "t", {"forward": (1.0, [], [], 0.0)}, top=2)
+
+
+def test_op_profile_torch_kernel_table():
+    torch = pytest.importorskip("torch")
+    import op_profile
+
+    x = torch.randn(64, 64)
+    wall, rows = op_profile.torch_kernel_table(lambda: torch.relu(x @ x), steps=3, warmup=1)
+    names = [name for name, _, _, _ in rows]
+    assert wall > 0 and "aten::mm" in names
+    assert all(ms >= 0 and calls > 0 for _, _, ms, calls in rows)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="op_profile.py profiles JAX")
+def test_op_profile_runs_on_a_tiny_model(tmp_path):
+    import tarfile
+
+    import op_profile
+
+    assert op_profile.main([
+        "--preset", "tiny", "--image-size", "32", "--batch-size", "2", "--train-batch-size",
+        "2", "--precision", "float32", "--warmup", "1", "--steps", "1", "--out-dir",
+        str(tmp_path),
+    ]) == 0
+    report = (tmp_path / "op_profile.md").read_text()
+    assert "### forward:" in report and "### gradient:" in report
+    assert "| matmul" in report and "encoder_block_*/" in report
+    with tarfile.open(tmp_path / "hlo.tar.gz") as tar:
+        names = tar.getnames()
+        assert names == ["hlo_forward.txt", "hlo_gradient.txt"]
+        assert tar.extractfile("hlo_gradient.txt").read().startswith(b"HloModule")
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="checks the refusal elsewhere")
+def test_jax_scripts_refuse_other_backends():
+    import breakdown
+
+    with pytest.raises(SystemExit, match="op_profile.py measures JAX functions"):
+        breakdown.jax_device_text("op_profile.py")
