@@ -14,11 +14,11 @@
 # keras_vit,keras_hub). Then benchmarks/breakdown.py times keras_vit's parts (patch embedding,
 # attention paths incl. fast:1, fast:2 and fast:8, MLP, block, model) at batch 128, cut off after
 # BREAKDOWN_TIMEOUT seconds (default 180; 0 skips it), into $OUT/breakdown.*;
-# BREAKDOWN_ARGS replaces its arguments. PROFILE_TIMEOUT=200 (default 0: off) then runs
+# BREAKDOWN_ARGS replaces its arguments. PROFILE_TIMEOUT=240 (default 0: off) then runs
 # benchmarks/op_profile.py (keras_vit's device time by HLO op, timm's by kernel, the HLO) into
 # $OUT/op_profile.md and hlo.tar.gz; PROFILE_ARGS replaces its arguments. BENCH_DEADLINE=0
-# skips the comparison, so `BENCH_DEADLINE=0 PROFILE_TIMEOUT=200 bash benchmarks/gpu_run.sh`
-# is the diagnosis alone (breakdown + profile, about 6 minutes).
+# skips the comparison, so `BENCH_DEADLINE=0 PROFILE_TIMEOUT=240 bash benchmarks/gpu_run.sh`
+# is the diagnosis alone (breakdown + profile, at most 7 minutes).
 # A CPU dry run of the whole script (about 2 minutes):
 #
 #   OUT=/tmp/dry BENCH_NO_WHEELS=1 PYTHON=python BREAKDOWN_ARGS="--preset tiny --image-size 32

@@ -3,9 +3,10 @@
     KERAS_BACKEND=jax python benchmarks/op_profile.py --preset b16 --precision mixed_bfloat16 \\
         --batch-size 256 --train-batch-size 128 --out-dir gpu_out --timm
 
-For the whole model's jitted forward pass (inference mode, `--batch-size`) and gradient
-(training mode, `--train-batch-size`; the optimizer update is left out):
-- writes the optimised HLO of both into `hlo.tar.gz`, to read offline;
+For the whole model's jitted forward pass (inference mode, `--batch-size`), its gradient
+(training mode, `--train-batch-size`) and a whole AdamW training step (the gradient plus the
+optimizer update, as Keras's JAX trainer computes it; the difference is the optimizer's cost):
+- writes the optimised HLO of each into `hlo.tar.gz`, to read offline;
 - traces `--steps` calls with `jax.profiler` and sums the device time of each HLO
   instruction (on a CPU: the time of the XLA:CPU thunks, summed over threads), with the
   instruction's kind read from the HLO: a library matmul (cuBLAS), a Triton or XLA matmul
@@ -192,8 +193,38 @@ def _trace(fn, args, steps, sync):
     return sorted(glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True))[-1], wall
 
 
+def _train_step_fn(model, images):
+    """A jitted AdamW training step on sparse cross-entropy, as Keras's JAX trainer builds
+    it (gradient of the loss, then `optimizer.stateless_apply`); returns (fn, arguments)."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+
+    optimizer = keras.optimizers.AdamW(learning_rate=1e-3)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    labels = jnp.arange(images.shape[0]) % NUM_CLASSES
+
+    def loss(trainable, frozen, x, y):
+        logits, frozen = model.stateless_call(trainable, frozen, x, training=True)
+        return loss_fn(y, logits), frozen
+
+    def train_step(trainable, frozen, optimizer_variables, x, y):
+        (value, frozen), grads = jax.value_and_grad(loss, has_aux=True)(trainable, frozen, x, y)
+        trainable, optimizer_variables = optimizer.stateless_apply(
+            optimizer_variables, grads, trainable
+        )
+        return value, trainable, frozen, optimizer_variables
+
+    arguments = ([v.value for v in model.trainable_variables],
+                 [v.value for v in model.non_trainable_variables],
+                 [v.value for v in optimizer.variables], images, labels)
+    return jax.jit(train_step), arguments
+
+
 def profile_keras_vit(args):
-    """{phase: (wall ms, kind rows, op rows, summed ms)} and {phase: optimised HLO text}."""
+    """{phase: (wall ms, kind rows, op rows, summed ms)} and {phase: optimised HLO text} for
+    the forward pass, the gradient and the AdamW training step."""
     import jax.numpy as jnp
     import keras
     import numpy as np
@@ -207,12 +238,18 @@ def profile_keras_vit(args):
                 num_heads=heads, mlp_dim=m, num_classes=NUM_CLASSES,
                 include_preprocessing=False, gelu_approximate=False)
     rng = np.random.default_rng(0)
+
+    def images(batch):
+        x = rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3))
+        return jnp.asarray(x, "float32")
+
+    forward, _, forward_args = _layer_fns(model, images(args.batch_size), input_gradient=False)
+    _, gradient, gradient_args = _layer_fns(model, images(args.train_batch_size),
+                                            input_gradient=False)
+    phases = {"forward": (forward, forward_args), "gradient": (gradient, gradient_args),
+              "train step": _train_step_fn(model, gradient_args[1])}
     results, hlo = {}, {}
-    for phase, batch in (("forward", args.batch_size), ("gradient", args.train_batch_size)):
-        images = jnp.asarray(rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)),
-                             "float32")
-        forward, gradient, arguments = _layer_fns(model, images, input_gradient=False)
-        fn = forward if phase == "forward" else gradient
+    for phase, (fn, arguments) in phases.items():
         hlo[phase] = fn.lower(*arguments).compile().as_text()
         for _ in range(args.warmup):
             _block(fn(*arguments))
@@ -364,7 +401,7 @@ def _write(out_dir, report, hlo=None):
         with tarfile.open(os.path.join(out_dir, "hlo.tar.gz"), "w:gz") as tar:
             for phase, text in hlo.items():
                 data = text.encode()
-                info = tarfile.TarInfo(f"hlo_{phase}.txt")
+                info = tarfile.TarInfo(f"hlo_{phase.replace(' ', '_')}.txt")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
 

@@ -270,10 +270,11 @@ def test_op_profile_runs_on_a_tiny_model(tmp_path):
     ]) == 0
     report = (tmp_path / "op_profile.md").read_text()
     assert "### forward:" in report and "### gradient:" in report
+    assert "### train step:" in report
     assert "| matmul" in report and "encoder_block_*/" in report
     with tarfile.open(tmp_path / "hlo.tar.gz") as tar:
         names = tar.getnames()
-        assert names == ["hlo_forward.txt", "hlo_gradient.txt"]
+        assert names == ["hlo_forward.txt", "hlo_gradient.txt", "hlo_train_step.txt"]
         assert tar.extractfile("hlo_gradient.txt").read().startswith(b"HloModule")
 
 
