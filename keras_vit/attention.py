@@ -31,6 +31,7 @@ projections and returned scores always take the plain path. The default comes fr
 """
 
 import math
+import numbers
 import os
 
 import keras
@@ -58,9 +59,13 @@ def get_implementation():
 
 
 def _check_pad_multiple(pad_multiple):
-    if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
+    if (
+        isinstance(pad_multiple, bool)
+        or not isinstance(pad_multiple, numbers.Integral)
+        or pad_multiple < 1
+    ):
         raise ValueError(f"pad_multiple must be a positive integer, got {pad_multiple!r}.")
-    return pad_multiple
+    return int(pad_multiple)
 
 
 def set_model_implementation(model, implementation, pad_multiple=None):
@@ -71,7 +76,7 @@ def set_model_implementation(model, implementation, pad_multiple=None):
     compiled afterwards)."""
     _check(implementation)
     if pad_multiple is not None:
-        _check_pad_multiple(pad_multiple)
+        pad_multiple = _check_pad_multiple(pad_multiple)
     count = 0
     for layer in model._flatten_layers(include_self=True, recursive=True):
         if isinstance(layer, ViTAttention):

@@ -156,6 +156,11 @@ def test_rejects_a_bad_pad_multiple(bad):
         ViTAttention(num_heads=2, key_dim=4, pad_multiple=bad)
 
 
+def test_takes_a_numpy_integer_pad_multiple():
+    layer = ViTAttention(num_heads=2, key_dim=4, pad_multiple=np.int64(8))
+    assert layer.pad_multiple == 8 and type(layer.pad_multiple) is int
+
+
 def test_serialization_round_trip():
     layer = ViTAttention(num_heads=2, key_dim=4, implementation="fast", pad_multiple=16)
     clone = ViTAttention.from_config(layer.get_config())
