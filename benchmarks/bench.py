@@ -81,6 +81,18 @@ def attention_spec(text):
     return impl, int(pad)
 
 
+def attention_specs(parser, text):
+    """The comma list `text` of attention specs, each checked by `attention_spec`; a bad
+    one ends the program through `parser.error`."""
+    specs = get_list(text)
+    for spec in specs:
+        try:
+            attention_spec(spec)
+        except ValueError as e:
+            parser.error(str(e))
+    return specs
+
+
 # --------------------------------------------------------------------------- worker side
 
 
@@ -610,11 +622,7 @@ def parse_args(argv=None):
     p.add_argument("--log", help="append every subprocess's output here")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for spec in get_list(args.attention):
-        try:
-            attention_spec(spec)
-        except ValueError as e:
-            p.error(str(e))
+    attention_specs(p, args.attention)
     return args
 
 

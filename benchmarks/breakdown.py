@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import ARCH, _median_time, attention_spec  # noqa: E402
+from bench import ARCH, _median_time, attention_spec, attention_specs  # noqa: E402
 
 
 def _flops(preset, image_size, batch):
@@ -283,12 +283,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--out", help="also write the Markdown table here")
     args = p.parse_args(argv)
-    args.attention = [a.strip() for a in args.attention.split(",") if a.strip()]
-    for spec in args.attention:
-        try:
-            attention_spec(spec)
-        except ValueError as e:
-            p.error(str(e))
+    args.attention = attention_specs(p, args.attention)
     return args
 
 

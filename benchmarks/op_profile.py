@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import ARCH, NUM_CLASSES, TIMM_NAMES  # noqa: E402
+from bench import ARCH, NUM_CLASSES, TIMM_NAMES, _build_keras_model  # noqa: E402
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?\b([a-z][\w\-]*)\(")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
@@ -230,13 +230,8 @@ def profile_keras_vit(args):
     import numpy as np
     from breakdown import _block, _layer_fns
 
-    from keras_vit import ViT
-
     keras.config.set_dtype_policy(args.precision)
-    patch, d, m, heads, layers = ARCH[args.preset]
-    model = ViT(image_size=args.image_size, patch_size=patch, hidden_dim=d, num_layers=layers,
-                num_heads=heads, mlp_dim=m, num_classes=NUM_CLASSES,
-                include_preprocessing=False, gelu_approximate=False)
+    model = _build_keras_model("keras_vit", args.preset, args.image_size)
     rng = np.random.default_rng(0)
 
     def images(batch):
