@@ -1,21 +1,30 @@
 """The Vision Transformer as a functional `keras.Model`."""
 
+import difflib
+import inspect
+import math
+
 import keras
 
+from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _pair(value, name):
     """Returns `value` as a (height, width) pair of positive ints."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+    if len(pair) != 2 or not all(_is_int(v) and v > 0 for v in pair):
         raise ValueError(f"{name} must be a positive int or a (height, width) pair, got {value!r}.")
     return pair
 
 
 def _check_positive(**values):
     for name, value in values.items():
-        if not isinstance(value, int) or value <= 0:
+        if not _is_int(value) or value <= 0:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
@@ -23,6 +32,29 @@ def _check_rate(**values):
     for name, value in values.items():
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+def _check_epsilon(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"layer_norm_epsilon must be a positive number, got {value!r}.")
+
+
+def check_keyword_arguments(cls, kwargs, allowed=("trainable",)):
+    """Raises a ValueError naming keyword arguments `cls` does not take (with the closest
+    valid name), as Keras layers do; `allowed` are those passed on to `keras.Model`."""
+    valid = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "kwargs")]
+    unknown = [k for k in kwargs if k not in valid and k not in allowed]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"Unrecognized keyword argument(s) passed to {cls.__name__}: {', '.join(hints)}. "
+            f"Valid arguments: {', '.join(valid)}."
+        )
 
 
 def _tf_distribution_strategy():
@@ -85,6 +117,7 @@ class ViT(keras.Model):
         name="vit",
         **kwargs,
     ):
+        check_keyword_arguments(type(self), kwargs)
         image_size = _pair(image_size, "image_size")
         patch_size = _pair(patch_size, "patch_size")
         _check_positive(
@@ -102,6 +135,7 @@ class ViT(keras.Model):
             attention_dropout_rate=attention_dropout_rate,
             drop_path_rate=drop_path_rate,
         )
+        _check_epsilon(layer_norm_epsilon)
         if image_size[0] % patch_size[0] or image_size[1] % patch_size[1]:
             raise ValueError(
                 f"image_size {image_size} must be divisible by patch_size {patch_size}."
@@ -225,42 +259,43 @@ class ViT(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def __call__(self, *args, **kwargs):
-        self._check_input_shape(args[0] if args else kwargs.get("inputs"))
+        vit_inputs.check_batch_input(self, args[0] if args else kwargs.get("inputs"))
         return super().__call__(*args, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
         # Trainers of some backends call `call` directly (stateless), so check here too.
-        self._check_input_shape(inputs)
+        if hasattr(inputs, "shape"):
+            vit_inputs.check_shape(self, inputs.shape)
         return super().call(inputs, training=training, mask=mask)
 
-    def _check_input_shape(self, images):
-        """Raises a ValueError that names the problem when `images` can't be fed in."""
-        shape = getattr(images, "shape", None)
-        if shape is None:
-            return
-        shape = tuple(shape)
-        expected = f"(batch, {self.image_size[0]}, {self.image_size[1]}, {self.num_channels})"
-        if len(shape) == 3:
-            raise ValueError(
-                f"{self.name} expects a batch of images of shape {expected}, but got an input "
-                f"of shape {shape} without a batch axis: for a single image, pass `image[None]`."
-            )
-        if len(shape) != 4:
-            raise ValueError(
-                f"{self.name} expects images of shape {expected}, got shape {shape}."
-            )
-        if shape[-1] is not None and shape[-1] != self.num_channels:
-            raise ValueError(
-                f"{self.name} was built for {self.num_channels}-channel images "
-                f"(num_channels={self.num_channels}) but got {shape[-1]} channels "
-                f"(input shape {shape})."
-            )
-        if any(s is not None and s != e for s, e in zip(shape[1:3], self.image_size)):
-            raise ValueError(
-                f"{self.name} was built for {self.image_size[0]}x{self.image_size[1]} images "
-                f"but got {shape[1]}x{shape[2]}: resize the images, or build the model with "
-                f"image_size=({shape[1]}, {shape[2]})."
-            )
+    # The inputs are checked before Keras traces a step: see keras_vit.inputs.
+    def predict(self, x, *args, **kwargs):
+        vit_inputs.check_batch_input(self, x)
+        return super().predict(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        vit_inputs.check_batch_input(self, x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def fit(self, x=None, *args, validation_data=None, **kwargs):
+        vit_inputs.check_batch_input(self, x)
+        if isinstance(validation_data, (tuple, list)) and validation_data:
+            vit_inputs.check_batch_input(self, validation_data[0])
+        elif validation_data is not None:
+            vit_inputs.check_batch_input(self, validation_data)
+        return super().fit(x, *args, validation_data=validation_data, **kwargs)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        vit_inputs.check_batch_input(self, x)
+        return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        vit_inputs.check_batch_input(self, x)
+        return super().test_on_batch(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        vit_inputs.check_batch_input(self, x)
+        return super().predict_on_batch(x)
 
     def get_config(self):
         return {
@@ -309,4 +344,5 @@ class ViT(keras.Model):
         """
         from keras_vit import presets
 
+        check_keyword_arguments(cls, overrides, allowed=())
         return presets.build_from_preset(cls, preset, weights=weights, **overrides)

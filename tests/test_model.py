@@ -314,3 +314,69 @@ def test_wrong_image_size_fails_clearly(tiny_config):
     model = keras_vit.ViT(**tiny_config)
     with pytest.raises(ValueError, match="built for 32x32 images but got 48x48"):
         model(np.zeros((1, 48, 48, 3), "float32"))
+
+
+def test_a_bad_batch_leaves_a_trained_model_usable(tiny_config, images, tmp_path):
+    """Under JAX a shape error raised while Keras traces a step used to leave the model's
+    variables purged (every later call: "'NoneType' object is not callable"); under
+    TensorFlow the second bad call failed with an unrelated message."""
+    model = keras_vit.ViT(**tiny_config)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    labels = np.array([1, 2])
+    model.fit(images, labels, epochs=1, verbose=0)
+    before = model.predict(images, verbose=0)
+    wrong = np.zeros((2, 16, 16, 3), "float32")
+    for call in (lambda: model.predict(wrong, verbose=0), lambda: model.predict(wrong, verbose=0),
+                 lambda: model.evaluate(wrong, labels, verbose=0),
+                 lambda: model.fit(wrong, labels, verbose=0),
+                 lambda: model.fit(images, labels, validation_data=(wrong, labels), verbose=0),
+                 lambda: model.train_on_batch(wrong, labels),
+                 lambda: model.predict_on_batch(wrong),
+                 lambda: model.predict(tf.data.Dataset.from_tensor_slices(wrong).batch(2), verbose=0)):
+        with pytest.raises(ValueError, match="built for 32x32 images but got 16x16"):
+            call()
+    np.testing.assert_array_equal(model.predict(images, verbose=0), before)
+    model.fit(images, labels, epochs=1, verbose=0)
+    assert len(model.get_weights()) == len(model.weights)
+    model.save(tmp_path / "model.keras")
+
+
+@pytest.mark.parametrize("batch, message", [
+    (np.zeros((0, 32, 32, 3), "float32"), "empty batch"),
+    ([np.zeros((32, 32, 3), "float32")] * 2, r"Python list of 2 items: pass `np.stack\(images\)`"),
+    (np.zeros((2, 32, 32, 3), "complex64"), "real-valued pixel values, got images of dtype complex64"),
+    ({"a": np.zeros((2, 32, 32, 3)), "b": np.zeros((2, 32, 32, 3))}, "one input"),
+])
+def test_unusable_batches_fail_clearly(tiny_config, batch, message):
+    model = keras_vit.ViT(**tiny_config)
+    with pytest.raises(ValueError, match=message):
+        model.predict(batch, verbose=0)
+
+
+@pytest.mark.parametrize("batch, what", [
+    (np.ones((2, 32, 32, 3), "int8"), "images of dtype int8"),
+    (np.ones((2, 32, 32, 3), bool), "images of dtype bool"),
+    (np.full((2, 32, 32, 3), 0.5, "float32"), r"float images within \[0, 1\]"),
+    (np.full((2, 32, 32, 3), -0.5, "float32"), "negative values"),
+])
+def test_pixels_outside_0_255_warn_once(tiny_config, batch, what):
+    model = keras_vit.ViT(**tiny_config)
+    with pytest.warns(UserWarning, match=f"{what}.*include_preprocessing=True.*0..255"):
+        model.predict(batch, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict(batch, verbose=0)  # once per model
+        model(batch)
+        plain = keras_vit.ViT(**tiny_config, include_preprocessing=False)
+        plain.predict(batch, verbose=0)
+    assert not [w for w in caught if "include_preprocessing" in str(w.message)]
+
+
+def test_raw_pixels_do_not_warn(tiny_config, images):
+    model = keras_vit.ViT(**tiny_config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for batch in (images, images.astype("uint8"), np.zeros_like(images), np.ones_like(images)):
+            model.predict(batch, verbose=0)
+            model(batch)
+    assert not [w for w in caught if "include_preprocessing" in str(w.message)]
