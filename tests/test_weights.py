@@ -12,99 +12,10 @@ from keras import ops
 import keras_vit
 from keras_vit import ViT, presets
 from keras_vit import weights as vit_weights
+from checkpoint_files import (
+    CLASSES, D, HEADS, LAYERS, MLP, PATCH, google_params, hf_output, randomised_hf,
+    write_big_vision, write_timm, write_vit_jax)
 from reference_vit import reference_logits
-
-D, HEADS, MLP, LAYERS, PATCH, GRID, CLASSES = 32, 4, 64, 2, 8, 4, 10
-
-
-def google_params(seed=0, cls=True, representation=None, classes=CLASSES):
-    """Random parameters of a tiny ViT in vit_jax's key names and Flax layouts."""
-    rng = np.random.default_rng(seed)
-    n = lambda *shape, s=0.2: rng.normal(0, s, shape).astype("float32")  # noqa: E731
-    hd = D // HEADS
-    p = {
-        "embedding/kernel": n(PATCH, PATCH, 3, D, s=0.05), "embedding/bias": n(D),
-        "Transformer/posembed_input/pos_embedding": n(1, int(cls) + GRID * GRID, D),
-        "Transformer/encoder_norm/scale": 1 + n(D), "Transformer/encoder_norm/bias": n(D),
-    }
-    if cls:
-        p["cls"] = n(1, 1, D)
-    for i in range(LAYERS):
-        b = f"Transformer/encoderblock_{i}/"
-        for ln in ("LayerNorm_0", "LayerNorm_2"):
-            p[f"{b}{ln}/scale"], p[f"{b}{ln}/bias"] = 1 + n(D), n(D)
-        a = f"{b}MultiHeadDotProductAttention_1/"
-        for name in ("query", "key", "value"):
-            p[f"{a}{name}/kernel"], p[f"{a}{name}/bias"] = n(D, HEADS, hd), n(HEADS, hd)
-        p[f"{a}out/kernel"], p[f"{a}out/bias"] = n(HEADS, hd, D), n(D)
-        p[f"{b}MlpBlock_3/Dense_0/kernel"], p[f"{b}MlpBlock_3/Dense_0/bias"] = n(D, MLP), n(MLP)
-        p[f"{b}MlpBlock_3/Dense_1/kernel"], p[f"{b}MlpBlock_3/Dense_1/bias"] = n(MLP, D), n(D)
-    width = D
-    if representation:
-        p["pre_logits/kernel"], p["pre_logits/bias"] = n(D, representation), n(representation)
-        width = representation
-    if classes:
-        p["head/kernel"], p["head/bias"] = n(width, classes), n(classes)
-    return p
-
-
-def write_vit_jax(path, p):
-    np.savez(path, **p)
-    return str(path)
-
-
-def write_big_vision(path, p, scanned=False):
-    """big_vision: params/ prefix, patch-only pos_embedding, optional scanned blocks."""
-    rename = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0",
-              "LayerNorm_2": "LayerNorm_1", "MlpBlock_3": "MlpBlock_0"}
-    out = {}
-    for key, value in p.items():
-        if key == "Transformer/posembed_input/pos_embedding":
-            out["params/pos_embedding"] = value[:, -GRID * GRID:]
-            continue
-        for old, new in rename.items():
-            key = key.replace(old, new)
-        out["params/" + key] = value
-    if scanned:
-        stacked = {}
-        for key in [k for k in out if "encoderblock_" in k]:
-            parts = key.split("/")
-            parts[2] = "encoderblock"
-            stacked.setdefault("/".join(parts), []).append(out.pop(key))
-        out.update({k: np.stack(v) for k, v in stacked.items()})
-    np.savez(path, **out)
-    return str(path)
-
-
-def write_timm(path, p):
-    """A timm state dict in safetensors: PyTorch layouts and a fused qkv."""
-    from safetensors.numpy import save_file
-
-    t = {"patch_embed.proj.weight": p["embedding/kernel"].transpose(3, 2, 0, 1),
-         "patch_embed.proj.bias": p["embedding/bias"],
-         "pos_embed": p["Transformer/posembed_input/pos_embedding"],
-         "norm.weight": p["Transformer/encoder_norm/scale"],
-         "norm.bias": p["Transformer/encoder_norm/bias"]}
-    if "cls" in p:
-        t["cls_token"] = p["cls"]
-    if "head/kernel" in p:
-        t["head.weight"], t["head.bias"] = p["head/kernel"].T, p["head/bias"]
-    for i in range(LAYERS):
-        b, a = f"Transformer/encoderblock_{i}/", f"Transformer/encoderblock_{i}/MultiHeadDotProductAttention_1/"
-        qkv = [p[f"{a}{n}/kernel"].reshape(D, D).T for n in ("query", "key", "value")]
-        t[f"blocks.{i}.attn.qkv.weight"] = np.concatenate(qkv)
-        t[f"blocks.{i}.attn.qkv.bias"] = np.concatenate(
-            [p[f"{a}{n}/bias"].reshape(-1) for n in ("query", "key", "value")])
-        t[f"blocks.{i}.attn.proj.weight"] = p[f"{a}out/kernel"].reshape(D, D).T
-        t[f"blocks.{i}.attn.proj.bias"] = p[f"{a}out/bias"]
-        for ours, theirs in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
-            t[f"blocks.{i}.{theirs}.weight"] = p[f"{b}{ours}/scale"]
-            t[f"blocks.{i}.{theirs}.bias"] = p[f"{b}{ours}/bias"]
-        for j in (0, 1):
-            t[f"blocks.{i}.mlp.fc{j + 1}.weight"] = p[f"{b}MlpBlock_3/Dense_{j}/kernel"].T
-            t[f"blocks.{i}.mlp.fc{j + 1}.bias"] = p[f"{b}MlpBlock_3/Dense_{j}/bias"]
-    save_file({k: np.ascontiguousarray(v) for k, v in t.items()}, str(path))
-    return str(path)
 
 
 def logits(model, images):
@@ -154,47 +65,20 @@ def test_pre_logits_checkpoint_reads_its_head(tmp_path):
     assert model.representation_size == 24 and model.num_classes == 21
 
 
-def _randomised_hf(model_cls, tmp_path, seed=0):
-    """A transformers ViT with every parameter random, saved with save_pretrained."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-        intermediate_size=MLP, image_size=32, patch_size=PATCH, num_labels=CLASSES,
-    )
-    torch.manual_seed(seed)
-    hf = getattr(transformers, model_cls)(config).eval()
-    with torch.no_grad():
-        for name, param in hf.named_parameters():
-            scale = 1.0 if "layernorm" in name and name.endswith("weight") else 0.0
-            param.copy_(scale + 0.2 * torch.randn_like(param))
-    hf.save_pretrained(tmp_path, safe_serialization=True)
-    return hf, str(tmp_path / "model.safetensors")
-
-
-def _hf_output(hf, images, pooled=False):
-    import torch
-
-    pixels = torch.from_numpy((images / 127.5 - 1.0).transpose(0, 3, 1, 2).astype("float32"))
-    with torch.no_grad():
-        out = hf(pixel_values=pixels)
-    return (out.pooler_output if pooled else out.logits).numpy().astype("float64")
-
-
 def test_hugging_face_classifier_matches_transformers(tmp_path, images):
-    hf, path = _randomised_hf("ViTForImageClassification", tmp_path)
+    hf, path = randomised_hf("ViTForImageClassification", tmp_path)
     model = ViT.from_preset(path)
     assert model.layer_norm_epsilon == 1e-12 and model.gelu_approximate is False
     ours = logits(model, images)
-    assert_close(ours, _hf_output(hf, images))
+    assert_close(ours, hf_output(hf, images))
     assert_close(ours, reference_logits(path, images))
 
 
 def test_hugging_face_vit_model_pooler_is_pre_logits(tmp_path, images):
-    hf, path = _randomised_hf("ViTModel", tmp_path)
+    hf, path = randomised_hf("ViTModel", tmp_path)
     model = ViT.from_preset(path, include_top=False)
     assert model.representation_size == D
-    assert_close(logits(model, images), _hf_output(hf, images, pooled=True))
+    assert_close(logits(model, images), hf_output(hf, images, pooled=True))
     with pytest.raises(ValueError, match="no classification head"):
         ViT.from_preset(path)
 
@@ -291,8 +175,10 @@ def test_other_architecture_names_key_and_shapes(tiny_preset, tmp_path):
     p = google_params()
     p["embedding/kernel"] = p["embedding/kernel"][..., :16]
     path = write_vit_jax(tmp_path / "narrow.npz", p)
-    with pytest.raises(ValueError, match=r"'embedding/kernel' has shape \(8, 8, 3, 16\).*expects \(8, 8, 3, 32\)"):
+    with pytest.raises(ValueError, match=r"inconsistent: 'embedding/bias' has shape \(32,\).*width 16.*needs \(16,\)"):
         ViT.from_preset("tiny", weights=path)
+    with pytest.raises(ValueError, match=r"'embedding/kernel' has shape \(8, 8, 3, 32\).*expects \(8, 8, 3, 16\)"):
+        ViT.from_preset("tiny", weights=FORMATS["vit_jax"](tmp_path), hidden_dim=16, mlp_dim=32)
     deeper = dict(google_params())
     deeper.update({k.replace("encoderblock_1/", "encoderblock_2/"): v
                    for k, v in google_params().items() if "encoderblock_1/" in k})
@@ -323,7 +209,7 @@ def test_unsupported_architecture_is_refused(tmp_path):
 
 
 def test_hf_config_json_is_read(tmp_path, images):
-    _, path = _randomised_hf("ViTForImageClassification", tmp_path)
+    _, path = randomised_hf("ViTForImageClassification", tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config["layer_norm_eps"] = 1e-5
     (tmp_path / "config.json").write_text(json.dumps(config))

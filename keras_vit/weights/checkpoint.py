@@ -1,0 +1,207 @@
+"""What the converters share: the `Checkpoint` they return, the reader that takes arrays
+out of a file, and the check that the architecture read from a file agrees with every
+tensor in it before any model is built (so the model is never larger than the file)."""
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+
+# Heads of the standard widths; files without a head count (timm, HF without config.json)
+# fall back on this table, then on 64-wide heads.
+HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+# Sane limits for numbers read from a file (the largest public ViTs are far below).
+MAX_LAYERS = 512
+MAX_IMAGE_SIDE = 16384
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A checkpoint file converted to this package's layouts.
+
+    params: {canonical key: (array, name in the file)}; layouts are the Keras ones
+        (kernels (in, out); attention kernels (D, heads, head_dim) or a flat (D, D);
+        position embedding (1, P + h * w, D) with P = 1 class-token slot when pooling
+        is "token").
+    config: ViT constructor arguments read from the file (architecture, image_size,
+        pooling, num_classes or None without a head, epsilon, GELU flavour).
+    unexpected: names in the file that were not used.
+    """
+
+    path: str
+    format: str
+    params: dict
+    config: dict
+    unexpected: list
+
+
+class Reader:
+    """Takes arrays out of a checkpoint, recording what was used and what was missing.
+
+    Every array that becomes a parameter must be a finite floating-point array without
+    empty dimensions; `ndim` checks the rank where a converter relies on it.
+    """
+
+    def __init__(self, tensors, fmt):
+        self.tensors, self.format = tensors, fmt
+        self.params, self.used, self.missing, self.ignorable = {}, set(), [], set()
+
+    def get(self, key, index=None, ndim=None):
+        if key not in self.tensors:
+            self.missing.append(key)
+            return None
+        self.used.add(key)
+        array = self.tensors[key]
+        if index is not None:
+            if array.ndim == 0 or array.shape[0] <= index:
+                raise ValueError(f"{key!r} of shape {array.shape} has no block {index}.")
+            array = array[index]
+        if ndim is not None and array.ndim != ndim:
+            raise ValueError(f"{key!r} has shape {array.shape}, expected a {ndim}-D array.")
+        return array
+
+    def put(self, canonical, array, source):
+        if array is None:
+            return
+        array = np.asarray(array)
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"{source!r} has dtype {array.dtype}: weights must be floating point.")
+        if 0 in array.shape:
+            raise ValueError(f"{source!r} has an empty dimension (shape {array.shape}).")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{source!r} holds NaN or infinite values.")
+        self.params[canonical] = (array, source)
+
+    def take(self, canonical, key, transform=None, index=None, ndim=None):
+        array = self.get(key, index, ndim)
+        if array is not None and transform is not None:
+            array = transform(array)
+        source = key if index is None else f"{key}[{index}]"
+        self.put(canonical, array, source)
+        return array
+
+
+def count_blocks(keys, pattern):
+    """The number of encoder blocks numbered 0..n-1 in `keys` (`pattern` captures the
+    number); a ValueError if the numbers have gaps or exceed MAX_LAYERS."""
+    found = {int(m.group(1)) for m in (re.match(pattern, k) for k in keys) if m}
+    if not found:
+        return 0
+    if len(found) > MAX_LAYERS or max(found) >= MAX_LAYERS:
+        raise ValueError(f"The checkpoint numbers its blocks up to {max(found)}: more than "
+                         f"{MAX_LAYERS} blocks is not a ViT this package loads.")
+    gaps = sorted(set(range(max(found) + 1)) - found)
+    if gaps:
+        raise ValueError(f"The checkpoint has encoder blocks up to {max(found)} but lacks "
+                         f"block(s) {', '.join(map(str, gaps[:10]))}.")
+    return max(found) + 1
+
+
+def square_grid(tokens, has_class_token):
+    """(prefix slots, (h, w)) for a position embedding of `tokens` rows (square grids)."""
+    for prefix in (1, 0) if has_class_token else (0,):
+        side = math.isqrt(max(tokens - prefix, 0))
+        if side > 0 and side * side == tokens - prefix:
+            return prefix, (side, side)
+    raise ValueError(f"Cannot read a square patch grid from a {tokens}-token position embedding.")
+
+
+def position_embedding(r, key, has_cls, transform=None, grid=None):
+    """Reads the position embedding into (1, P + h * w, D), P = 1 with a class token."""
+    pos = r.get(key, ndim=3)
+    if pos is None:
+        return None
+    if pos.shape[0] != 1:
+        raise ValueError(f"{key!r} has shape {pos.shape}, expected (1, tokens, width).")
+    if grid is None:
+        prefix, grid = square_grid(pos.shape[1], has_cls)
+    else:
+        prefix = pos.shape[1] - grid[0] * grid[1]
+    if prefix == 0 and has_cls:
+        # big_vision adds positions before prepending the class token, which is the
+        # same as a zero position for it.
+        pos = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
+    elif prefix != int(has_cls):
+        raise ValueError(f"{key} of shape {pos.shape} does not fit a {grid} patch grid.")
+    r.put("pos", pos, key)
+    return grid
+
+
+def architecture(r, kernel, grid, num_layers, num_heads=None, mlp_dim=None, **rest):
+    """ViT constructor arguments from what a converter read (the patch kernel in the
+    Keras layout (ph, pw, C, D) fixes patch size, channels and width)."""
+    if kernel is None:
+        return {}
+    query = r.params.get("block0/query/kernel", (np.zeros((0,)),))[0]
+    num_heads = num_heads or (query.shape[1] if query.ndim == 3 else None)
+    mlp_kernel = r.params.get("block0/mlp1/kernel", (None,))[0]
+    mlp_dim = mlp_dim or (None if mlp_kernel is None else mlp_kernel.shape[1])
+    patch = tuple(int(s) for s in kernel.shape[:2])
+    hidden = int(kernel.shape[3])
+    grid = grid or (224 // patch[0], 224 // patch[1])
+    return dict(
+        image_size=(grid[0] * patch[0], grid[1] * patch[1]),
+        patch_size=patch,
+        hidden_dim=hidden,
+        num_layers=int(num_layers),
+        num_heads=int(num_heads or HEADS_BY_WIDTH.get(hidden, max(hidden // 64, 1))),
+        mlp_dim=int(mlp_dim or 4 * hidden),
+        num_channels=int(kernel.shape[2]),
+        **rest,
+    )
+
+
+def expected_shapes(config):
+    """{canonical key: shape} of the variables of a ViT with `config`, in Keras layouts."""
+    ph, pw = config["patch_size"]
+    d, heads, mlp = config["hidden_dim"], config["num_heads"], config["mlp_dim"]
+    if d % heads:
+        raise ValueError(f"The checkpoint's width {d} is not divisible by its {heads} heads.")
+    grid = [s // p for s, p in zip(config["image_size"], config["patch_size"])]
+    token = config.get("pooling", "token") == "token"
+    shapes = {"patch/kernel": (ph, pw, config["num_channels"], d), "patch/bias": (d,),
+              "pos": (1, int(token) + grid[0] * grid[1], d), "norm/scale": (d,), "norm/bias": (d,)}
+    if token:
+        shapes["cls"] = (1, 1, d)
+    for i in range(config["num_layers"]):
+        b = f"block{i}/"
+        for part in ("norm1", "norm2"):
+            shapes[f"{b}{part}/scale"] = shapes[f"{b}{part}/bias"] = (d,)
+        for part in ("query", "key", "value"):
+            shapes[f"{b}{part}/kernel"], shapes[f"{b}{part}/bias"] = (d, heads, d // heads), (heads, d // heads)
+        shapes[f"{b}out/kernel"], shapes[f"{b}out/bias"] = (heads, d // heads, d), (d,)
+        shapes[f"{b}mlp1/kernel"], shapes[f"{b}mlp1/bias"] = (d, mlp), (mlp,)
+        shapes[f"{b}mlp2/kernel"], shapes[f"{b}mlp2/bias"] = (mlp, d), (d,)
+    width = d
+    if config.get("representation_size"):
+        width = config["representation_size"]
+        shapes["pre_logits/kernel"], shapes["pre_logits/bias"] = (d, width), (width,)
+    if config.get("num_classes") and config.get("include_top", True):
+        k = config["num_classes"]
+        shapes["head/kernel"], shapes["head/bias"] = (width, k), (k,)
+    return shapes
+
+
+def check_against_tensors(checkpoint):
+    """Raises a ValueError unless every parameter the file's architecture needs is in the
+    file with its shape (flat attention layouts allowed), and the sizes are sane."""
+    config = checkpoint.config
+    if not config:
+        return
+    for name in ("image_size", "patch_size"):
+        if max(config[name]) > MAX_IMAGE_SIDE:
+            raise ValueError(f"Checkpoint {checkpoint.path!r}: {name} {config[name]} is too large.")
+    for key, shape in expected_shapes(config).items():
+        if key not in checkpoint.params:
+            continue  # reported as a missing key by the loader
+        array, source = checkpoint.params[key]
+        flat = array.ndim < len(shape) and array.size == math.prod(shape)
+        if array.shape != shape and not flat:
+            raise ValueError(
+                f"Checkpoint {checkpoint.path!r} ({checkpoint.format} format) is inconsistent: "
+                f"{source!r} has shape {array.shape} but the architecture read from the file "
+                f"(width {config['hidden_dim']}, {config['num_heads']} heads, MLP "
+                f"{config['mlp_dim']}) needs {shape}."
+            )

@@ -1,0 +1,136 @@
+"""Loading a converted `Checkpoint` into a `keras_vit.ViT`: the variables each canonical
+key fills, the shape checks, position-embedding resampling and the new-head logic."""
+
+import math
+import warnings
+
+from keras_vit import layers as vit_layers
+
+
+def targets(model):
+    """{canonical key: variable} of a built ViT, in a fixed order (embedding first)."""
+    targets = {}
+    projection = model.get_layer("patch_embedding").projection
+    targets["patch/kernel"], targets["patch/bias"] = projection.kernel, projection.bias
+    if model.pooling == "token":
+        targets["cls"] = model.get_layer("class_token").token
+    targets["pos"] = model.get_layer("position_embedding").embedding
+    for i in range(model.num_layers):
+        block = model.get_layer(f"encoder_block_{i}")
+        attention = block.attention
+        norms = {"norm1": block.attention_norm, "norm2": block.mlp_norm}
+        dense = {
+            "query": attention._query_dense, "key": attention._key_dense,
+            "value": attention._value_dense, "out": attention._output_dense,
+            "mlp1": block.mlp_dense_1, "mlp2": block.mlp_dense_2,
+        }
+        for part, layer in norms.items():
+            targets[f"block{i}/{part}/scale"] = layer.gamma
+            targets[f"block{i}/{part}/bias"] = layer.beta
+        for part, layer in dense.items():
+            targets[f"block{i}/{part}/kernel"] = layer.kernel
+            targets[f"block{i}/{part}/bias"] = layer.bias
+    norm = model.get_layer("encoder_norm")
+    targets["norm/scale"], targets["norm/bias"] = norm.gamma, norm.beta
+    for name in ("pre_logits", "head"):
+        if name == "pre_logits" and model.representation_size is None:
+            continue
+        if name == "head" and not model.include_top:
+            continue
+        layer = model.get_layer(name)
+        targets[f"{name}/kernel"], targets[f"{name}/bias"] = layer.kernel, layer.bias
+    return targets
+
+
+def apply_checkpoint(model, checkpoint, load_head=True):
+    """Assigns `checkpoint`'s arrays to `model`'s variables.
+
+    The position embedding is resampled to the model's patch grid (see
+    `keras_vit.layers.resample_position_embedding`). With `load_head=False` the head
+    keeps its fresh (zero) initialisation. Raises a ValueError at the first array whose
+    shape does not fit, naming the key in the file and both shapes.
+    """
+    ckpt_layers = checkpoint.config.get("num_layers")
+    if ckpt_layers != model.num_layers:
+        raise ValueError(
+            f"Checkpoint {checkpoint.path!r} has {ckpt_layers} encoder blocks but the model "
+            f"has num_layers={model.num_layers}: it is another architecture."
+        )
+    variables = targets(model)
+    if not load_head:
+        variables = {k: v for k, v in variables.items() if not k.startswith("head/")}
+    missing = [k for k in variables if k not in checkpoint.params]
+    if missing:
+        raise ValueError(
+            f"Checkpoint {checkpoint.path!r} has no weights for {', '.join(missing)} "
+            "(e.g. the model has a pre_logits layer the file lacks)."
+        )
+    values = {}
+    for key, variable in variables.items():
+        array, source = checkpoint.params[key]
+        if key == "pos":
+            old_grid = tuple(
+                s // p for s, p in zip(checkpoint.config["image_size"], model.patch_size)
+            )
+            if array.shape[-1] == variable.shape[-1]:
+                array = vit_layers.resample_position_embedding(
+                    array, old_grid, model.grid_size, int(model.pooling == "token")
+                )
+        expected = tuple(variable.shape)
+        if array.shape != expected:
+            if array.ndim < len(expected) and array.size == math.prod(expected):
+                array = array.reshape(expected)  # flat (D, D) attention kernels, (D,) biases
+            else:
+                raise ValueError(
+                    f"Checkpoint {checkpoint.path!r} does not match the model: {source!r} "
+                    f"has shape {array.shape} in the file but the model's {variable.path} "
+                    f"expects {expected}."
+                )
+        values[key] = array
+    for key, variable in variables.items():
+        variable.assign(values[key].astype("float32"))
+
+
+def build_model(cls, checkpoint, base_config=None, overrides=None):
+    """Builds `cls(**config)` for `checkpoint` and loads it.
+
+    The config is the file's (architecture, image size, pooling, head, epsilon, GELU),
+    then `base_config` (a preset's architecture), then `overrides`. An `image_size`
+    other than the file's resamples the position embedding; a `num_classes` other than
+    the file's gets a fresh zero-initialised head; `include_top=False` drops the head.
+    """
+    overrides = dict(overrides or {})
+    file_config = dict(checkpoint.config)
+    file_classes = file_config.pop("num_classes", None)
+    config = {**file_config, **(base_config or {}), **overrides}
+    if config.get("pooling") != file_config.get("pooling"):
+        raise ValueError(
+            f"The checkpoint uses pooling={file_config.get('pooling')!r}; "
+            f"pooling={config.get('pooling')!r} would not use its weights as trained."
+        )
+    include_top = config.get("include_top", True)
+    load_head = False
+    if include_top:
+        if "num_classes" not in overrides:
+            if file_classes is None:
+                raise ValueError(
+                    f"Checkpoint {checkpoint.path!r} has no classification head: pass "
+                    "num_classes=... for a new zero-initialised head, or include_top=False."
+                )
+            config["num_classes"] = file_classes
+        load_head = config["num_classes"] == file_classes
+    model = cls(**config)
+    apply_checkpoint(model, checkpoint, load_head=load_head)
+    skipped = [
+        source for key, (_, source) in checkpoint.params.items()
+        if key.startswith("pre_logits/") and model.representation_size is None
+    ]
+    unexpected = checkpoint.unexpected + skipped
+    if unexpected:
+        shown = ", ".join(unexpected[:20])
+        warnings.warn(
+            f"{len(unexpected)} key(s) of {checkpoint.path!r} were not loaded: {shown}"
+            f"{', ...' if len(unexpected) > 20 else ''}.",
+            stacklevel=3,
+        )
+    return model
