@@ -246,9 +246,11 @@ def _looks_like_file(value):
 
 
 def _fetch_url(url):
+    """Downloads a checkpoint URL into the cache (for a `.safetensors` file, with the
+    `config.json` beside it on the server, which a Hugging Face checkpoint needs)."""
     from keras_vit import download
 
-    return download.download(url)
+    return download.download_checkpoint(url)
 
 
 def _fetch_named(preset, name, spec):
