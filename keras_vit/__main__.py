@@ -16,7 +16,8 @@ COMMANDS = {
 }
 
 # Errors that mean the user's input was wrong: printed as one line, exit status 2.
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+                NotADirectoryError, PermissionError)
 
 
 def build_parser():

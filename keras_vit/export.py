@@ -31,6 +31,7 @@ Quantization modes of `export_tflite`:
                point 0) and the output float32 logits.
 """
 
+import argparse
 import json
 import os
 import shutil
@@ -75,21 +76,83 @@ def _check_input_dtype(input_dtype):
         )
 
 
-def _check_output_path(path, overwrite, suffix=None):
-    """Raises if `path` can't be written: missing folder, existing file, wrong suffix."""
+def _check_positive_int(value, name):
+    """`value` as an int, or a ValueError unless it is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_writable(folder):
+    """Raises a PermissionError unless a file can be created in `folder`."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"Can't write in {folder!r} ({error.strerror}): choose a writable folder."
+        ) from None
+
+
+def _make_output_folder(folder):
+    """Creates `folder` (and its parents) if needed, checks it is writable, returns it."""
+    folder = os.path.abspath(os.fspath(folder))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"The output folder {folder!r} is a file: give a folder.")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise type(error)(
+            f"Can't create the output folder {folder!r} ({error.strerror}): choose another one."
+        ) from None
+    _check_writable(folder)
+    return folder
+
+
+def _check_output_path(path, overwrite, suffix=None, folder=False):
+    """Raises if `path` can't be written: missing or read-only parent folder, wrong suffix,
+    an existing file (unless `overwrite`), or a folder where a file goes (and, with
+    folder=True, a file where a folder goes)."""
     path = os.fspath(path)
     if suffix and not path.endswith(suffix):
         raise ValueError(f"The output path must end in {suffix}, got {path!r}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
         raise FileNotFoundError(
-            f"The folder of the output path {path!r} does not exist: create {folder!r} first."
+            f"The folder of the output path {path!r} does not exist: create {parent!r} first."
         )
+    if os.path.exists(path) and os.path.isdir(path) != folder:
+        if folder:
+            raise NotADirectoryError(f"{path!r} is a file, not a folder: remove it or pick another path.")
+        raise IsADirectoryError(f"{path!r} is a folder: give the path of a file.")
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(
             f"{path!r} already exists; pass overwrite=True (--overwrite) to replace it."
         )
+    _check_writable(parent)
     return path
+
+
+def _check_labels(labels, num_images, num_classes):
+    """`labels` as int64 class ids, one per image, each in 0..num_classes-1; else a ValueError."""
+    labels = np.asarray(labels)
+    if labels.ndim > 1 and labels.size == len(labels):
+        labels = labels.reshape(-1)  # a (N, 1) column
+    if labels.ndim != 1 or len(labels) != num_images:
+        raise ValueError(
+            f"The evaluation labels must hold one class id per image: got {labels.size} "
+            f"label(s), shape {labels.shape}, for {num_images} evaluation image(s)."
+        )
+    if labels.dtype.kind not in "iuf":
+        raise ValueError(f"The evaluation labels must be integer class ids, got {labels.dtype} values.")
+    valid = (labels >= 0) & (labels < num_classes) & (labels == np.round(labels))
+    if not valid.all():
+        index = int(np.argmin(valid))
+        raise ValueError(
+            f"Evaluation label {labels[index].item()!r} (at index {index}) is not a class id of "
+            f"this model: labels must be integers in 0..{num_classes - 1} (its {num_classes} outputs)."
+        )
+    return labels.astype("int64")
 
 
 def _image_shape(model, fixed=True):
@@ -106,6 +169,11 @@ def _image_shape(model, fixed=True):
             f"`ViT(image_size=...)` or `keras.Input(shape=(224, 224, 3))`) and copy the weights."
         )
     return shape
+
+
+def _num_classes(model):
+    """The number of logits the model outputs per image."""
+    return model.outputs[0].shape[-1]
 
 
 # ---------------------------------------------------------------------------------------
@@ -460,16 +528,18 @@ def export(
 
     Writes `{name}_{fp32,fp16,dynamic_int8,int8}.tflite` for the modes in `quantize`, with
     `saved_model=True` the folder `{name}_saved_model` and with `onnx=True` `{name}.onnx`,
-    all in `output_dir` (default: beside the `.keras` file, or the current folder). `name`
-    defaults to the `.keras` file's stem or the model's name. The TensorFlow conversions run
-    in one TensorFlow pass (one subprocess under JAX or PyTorch), ONNX in one PyTorch pass.
+    all in `output_dir` (created if missing; default: beside the `.keras` file, or the
+    current folder). `name` defaults to the `.keras` file's stem or the model's name. The
+    TensorFlow conversions run in one TensorFlow pass (one subprocess under JAX or PyTorch),
+    ONNX in one PyTorch pass. Every argument is checked before anything is converted.
 
-    Each file is compared with the Keras model on `eval_images` (and `eval_labels`, if given,
-    for accuracies), or on 16 random images: the report (a list of `parity_report` dicts) is
-    printed as a table when `verbose`, written as markdown to `report_path` if given, and
-    returned. See `export_tflite` for the other arguments.
+    Each file is compared with the Keras model on `eval_images` (and `eval_labels`, one class
+    id per image, for accuracies), or on 16 random images: the report (a list of
+    `parity_report` dicts) is printed as a table when `verbose`, written as markdown to
+    `report_path` if given, and returned. See `export_tflite` for the other arguments.
     """
     quantize = [normalize_quantization(q) for q in ([quantize] if isinstance(quantize, str) or quantize is None else quantize)]
+    quantize = list(dict.fromkeys(quantize))  # each file once, even if asked twice
     if not quantize and not saved_model and not onnx:
         raise ValueError(
             "Nothing to export: give at least one quantization mode, saved_model=True or onnx=True."
@@ -483,22 +553,32 @@ def export(
     image_shape = _image_shape(loaded, fixed=bool(quantize) or onnx)
     if input_dtype is not None:
         _check_input_dtype(input_dtype)
+    num_calibration_samples = _check_positive_int(num_calibration_samples, "num_calibration_samples")
     if "int8" in quantize and representative_data is None:
         raise ValueError(_NO_REPRESENTATIVE)
+    if eval_labels is not None and eval_images is None:
+        raise ValueError("eval_labels were given without eval_images: pass the images they label.")
+    if eval_images is None:
+        eval_images = _default_parity_images(image_shape)
+    else:
+        eval_images = collect_images(eval_images, image_shape)
+    if eval_labels is not None:
+        eval_labels = _check_labels(eval_labels, len(eval_images), _num_classes(loaded))
+    if onnx:
+        _check_onnx_packages()
+    representative = None
+    if "int8" in quantize:
+        representative = collect_images(representative_data, image_shape, num_calibration_samples)
+    output_dir = _make_output_folder(output_dir)
     if report_path is not None:
         _check_output_path(report_path, overwrite)
     onnx_path = None
     if onnx:
-        onnx_path = os.path.join(output_dir, f"{name}.onnx")
-        onnx_path = os.path.abspath(_check_output_path(onnx_path, overwrite))
-        _check_onnx_packages()
+        onnx_path = _check_output_path(os.path.join(output_dir, f"{name}.onnx"), overwrite)
     jobs = []
     if saved_model:
-        path = _check_output_path(os.path.join(output_dir, f"{name}_saved_model"), overwrite)
+        path = _check_output_path(os.path.join(output_dir, f"{name}_saved_model"), overwrite, folder=True)
         jobs.append({"kind": "saved_model", "path": path, "input_dtype": input_dtype or "float32", "variant": "saved_model"})
-    representative = None
-    if "int8" in quantize:
-        representative = collect_images(representative_data, image_shape, num_calibration_samples)
     for mode in quantize:
         path = _check_output_path(os.path.join(output_dir, f"{name}_{FILE_SUFFIXES[mode]}.tflite"), overwrite)
         jobs.append({
@@ -506,10 +586,6 @@ def export(
             "input_dtype": input_dtype or ("uint8" if mode == "int8" else "float32"),
             "representative": representative if mode == "int8" else None,
         })
-    if eval_images is None:
-        eval_images = _default_parity_images(image_shape)
-    else:
-        eval_images = collect_images(eval_images, image_shape)
     if saved_model:
         jobs.append({"kind": "saved_model_logits", "path": jobs[0]["path"], "images": eval_images})
     results = _run_under("tensorflow", model_path or loaded, jobs) if jobs else []
@@ -555,7 +631,7 @@ def export_saved_model(model, path, input_dtype="float32", overwrite=False):
     Returns the path.
     """
     _check_input_dtype(input_dtype)
-    path = os.path.abspath(_check_output_path(path, overwrite))
+    path = os.path.abspath(_check_output_path(path, overwrite, folder=True))
     _image_shape(load_model(model), fixed=False)
     job = {"kind": "saved_model", "path": path, "input_dtype": input_dtype}
     _run_under("tensorflow", model, [job])
@@ -582,7 +658,8 @@ def export_tflite(
             (e.g. a `tf.data.Dataset` of `(images, labels)`), in the model's input range.
         input_dtype: "float32" or "uint8" (raw pixels); default uint8 for "int8" and
             float32 otherwise.
-        num_calibration_samples: how many representative images calibrate "int8".
+        num_calibration_samples: how many representative images calibrate "int8" (a
+            positive integer).
         overwrite: replace an existing file.
 
     Returns the path. Raises if the file would need an op outside TFLite's builtins.
@@ -591,6 +668,7 @@ def export_tflite(
     quantize = normalize_quantization(quantize)
     input_dtype = input_dtype or ("uint8" if quantize == "int8" else "float32")
     _check_input_dtype(input_dtype)
+    num_calibration_samples = _check_positive_int(num_calibration_samples, "num_calibration_samples")
     path = os.path.abspath(_check_output_path(path, overwrite, suffix=".tflite"))
     if quantize == "int8" and representative_data is None:
         raise ValueError(_NO_REPRESENTATIVE)
@@ -792,7 +870,7 @@ def parity_report(model, exported_path, images, labels=None, reference=None, num
             an `.onnx` file (run with ONNX Runtime) or a SavedModel folder (TensorFlow).
         images: (N, H, W, C) pixels, 0..255 for a ViT. For a uint8 input both sides see
             the rounded pixels.
-        labels: optional class ids, for accuracies.
+        labels: optional class ids, one per image, for accuracies.
         reference: for reuse across calls, a `_ReferenceLogits` of the same model and images.
 
     Returns a dict: variant, path, input_dtype, size_bytes, num_images, max_abs_diff (of
@@ -802,6 +880,8 @@ def parity_report(model, exported_path, images, labels=None, reference=None, num
     """
     exported_path = os.fspath(exported_path)
     reference = reference or _ReferenceLogits(model, images)
+    if labels is not None:
+        labels = _check_labels(labels, len(reference.images), _num_classes(reference.model))
     if exported_path.endswith(".tflite"):
         input_dtype = _tflite_input_dtype(exported_path)
         logits, times = run_tflite(exported_path, reference.images_for(input_dtype), num_threads)
@@ -835,7 +915,6 @@ def _compare(path, variant, input_dtype, logits, times, reference, labels, runti
         "runtime": runtime,
     }
     if labels is not None:
-        labels = np.asarray(labels).reshape(-1)
         report["keras_accuracy"] = float(np.mean(reference_top1 == labels))
         report["accuracy"] = float(np.mean(top1 == labels))
     return report
@@ -876,6 +955,17 @@ def format_report(reports):
 CLI_HELP = "export a .keras model to TFLite (float32/float16/dynamic/int8), a SavedModel or ONNX"
 
 
+def _positive_int(text):
+    """argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def add_arguments(parser):
     parser.add_argument("model", help="the .keras file to export")
     parser.add_argument(
@@ -883,31 +973,39 @@ def add_arguments(parser):
         help="what to write (default: tflite)",
     )
     parser.add_argument(
-        "--quantize", nargs="+", default=["float32"], metavar="MODE",
+        "--quantize", nargs="+", metavar="MODE",
         help=f"TFLite variants, any of {', '.join(QUANTIZATIONS)} (default: float32)",
     )
     parser.add_argument(
         "--representative", metavar="PATH",
         help="calibration images for int8: .npy, .npz (images/x) or idx(.gz) training images",
     )
-    parser.add_argument("--calibration-samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES)
+    parser.add_argument(
+        "--calibration-samples", type=_positive_int, default=DEFAULT_CALIBRATION_SAMPLES,
+        help=f"representative images that calibrate int8 (default: {DEFAULT_CALIBRATION_SAMPLES})",
+    )
     parser.add_argument(
         "--eval-data", metavar="PATH",
         help="images for the parity report (.npy, .npz with images and labels, or idx); "
         "default: 16 random images",
     )
-    parser.add_argument("--eval-labels", metavar="PATH", help="labels for --eval-data (.npy or idx)")
+    parser.add_argument("--eval-labels", metavar="PATH",
+                        help="labels for --eval-data, one class id per image (.npy or idx)")
     parser.add_argument("--input-dtype", choices=INPUT_DTYPES,
                         help="input type (default: uint8 for int8, float32 otherwise)")
-    parser.add_argument("--output-dir", help="where to write (default: beside the model)")
+    parser.add_argument("--output-dir", help="where to write, created if missing (default: beside the model)")
     parser.add_argument("--name", help="file name stem (default: the model file's stem)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=_positive_int, default=1,
                         help="LiteRT / ONNX Runtime threads for the latency")
     parser.add_argument("--report", metavar="PATH", help="also write the report as markdown here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
 
 
 def run_cli(args):
+    if args.quantize and "tflite" not in args.format:
+        raise ValueError("--quantize picks TFLite variants: add tflite to --format.")
+    if args.eval_labels and not args.eval_data:
+        raise ValueError("--eval-labels needs --eval-data, the images they label.")
     eval_images = eval_labels = None
     if args.eval_data:
         eval_images, eval_labels = load_arrays(args.eval_data)
@@ -916,7 +1014,7 @@ def run_cli(args):
     export(
         args.model,
         output_dir=args.output_dir,
-        quantize=args.quantize if "tflite" in args.format else [],
+        quantize=(args.quantize or ["float32"]) if "tflite" in args.format else [],
         saved_model="saved_model" in args.format,
         onnx="onnx" in args.format,
         representative_data=args.representative,

@@ -212,6 +212,125 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert status == 2 and "representative" in capsys.readouterr().err
 
 
+class Converting(Exception):
+    """Raised by the `converting` fixture when an export starts its (slow) conversion."""
+
+
+@pytest.fixture
+def converting(monkeypatch):
+    """Makes any conversion raise `Converting`: bad input must be rejected before it."""
+    def convert(*args, **kwargs):
+        raise Converting("started converting before rejecting the input")
+
+    monkeypatch.setattr(export, "_run_under", convert)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([3], r"got 1 label\(s\), shape \(1,\), for 4 evaluation image"),
+    (np.zeros((4, 10)), r"got 40 label\(s\), shape \(4, 10\), for 4 evaluation image"),
+    ([0, 1, 2, -1], r"label -1 \(at index 3\).* 0\.\.9"),
+    (np.array([0, 1, 2, 10], dtype=np.uint8), r"label 10 \(at index 3\).* 0\.\.9"),
+    ([0, 1, 2.5, 3], r"label 2\.5 \(at index 2\).* 0\.\.9"),
+    (["a", "b", "c", "d"], "integer class ids"),
+], ids=["one_label", "one_hot", "negative", "too_large", "fraction", "strings"])
+def test_eval_labels_are_checked_before_converting(tmp_path, converting, labels, message):
+    with pytest.raises(ValueError, match=message):
+        export.export(_tiny_vit(), tmp_path, eval_images=_pixels(4), eval_labels=labels,
+                      verbose=False)
+    with pytest.raises(ValueError, match="without eval_images"):
+        export.export(_tiny_vit(), tmp_path, eval_labels=labels, verbose=False)
+    assert not os.listdir(tmp_path)
+
+
+def test_parity_report_checks_labels_before_running(exported, monkeypatch):
+    monkeypatch.setattr(export, "run_tflite", lambda *args: pytest.fail("ran before checking"))
+    path, images = exported["folder"] / "tiny_fp32.tflite", exported["images"][:4]
+    with pytest.raises(ValueError, match=r"got 1 label\(s\), shape \(1,\), for 4 evaluation"):
+        export.parity_report(exported["model"], path, images, [0])
+    with pytest.raises(ValueError, match=r"label 10 .* 0\.\.9"):
+        export.parity_report(exported["model"], path, images, [0, 1, 2, 10])
+
+
+@pytest.mark.parametrize("samples", [0, -1, 2.5])
+def test_calibration_samples_must_be_a_positive_int(tmp_path, converting, samples):
+    model, message = _tiny_vit(), f"num_calibration_samples must be a positive integer, got {samples}"
+    with pytest.raises(ValueError, match=message):
+        export.export_tflite(model, tmp_path / "m.tflite", quantize="int8",
+                             representative_data=_pixels(4), num_calibration_samples=samples)
+    with pytest.raises(ValueError, match=message):
+        export.export(model, tmp_path, quantize="int8", representative_data=_pixels(4),
+                      num_calibration_samples=samples, verbose=False)
+    assert not os.listdir(tmp_path)
+
+
+def test_output_paths_are_checked_before_converting(tmp_path, converting):
+    model = _tiny_vit()
+    (tmp_path / "report.md").mkdir()
+    with pytest.raises(IsADirectoryError, match="report.md' is a folder"):
+        export.export(model, tmp_path, report_path=tmp_path / "report.md", overwrite=True,
+                      verbose=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="output folder .*file' is a file"):
+        export.export(model, tmp_path / "file", verbose=False)
+    with pytest.raises(NotADirectoryError, match="Can't create the output folder .*file/out'"):
+        export.export(model, tmp_path / "file" / "out", verbose=False)
+    with pytest.raises(NotADirectoryError, match="file' is a file, not a folder"):
+        export.export_saved_model(model, tmp_path / "file", overwrite=True)
+    with pytest.raises(Converting):  # a missing output folder is created
+        export.export(model, tmp_path / "new" / "out", verbose=False)
+    assert sorted(os.listdir(tmp_path)) == ["file", "new", "report.md"]
+    assert not os.listdir(tmp_path / "new" / "out") and not os.listdir(tmp_path / "report.md")
+
+
+def test_unwritable_output_folders_fail_before_converting(tmp_path, converting):
+    model_path, locked = tmp_path / "model.keras", tmp_path / "locked"
+    _tiny_vit().save(model_path)
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("this user (root) can write in a read-only folder")
+        with pytest.raises(PermissionError, match="Can't write in .*locked'"):
+            export.export(model_path, locked, verbose=False)
+        with pytest.raises(PermissionError, match="Can't write in .*locked'"):
+            export.export(model_path, tmp_path, report_path=locked / "report.md", verbose=False)
+        with pytest.raises(PermissionError, match="Can't write in .*locked'"):
+            export.export_tflite(model_path, locked / "m.tflite")
+        assert main(["export", str(model_path), "--output-dir", str(locked)]) == 2
+        assert not os.listdir(locked)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_cli_checks_input_before_converting(tmp_path, capsys, converting):
+    model_path = tmp_path / "model.keras"
+    _tiny_vit().save(model_path)
+    np.save(tmp_path / "images.npy", _pixels(4).astype(np.uint8))
+    np.save(tmp_path / "one.npy", np.array([3]))
+    np.save(tmp_path / "bad.npy", np.array([0, 1, 2, 10]))
+    files = sorted(os.listdir(tmp_path))
+    command = ["export", str(model_path)]
+    eval_data = ["--eval-data", str(tmp_path / "images.npy"), "--eval-labels"]
+    assert main([*command, *eval_data, str(tmp_path / "one.npy")]) == 2
+    assert "got 1 label(s), shape (1,), for 4 evaluation image(s)" in capsys.readouterr().err
+    assert main([*command, *eval_data, str(tmp_path / "bad.npy")]) == 2
+    assert "0..9" in capsys.readouterr().err
+    assert main([*command, "--eval-labels", str(tmp_path / "one.npy")]) == 2
+    assert "--eval-labels needs --eval-data" in capsys.readouterr().err
+    assert main([*command, "--format", "saved_model", "--quantize", "int8"]) == 2
+    assert "add tflite to --format" in capsys.readouterr().err
+    (tmp_path / "report.md").mkdir()
+    assert main([*command, "--report", str(tmp_path / "report.md"), "--overwrite"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    for option in ("--calibration-samples", "--threads"):
+        for value in ("0", "-3", "two"):
+            with pytest.raises(SystemExit) as exit_info:
+                main([*command, option, value])
+            assert exit_info.value.code == 2
+            assert f"{option}: must be a positive integer, got '{value}'" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == sorted(files + ["report.md"])
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="one real CLI run suffices")
 def test_cli_exports_with_idx_data(tmp_path, capsys):
     model_path = tmp_path / "model.keras"
