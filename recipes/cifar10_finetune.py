@@ -45,12 +45,13 @@ CONFIG = common.RecipeConfig(
 
 def parse_args(argv=None):
     parser = common.base_parser(CONFIG, __doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=CONFIG.total_steps, help="optimiser steps")
-    parser.add_argument("--warmup-steps", type=int, default=CONFIG.warmup_steps)
+    parser.add_argument("--steps", type=common.positive_int, default=CONFIG.total_steps,
+                        help="optimiser steps")
+    parser.add_argument("--warmup-steps", type=common.non_negative_int, default=CONFIG.warmup_steps)
     parser.add_argument("--preset", default="b16", help="architecture preset (keras_vit.presets)")
     parser.add_argument("--weights", default="default",
                         help="preset weights name, a checkpoint path/URL, or 'none' (random init)")
-    parser.add_argument("--image-size", type=int, default=384)
+    parser.add_argument("--image-size", type=common.positive_int, default=384)
     parser.add_argument("--dataset", default="cifar10", help="TFDS dataset name")
     parser.add_argument("--data-dir", default=None, help="TFDS data_dir")
     return parser.parse_args(argv)
@@ -83,7 +84,7 @@ def main(argv=None):
     size = args.image_size
     model, history, run = common.train(
         config, args, train_dataset=train_ds, test_dataset=test_ds, pipeline="tf.data",
-        model=build, resize_size=size * 7 // 6)
+        model=build, resize_size=size * 7 // 6, outputs=("metrics.json",))
     model.compile(loss=training.make_loss(0.0),
                   metrics=[common.keras.metrics.CategoricalAccuracy(name="accuracy")])
     results = model.evaluate(

@@ -1,5 +1,6 @@
 """What the recipes share: their config, command-line options, the training run and the
-artifacts it writes (model, metrics, plots, model card)."""
+artifacts it writes (model, metrics, plots, model card), which `run_files.json` lists so
+that a rerun replaces only those."""
 
 import argparse
 import csv
@@ -70,49 +71,126 @@ def get_recipe_module(name):
 # --------------------------------------------------------------------------- options
 
 
+def checked_number(kind, description, ok):
+    """An argparse type: `kind(text)` where `ok(value)` holds, else an error that says
+    `description` is expected."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = checked_number(int, "a positive integer", lambda v: v > 0)
+non_negative_int = checked_number(int, "an integer >= 0", lambda v: v >= 0)
+positive_float = checked_number(float, "a positive number", lambda v: 0 < v < math.inf)
+
+
+def model_override(text):
+    """An argparse type: KEY=VALUE as (key, value), the value parsed as JSON if it is JSON."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    return key, value
+
+
 def base_parser(config, description):
     """Command-line options common to the training recipes, defaulting to `config`."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--epochs", type=int, default=config.epochs, help="epochs (sizes the LR schedule)")
-    p.add_argument("--batch-size", type=int, default=config.batch_size)
-    p.add_argument("--learning-rate", type=float, default=config.learning_rate)
+    p.add_argument("--epochs", type=positive_int, default=config.epochs,
+                   help="epochs (sizes the LR schedule)")
+    p.add_argument("--batch-size", type=positive_int, default=config.batch_size)
+    p.add_argument("--learning-rate", type=positive_float, default=config.learning_rate)
     p.add_argument("--output-dir", default=str(REPO_ROOT / "runs" / config.name),
                    help="where the model, logs, plots and resume checkpoint go")
     p.add_argument("--mixed-precision", action="store_true", help="train under mixed_bfloat16")
-    p.add_argument("--time-budget-minutes", type=float, default=None,
+    p.add_argument("--time-budget-minutes", type=positive_float, default=None,
                    help="finish training (shortening the LR schedule if needed) within this time")
-    p.add_argument("--limit-train", type=int, default=None, help="use only this many training examples")
-    p.add_argument("--limit-test", type=int, default=None, help="use only this many test examples")
+    p.add_argument("--limit-train", type=positive_int, default=None,
+                   help="use only this many training examples")
+    p.add_argument("--limit-test", type=positive_int, default=None,
+                   help="use only this many test examples")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even if --output-dir holds a checkpoint")
     p.add_argument("--no-jit", action="store_true", help="turn off jit_compile")
-    p.add_argument("--steps-per-execution", type=int, default=1)
+    p.add_argument("--steps-per-execution", type=positive_int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity: 0, 1 (bars), 2")
-    p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                   help="Keras fit verbosity: 0, 1 (bars), 2")
+    p.add_argument("--model", type=model_override, action="append", default=[],
+                   metavar="KEY=VALUE",
                    help="override a model config entry, e.g. --model hidden_dim=128 (repeatable)")
     return p
 
 
 def apply_overrides(config, args):
     """A copy of `config` with the command-line options applied."""
-    model = dict(config.model)
-    for item in args.model:
-        if "=" not in item:
-            raise ValueError(f"--model expects KEY=VALUE, got {item!r}.")
-        key, value = item.split("=", 1)
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
-        model[key] = value
     return dataclasses.replace(
         config,
-        model=model,
+        model={**config.model, **dict(args.model)},
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
     )
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+RUN_FILES = "run_files.json"
+
+
+def prepare_output_dir(output_dir, files, resume=True):
+    """Checks that a run may write `files` (names in `output_dir`), then records them in
+    `output_dir/run_files.json`, the list of what the recipes wrote there.
+
+    An existing file that is not listed there (this code did not write it) is a
+    ValueError, before anything is deleted or written. Without `resume`, deletes the
+    resume checkpoint (`training.clear_resume_dir`: only what training wrote) and
+    history.csv, so the run starts over.
+    """
+    output_dir = Path(output_dir)
+    record = output_dir / RUN_FILES
+    written = _read_run_files(record)
+    for name in files:
+        if (output_dir / name).exists() and name not in written:
+            raise ValueError(
+                f"{str(output_dir / name)!r} was not written by this recipe (it is not listed "
+                f"in {RUN_FILES}), so it won't be replaced. Move it elsewhere, or use another "
+                "--output-dir."
+            )
+    if not resume:
+        training.clear_resume_dir(output_dir / "backup")
+        if "history.csv" in written:
+            (output_dir / "history.csv").unlink(missing_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"files": sorted(written | set(files))}, indent=1) + "\n")
+
+
+def _read_run_files(path):
+    if not path.exists():
+        return set()
+    try:
+        files = json.loads(path.read_text())["files"]
+        valid = isinstance(files, list) and all(isinstance(name, str) for name in files)
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"{str(path)!r} is not the list of files a recipe writes there. Move it elsewhere, "
+            "or use another --output-dir."
+        )
+    return set(files)
 
 
 # --------------------------------------------------------------------------- training
@@ -208,17 +286,21 @@ def train(
     pipeline="auto",
     model=None,
     resize_size=None,
+    outputs=(),
 ):
     """Trains `config` on arrays (numpy path, augmentation on the device) or on unbatched
     tf.data datasets (augmentation in tf.data), with resume, logs and a time budget.
 
     `model` is a ViT, a function returning one, or None for `ViT(**config.model)`.
+    `outputs` names the files the recipe writes in the output folder after training: like
+    model.keras and history.csv, they are checked before training (`prepare_output_dir`).
     Returns (plain model, history dict, info dict). The plain float32 model is saved as
     `output_dir/model.keras` before anything else happens after training.
     """
     start = time.time()
     output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(output_dir, ("model.keras", "history.csv", *outputs),
+                       resume=not args.no_resume)
     keras.utils.set_random_seed(args.seed)
     policy = training.set_mixed_precision(args.mixed_precision)
     if pipeline == "auto":
@@ -298,12 +380,6 @@ def train(
         "epochs": epochs,
         "pipeline": pipeline,
     }
-    if args.no_resume and (output_dir / "backup").exists():
-        import shutil
-
-        shutil.rmtree(output_dir / "backup")
-        if (output_dir / "history.csv").exists():
-            (output_dir / "history.csv").unlink()
     callbacks = training.make_callbacks(
         output_dir, signature, images_per_epoch=steps_per_epoch * config.batch_size,
         time_budget=budget)

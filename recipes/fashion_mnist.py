@@ -9,8 +9,9 @@ TFDS). With TensorFlow installed it is fed through tf.data with the augmentation
 pipeline; without TensorFlow (`--pipeline numpy`, automatic) it is fed from numpy and the
 very same Keras augmentation layers run on the device. The output directory gets
 model.keras (float32), metrics.json, history.csv, confusion_matrix.png,
-training_curves.png and a model card README.md; re-running the command resumes an
-interrupted run from its last finished epoch.
+training_curves.png and a model card README.md, all listed in run_files.json (a rerun
+replaces only the files listed there); re-running the command resumes an interrupted run
+from its last finished epoch.
 """
 
 import dataclasses
@@ -70,17 +71,16 @@ DEMO = dataclasses.replace(
 SCHEDULES = {"full": CONFIG, "demo": DEMO}
 
 
-def parse_args(argv=None):
-    schedule = "full"
-    if argv is not None and "--schedule" in argv:
-        schedule = argv[argv.index("--schedule") + 1]
-    elif argv is None and "--schedule" in sys.argv:
-        schedule = sys.argv[sys.argv.index("--schedule") + 1]
-    if schedule not in SCHEDULES:
-        raise SystemExit(f"Unknown --schedule {schedule!r}; use one of {', '.join(SCHEDULES)}.")
-    parser = common.base_parser(SCHEDULES[schedule], __doc__.splitlines()[0])
+REPORT_FILES = ("metrics.json", "confusion_matrix.png", "training_curves.png", "README.md")
+EXPORT_FILES = ("model_fp32.tflite", "model_int8.tflite", "export_report.md")
+
+
+def build_parser(config):
+    """The recipe's options, the training ones defaulting to `config`."""
+    parser = common.base_parser(config, __doc__.splitlines()[0])
     parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="full",
-                        help="full: the recipe; demo: the short CPU run of `make demo`")
+                        help="full: the recipe; demo: the short CPU run of `make demo` "
+                             "(sets the defaults of the training options)")
     parser.add_argument("--data-dir", default=None,
                         help="folder with the four Fashion-MNIST idx(.gz) files")
     parser.add_argument("--pipeline", choices=["auto", "tf.data", "numpy"], default="auto",
@@ -89,7 +89,15 @@ def parse_args(argv=None):
     parser.add_argument("--export", action="store_true",
                         help="also export model_fp32.tflite and model_int8.tflite (full integer, "
                              "calibrated on training images) with a parity report")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    """The options, parsed again with `--schedule`'s defaults when it isn't the full one."""
+    args = build_parser(CONFIG).parse_args(argv)
+    if args.schedule != "full":
+        args = build_parser(SCHEDULES[args.schedule]).parse_args(argv)
+    return args
 
 
 def main(argv=None):
@@ -103,7 +111,7 @@ def main(argv=None):
 
     model, history, info = common.train(
         config, args, train_arrays=(x_train, y_train), test_arrays=(x_test, y_test),
-        pipeline=args.pipeline)
+        pipeline=args.pipeline, outputs=REPORT_FILES + (EXPORT_FILES if args.export else ()))
     report_and_card(config, args, model, history, info, (x_train, x_test, y_test), start)
     return 0
 

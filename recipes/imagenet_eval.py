@@ -9,7 +9,6 @@ Images are resized to the model's size with no crop, as vit_jax evaluates
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,17 +27,21 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="b16")
     p.add_argument("--weights", default="default", help="weights name, path or URL")
-    p.add_argument("--image-size", type=int, default=None, help="default: the weights' size")
+    p.add_argument("--image-size", type=common.positive_int, default=None,
+                   help="default: the weights' size")
     p.add_argument("--dataset", default="imagenet2012")
     p.add_argument("--split", default="validation")
     p.add_argument("--data-dir", default=None, help="TFDS data_dir")
     p.add_argument("--manual-dir", default=None, help="folder with the ImageNet tar files")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--crop-fraction", type=float, default=1.0)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only this many images")
+    p.add_argument("--batch-size", type=common.positive_int, default=64)
+    p.add_argument("--crop-fraction", default=1.0,
+                   type=common.checked_number(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1))
+    p.add_argument("--limit", type=common.positive_int, default=None,
+                   help="evaluate only this many images")
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--output", default=None, help="write the results to this JSON file")
-    p.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--model", type=common.model_override, action="append", default=[],
+                   metavar="KEY=VALUE",
                    help="override a model argument (with --weights none, for tests)")
     return p.parse_args(argv)
 
@@ -48,10 +51,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.mixed_precision:
         keras.config.set_dtype_policy("mixed_bfloat16")
-    overrides = {}
-    for item in args.model:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value)
+    overrides = dict(args.model)
     if args.image_size:
         overrides["image_size"] = args.image_size
     weights = None if str(args.weights).lower() == "none" else args.weights

@@ -48,8 +48,8 @@ def measure(model_config, batch_size, seconds, jit):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=15)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seconds", type=common.positive_float, default=15)
+    p.add_argument("--batch-size", type=common.positive_int, default=128)
     p.add_argument("--models", default=",".join(MODELS))
     args = p.parse_args(argv)
     backend = keras.backend.backend()

@@ -90,13 +90,79 @@ def test_fashion_mnist_recipe_bad_input(fmnist_dir, tmp_path):
                                        "--pipeline", "numpy"))
 
 
-def test_resume_dir_of_a_different_model(fmnist_dir, tmp_path):
+def test_resume_dir_of_a_different_model_and_no_resume(fmnist_dir, tmp_path):
+    """A rerun resumes only the same model; --no-resume starts over, deleting only what
+    the recipe wrote."""
     from recipes import fashion_mnist
 
     fashion_mnist.main(fmnist_args(fmnist_dir, tmp_path, "--pipeline", "numpy"))
-    with pytest.raises(ValueError, match="different model"):
-        fashion_mnist.main(fmnist_args(fmnist_dir, tmp_path, "--pipeline", "numpy",
-                                       "--model", "hidden_dim=32"))
+    args = fmnist_args(fmnist_dir, tmp_path, "--pipeline", "numpy", "--model", "hidden_dim=32")
+    with pytest.raises(ValueError, match="different model.*--no-resume"):
+        fashion_mnist.main(args)
+    (tmp_path / "README.md").write_text("the last run's card")
+    (tmp_path / "backup" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="did not write notes.txt.*another --output-dir"):
+        fashion_mnist.main(args + ["--no-resume"])
+    assert (tmp_path / "backup" / "notes.txt").exists()
+    assert (tmp_path / "backup" / "latest.weights.h5").exists()
+    (tmp_path / "backup" / "notes.txt").unlink()
+    fashion_mnist.main(args + ["--no-resume"])
+    assert "Test accuracy" in (tmp_path / "README.md").read_text()
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 1 + 1  # one epoch
+    assert "README.md" in json.loads((tmp_path / "run_files.json").read_text())["files"]
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("README.md", []), ("history.csv", []), ("model_int8.tflite", ["--export"]),
+    ("run_files.json", []), ("backup/notes.txt", ["--no-resume"])])
+def test_files_the_recipe_did_not_write_stop_it_before_training(fmnist_dir, tmp_path, name,
+                                                                 extra):
+    from recipes import fashion_mnist
+
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    (tmp_path / name).write_text("mine")
+    with pytest.raises(ValueError, match=f"{Path(name).name}.*another --output-dir"):
+        fashion_mnist.main(fmnist_args(fmnist_dir, tmp_path, "--pipeline", "numpy", *extra))
+    assert (tmp_path / name).read_text() == "mine"
+    assert not (tmp_path / "model.keras").exists()
+
+
+def test_schedule_option():
+    from recipes import fashion_mnist
+
+    demo = fashion_mnist.DEMO
+    for argv in (["--schedule=demo"], ["--schedule", "demo"], ["--verbose", "0", "--schedule=demo"]):
+        args = fashion_mnist.parse_args(argv)
+        assert (args.schedule, args.epochs, args.batch_size, args.learning_rate) == (
+            "demo", demo.epochs, demo.batch_size, demo.learning_rate)
+    assert fashion_mnist.parse_args(["--schedule=demo", "--epochs", "2"]).epochs == 2
+    assert fashion_mnist.parse_args([]).epochs == fashion_mnist.CONFIG.epochs
+
+
+@pytest.mark.parametrize("recipe, argv, error", [
+    ("fashion_mnist", ["--schedule"], "expected one argument"),
+    ("fashion_mnist", ["--schedule", "fast"], "invalid choice"),
+    ("fashion_mnist", ["--epochs", "0"], "expected a positive integer, got '0'"),
+    ("fashion_mnist", ["--batch-size", "-8"], "positive integer"),
+    ("fashion_mnist", ["--steps-per-execution", "0"], "positive integer"),
+    ("fashion_mnist", ["--limit-train", "0"], "positive integer"),
+    ("fashion_mnist", ["--limit-test", "0"], "positive integer"),
+    ("fashion_mnist", ["--learning-rate", "nan"], "positive number"),
+    ("fashion_mnist", ["--time-budget-minutes", "0"], "positive number"),
+    ("fashion_mnist", ["--verbose", "3"], "invalid choice"),
+    ("fashion_mnist", ["--model", "hidden_dim"], "expected KEY=VALUE"),
+    ("cifar10_finetune", ["--steps", "0"], "positive integer"),
+    ("cifar10_finetune", ["--warmup-steps", "-1"], "integer >= 0"),
+    ("imagenet_eval", ["--limit", "0"], "positive integer"),
+    ("imagenet_eval", ["--crop-fraction", "1.5"], "fraction"),
+])
+def test_bad_options_are_usage_errors(capsys, recipe, argv, error):
+    module = common.get_recipe_module(recipe)
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argv[0]}: " in err and error in err
 
 
 def test_unknown_recipe_name():

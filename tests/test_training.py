@@ -143,6 +143,39 @@ def test_resume_directory_of_a_different_model_is_refused(tmp_path):
         training.make_callbacks(tmp_path / "other", {"model": {}})
 
 
+def test_unreadable_checkpoint_names_the_file_and_suggests_no_resume(tmp_path):
+    _fit(tmp_path, 1, [])
+    backup = tmp_path / "backup"
+    weights, metadata, signature = (training.CHECKPOINT_WEIGHTS, training.CHECKPOINT_METADATA,
+                                    training.RUN_SIGNATURE)
+    good = {name: (backup / name).read_bytes() for name in (weights, metadata, signature)}
+    for name, broken in ((weights, good[weights][:1000]), (metadata, b'{"epoch": '),
+                         (metadata, b"[2]"), (signature, b'{"model": ')):
+        (backup / name).write_bytes(broken)
+        with pytest.raises(ValueError, match=f"(?s)Can't resume from .*{name}.*--no-resume"):
+            _fit(tmp_path, 2, [])
+        (backup / name).write_bytes(good[name])
+
+
+def test_clear_resume_dir_deletes_only_what_training_wrote(tmp_path):
+    backup = tmp_path / "backup"
+    training.check_resume_dir(backup, {"model": {}})
+    (backup / training.CHECKPOINT_WEIGHTS).write_text("")
+    (backup / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="did not write notes.txt.*another --output-dir"):
+        training.clear_resume_dir(backup)
+    assert sorted(p.name for p in backup.iterdir()) == [
+        "latest.weights.h5", "notes.txt", "run_signature.json"]
+    (backup / "notes.txt").unlink()
+    training.clear_resume_dir(backup)
+    assert not backup.exists()
+    backup.mkdir()  # without a run signature, nothing in there is known to be ours
+    (backup / training.CHECKPOINT_WEIGHTS).write_text("")
+    with pytest.raises(ValueError, match="did not write latest.weights.h5"):
+        training.clear_resume_dir(backup)
+    assert (backup / training.CHECKPOINT_WEIGHTS).exists()
+
+
 def test_time_budget_stops_cleanly(tmp_path):
     budget = training.TimeBudget(0.001, verbose=False)
     model = small_vit()
