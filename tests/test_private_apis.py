@@ -1,0 +1,52 @@
+"""The private Keras and LiteRT APIs behind keras_vit.backend.private_apis still behave as
+keras_vit uses them: a release that changes one fails here, by name."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_vit import ViT
+from keras_vit.backend import private_apis
+
+
+def test_flatten_layers_reaches_nested_sublayers(tiny_config):
+    model = ViT(**tiny_config)
+    layers = private_apis.flatten_layers(model)
+    assert layers[0] is model
+    block = model.get_layer("encoder_block_0")
+    assert block in layers and block.attention in layers
+    assert block.attention not in model.layers  # the public list has only direct children
+
+
+def test_keras_mask_reads_the_mask_a_masking_layer_attaches():
+    x = keras.ops.convert_to_tensor(np.array([[[1.0], [0.0]]], "float32"))
+    masked = keras.layers.Masking(mask_value=0.0)(x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(private_apis.keras_mask(masked)),
+                                  [[True, False]])
+    assert private_apis.keras_mask(x) is None and private_apis.keras_mask(None) is None
+
+
+def test_uses_weight_decay_follows_the_exclusions():
+    kernel = keras.Variable(np.ones((2, 2), "float32"), name="kernel")
+    bias = keras.Variable(np.ones((2,), "float32"), name="bias")
+    optimizer = keras.optimizers.AdamW(weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_names=["bias"])
+    assert private_apis.uses_weight_decay(optimizer, kernel)
+    assert not private_apis.uses_weight_decay(optimizer, bias)
+
+
+def test_tflite_op_names_lists_the_ops(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+
+    class Add(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+        def __call__(self, x):
+            return tf.tanh(x) * x
+
+    module = Add()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.__call__.get_concrete_function()], module)
+    path = tmp_path / "add.tflite"
+    path.write_bytes(converter.convert())
+    assert private_apis.tflite_op_names(path) == ["MUL", "TANH"]
