@@ -34,17 +34,27 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# preset: (patch, hidden, mlp, heads, layers), as keras_vit.presets has them (a check in
-# tests/test_benchmarks.py keeps the two in step).
+
+def _load_presets():
+    """keras_vit/presets.py loaded on its own (it imports nothing but os): importing the
+    keras_vit package would import Keras here, in the parent of every benchmark worker."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "keras_vit_presets", os.path.join(ROOT, "keras_vit", "presets.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PRESETS
+
+
+# preset: (patch, hidden, mlp, heads, layers), from keras_vit.presets.
+_PRESETS = _load_presets()
 ARCH = {
-    "ti16": (16, 192, 768, 3, 12),
-    "s16": (16, 384, 1536, 6, 12),
-    "s32": (32, 384, 1536, 6, 12),
-    "b16": (16, 768, 3072, 12, 12),
-    "b32": (32, 768, 3072, 12, 12),
-    "l16": (16, 1024, 4096, 16, 24),
-    "tiny": (8, 32, 64, 4, 2),  # for the test of this script, not a real model
+    name: tuple(_PRESETS[name]["config"][key] for key in (
+        "patch_size", "hidden_dim", "mlp_dim", "num_heads", "num_layers"))
+    for name in ("ti16", "s16", "s32", "b16", "b32", "l16")
 }
+ARCH["tiny"] = (8, 32, 64, 4, 2)  # for the test of this script, not a real model
 TIMM_NAMES = {
     "ti16": "vit_tiny_patch16_224",
     "s16": "vit_small_patch16_224",

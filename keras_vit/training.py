@@ -256,14 +256,12 @@ class EpochTimer(keras.callbacks.Callback):
     def __init__(self, images_per_epoch=None):
         super().__init__()
         self.images_per_epoch = images_per_epoch
-        self.durations = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
-        self.durations.append(seconds)
         if logs is not None:
             logs["epoch_seconds"] = seconds
             if self.images_per_epoch:
@@ -274,8 +272,8 @@ class TimeBudget(keras.callbacks.Callback):
     """Stops training cleanly so that it ends within `seconds` of `start_time`.
 
     After each epoch it projects the remaining ones (in the first epoch, from the batches
-    after the first, which pays for compilation). If `schedule` (a `WarmupCosine`) and `steps_per_epoch` are
-    given and the planned epochs don't fit, it shortens the schedule to the epochs that
+    after the first, which pays for compilation). If `schedule` (a `WarmupCosine`) and
+    `steps_per_epoch` are given and the planned epochs don't fit, it shortens the schedule to the epochs that
     do (re-tracing the train step once), so the learning rate still decays to its end
     value; otherwise it just stops before an epoch that would overrun the budget.
     `reserve_seconds` is kept free for evaluation and saving after training.

@@ -1,4 +1,4 @@
-"""Training recipes for keras_vit (see docs/training.md)."""
+"""Training recipes for keras_vit: `python -m recipes NAME` (see the README's "Training")."""
 
 import os
 

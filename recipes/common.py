@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -536,7 +535,3 @@ def banner(lines):
         print(f"  {line}")
     print("=" * width, flush=True)
 
-
-def ensure_repo_on_path():
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))

@@ -15,6 +15,7 @@ from its last finished epoch.
 """
 
 import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -24,22 +25,14 @@ if __package__ in (None, ""):  # `python recipes/fashion_mnist.py`
 
 from keras_vit import data as vit_data
 from keras_vit import training
+from keras_vit.presets import get_preset
 from recipes import common
 
-# The recipe. The model: 7x7 = 49 patches of 4x4 px plus a class token.
+# The recipe. The model is the `fashion_mnist` preset's architecture (7x7 = 49 patches
+# of 4x4 px plus a class token), trained with drop path.
 CONFIG = common.RecipeConfig(
     name="fashion_mnist",
-    model=dict(
-        image_size=28,
-        patch_size=4,
-        num_channels=1,
-        hidden_dim=256,
-        num_layers=6,
-        num_heads=4,
-        mlp_dim=512,
-        num_classes=10,
-        drop_path_rate=0.1,
-    ),
+    model=dict(get_preset("fashion_mnist")["config"], drop_path_rate=0.1),
     batch_size=512,
     epochs=100,
     optimizer="adamw",
@@ -93,10 +86,13 @@ def build_parser(config):
 
 
 def parse_args(argv=None):
-    """The options, parsed again with `--schedule`'s defaults when it isn't the full one."""
+    """The options, parsed again with `--schedule`'s defaults when it isn't the full one;
+    `args.argv` keeps the command line, for the model card's reproduce command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(CONFIG).parse_args(argv)
     if args.schedule != "full":
         args = build_parser(SCHEDULES[args.schedule]).parse_args(argv)
+    args.argv = argv
     return args
 
 
@@ -185,8 +181,7 @@ def model_card(config, args, metrics, info, history):
     aug = config.augment
     val = [v for v in history.get("val_accuracy", []) if v == v]
     best = f"{max(val):.2%}" if val else "n/a"
-    cmd = "python -m recipes.fashion_mnist " + " ".join(
-        a for a in (sys.argv[1:] if args is not None else []))
+    cmd = shlex.join(["python", "-m", "recipes.fashion_mnist", *args.argv])
     return f"""# ViT on Fashion-MNIST (trained from scratch)
 
 A small Vision Transformer (`keras_vit.ViT`) trained on {metrics["train_examples"]:,} Fashion-MNIST
