@@ -16,7 +16,7 @@ Rows (B = batch, T = tokens, D = width, M = MLP width, L = blocks):
   embedding, i.e. what the parts miss (head, embeddings, and anything XLA does across
   blocks, such as recomputing the residual stream's gradient);
 - model with the blocks' output gradient materialised the other way round from the default
-  (`keras_vit.layers.set_gradient_materialization`: "off" on a CPU, "on" on a GPU in bf16),
+  (`keras_vit.config.set_gradient_materialization`: "off" on a CPU, "on" on a GPU in bf16),
   which shows whether XLA recomputes the residual gradient there.
 The forward pass runs in inference mode; the gradient, of sum(output), in training mode,
 with respect to the variables and the input (not the images, as in training). FLOPs count
@@ -25,7 +25,6 @@ whose images get no gradient).
 """
 
 import argparse
-import contextlib
 import inspect
 import os
 import sys
@@ -125,7 +124,7 @@ def build_rows(args):
     import keras
     import numpy as np
 
-    from keras_vit import ViT, attention
+    from keras_vit import ViT, attention, config
     from keras_vit import layers as vit_layers
 
     keras.config.set_dtype_policy(args.precision)
@@ -169,7 +168,7 @@ def build_rows(args):
                 num_heads=heads, mlp_dim=m, include_preprocessing=False,
                 gelu_approximate=False)
     rows.append(("model", *_layer_fns(model, images, input_gradient=False), flops["model"], 0))
-    default = vit_layers.get_gradient_materialization()
+    default = config.get_gradient_materialization()
     for mode in ("on", "off"):
         if _materializes(mode, compute) != _materializes(default, compute):
             fns = _layer_fns(model, images, input_gradient=False)
@@ -178,37 +177,20 @@ def build_rows(args):
     return rows
 
 
-@contextlib.contextmanager
-def _materialization(mode):
-    """Sets keras_vit's gradient materialization to `mode` inside the block."""
-    from keras_vit import layers as vit_layers
-
-    saved = vit_layers.get_gradient_materialization()
-    vit_layers.set_gradient_materialization(mode)
-    try:
-        yield
-    finally:
-        vit_layers.set_gradient_materialization(saved)
-
-
 def _materializes(mode, dtype):
     """Whether blocks computing in `dtype` materialise their output gradient under `mode`."""
+    from keras_vit import config
     from keras_vit import layers as vit_layers
 
-    with _materialization(mode):
+    with config.gradient_materialization(mode):
         return vit_layers.materializes_gradient(dtype)
 
 
 def _with_materialization(mode, forward, gradient, arguments):
     """`forward` and `gradient` traced (on their first call) under materialization `mode`."""
+    from keras_vit import config
 
-    def under_mode(fn):
-        def call(*args):
-            with _materialization(mode):
-                return fn(*args)
-
-        return call
-
+    under_mode = config.gradient_materialization(mode)
     return under_mode(forward), under_mode(gradient), arguments
 
 

@@ -1,17 +1,22 @@
 """The Vision Transformer's building blocks, as backend-agnostic Keras layers.
 
-Only `keras.ops` is used here, so every layer runs on TensorFlow, JAX and PyTorch.
+Only `keras.ops` is used here, so every layer runs on TensorFlow, JAX and PyTorch (JAX
+training adds `keras_vit.backend.jax_gradient`, imported only there).
 Shapes use B = batch, N = number of tokens, D = hidden size.
 """
 
 import math
-import os
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_vit.attention import ViTAttention, on_cpu
+from keras_vit import config as vit_config
+from keras_vit.attention import ViTAttention
+
+# config's switch under its old names here (README documents them).
+set_gradient_materialization = vit_config.set_gradient_materialization
+get_gradient_materialization = vit_config.get_gradient_materialization
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -208,59 +213,13 @@ class DropPath(keras.layers.Layer):
         return config
 
 
-@ops.custom_gradient
-def _materialized_gradient(x):
-    """Identity whose gradient goes through a matmul by the identity matrix.
-
-    XLA's CPU compiler fuses the residual stream's gradient (elementwise LayerNorm-backward
-    terms added up block after block) into every block's weight-gradient copies, so each
-    block recomputes the chain of all the blocks after it: quadratic in depth, about 40 % of
-    a ViT-Ti/16 JAX training step. A matmul is not fused into its consumers, so the gradient
-    is computed once per block: the step takes 1.0 s instead of 1.65 s on our 2-core CPU
-    (batch 8). See `materializes_gradient` for where it applies.
-    """
-
-    def grad(*args, upstream=None):
-        upstream = args[0] if upstream is None else upstream
-        return ops.matmul(upstream, ops.eye(upstream.shape[-1], dtype=upstream.dtype))
-
-    return x, grad
-
-
-MATERIALIZE_MODES = ("auto", "on", "off")
-_materialize = {"mode": os.environ.get("KERAS_VIT_MATERIALIZE_GRADIENT", "auto")}
-
-
-def _check_mode(mode):
-    if mode not in MATERIALIZE_MODES:
-        raise ValueError(
-            f"gradient materialization must be one of {MATERIALIZE_MODES}, got {mode!r}."
-        )
-    return mode
-
-
-def set_gradient_materialization(mode):
-    """Where `TransformerEncoderBlock` materialises its output gradient in JAX training.
-
-    "auto" (the default, or the environment variable `KERAS_VIT_MATERIALIZE_GRADIENT`): on a
-    CPU. "on": also on an accelerator when the block computes in bfloat16 or float16, where
-    the identity matmul is exact (in float32 a GPU may round it to TF32, so never there).
-    "off": never. Read when a training step is traced; other backends never materialise.
-    """
-    _materialize["mode"] = _check_mode(mode)
-
-
-def get_gradient_materialization():
-    return _check_mode(_materialize["mode"])
-
-
 def materializes_gradient(dtype):
     """Whether a JAX training step of a block computing in `dtype` materialises its output
-    gradient (see `set_gradient_materialization`)."""
-    mode = get_gradient_materialization()
+    gradient (see `keras_vit.config.set_gradient_materialization`)."""
+    mode = vit_config.get_gradient_materialization()
     if mode == "off" or keras.backend.backend() != "jax":
         return False
-    if on_cpu():
+    if vit_config.on_cpu():
         return True
     return mode == "on" and keras.backend.standardize_dtype(dtype) in ("bfloat16", "float16")
 
@@ -275,8 +234,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
     Attention is `keras_vit.attention.ViTAttention`, a `keras.layers.MultiHeadAttention`
     with the same variables that computes in head-major layout on a CPU (JAX, TensorFlow)
     and with cuDNN's fused kernel for training on a JAX GPU. In JAX training on a CPU the
-    block's output gradient is materialised (`_materialized_gradient`), which XLA would
-    otherwise recompute inside every earlier block (`set_gradient_materialization`).
+    block's output gradient is materialised (`keras_vit.backend.jax_gradient`), which XLA
+    would otherwise recompute inside every earlier block
+    (`keras_vit.config.set_gradient_materialization`).
     """
 
     def __init__(
@@ -347,7 +307,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         y = self.dropout(self.mlp_dense_2(y), training=training)
         x = x + self.drop_path(y, training=training)
         if training and materializes_gradient(x.dtype):
-            x = _materialized_gradient(x)
+            from keras_vit.backend.jax_gradient import materialized_gradient
+
+            x = materialized_gradient(x)
         return x
 
     def compute_output_shape(self, input_shape):

@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vit import attention
+from keras_vit import attention, config
 from keras_vit.attention import ViTAttention
+from keras_vit.backend import private_apis
 
 JAX_ONLY = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="the padded fused path exists on JAX only"
@@ -141,7 +142,9 @@ def test_model_switch_sets_the_pad_multiple():
         num_classes=10,
     )
     assert attention.set_model_implementation(model, "fast", pad_multiple=8) == 2
-    layers = [layer for layer in model._flatten_layers() if isinstance(layer, ViTAttention)]
+    layers = [
+        layer for layer in private_apis.flatten_layers(model) if isinstance(layer, ViTAttention)
+    ]
     assert [(layer.implementation, layer.pad_multiple) for layer in layers] == [("fast", 8)] * 2
     attention.set_model_implementation(model, "plain")
     assert [layer.pad_multiple for layer in layers] == [8, 8]
@@ -169,18 +172,27 @@ def test_serialization_round_trip():
 
 def test_auto_takes_the_fused_path_for_training_on_a_jax_gpu_only(monkeypatch):
     layer = ViTAttention(num_heads=2, key_dim=4, dtype="mixed_bfloat16")
-    monkeypatch.setattr(attention, "_on_jax_gpu", lambda: True)
+    monkeypatch.setattr(config, "on_jax_gpu", lambda: True)
     assert layer._resolved_implementation(training=True) == "fast"
     assert layer._resolved_implementation(training=False) == "plain"
     float32_layer = ViTAttention(num_heads=2, key_dim=4)
     assert float32_layer._resolved_implementation(training=True) == "plain"
 
 
-def test_auto_on_the_cpu():
+@pytest.mark.parametrize("cpu", [True, False])
+def test_auto_takes_head_major_on_a_cpu_only(monkeypatch, cpu):
+    """`config.on_cpu()` is True for JAX and TensorFlow on a CPU (not for PyTorch)."""
     layer = ViTAttention(num_heads=2, key_dim=4)
-    torch = keras.backend.backend() == "torch"
-    expected = "plain" if torch else "head_major"
-    assert attention.on_cpu() is not torch
+    monkeypatch.setattr(config, "on_jax_gpu", lambda: False)
+    monkeypatch.setattr(config, "on_cpu", lambda: cpu)
+    expected = "head_major" if cpu else "plain"
+    assert layer._resolved_implementation(training=True) == expected
+    assert layer._resolved_implementation(training=False) == expected
+
+
+def test_auto_on_this_device():
+    layer = ViTAttention(num_heads=2, key_dim=4)  # float32: never "fast"
+    expected = "head_major" if config.on_cpu() else "plain"
     assert layer._resolved_implementation(training=True) == expected
     assert layer._resolved_implementation(training=False) == expected
 
@@ -202,8 +214,24 @@ def test_head_major_under_mixed_precision_is_as_accurate_as_plain():
 def test_quantized_projections_take_the_plain_path():
     fast, plain, x = _pair(implementation="head_major")
     for layer in (fast, plain):
-        for dense in (layer._query_dense, layer._key_dense, layer._value_dense):
+        for dense in (layer.query_dense, layer.key_dense, layer.value_dense):
             dense.quantize("int8")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(fast(x, x)),
+        keras.ops.convert_to_numpy(plain(x, x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("option", [{"use_gate": True}, {"sliding_window": 4}])
+def test_gated_or_windowed_attention_takes_the_plain_path(option):
+    fast = ViTAttention(num_heads=2, key_dim=4, implementation="head_major", **option)
+    plain = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, **option)
+    x = np.random.default_rng(2).normal(size=(2, 9, 8)).astype("float32")
+    fast.build(x.shape, x.shape)
+    plain.build(x.shape, x.shape)
+    fast.set_weights(plain.get_weights())
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(fast(x, x)),
         keras.ops.convert_to_numpy(plain(x, x)),

@@ -6,6 +6,7 @@ import pytest
 import scipy.ndimage
 from keras import ops
 
+from keras_vit import config
 from keras_vit import layers as vit_layers
 
 LAYER_CASES = {
@@ -140,12 +141,14 @@ def test_flat_xavier_uniform_uses_the_flattened_fans():
     assert vit_layers.FlatXavierUniform.from_config(init.get_config()).fan_in == 64
 
 
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX training on a CPU only")
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX training only")
 def test_encoder_stack_gradients_with_the_materialized_residual_gradient():
-    """Training mode (the residual gradient goes through `_materialized_gradient` on a JAX CPU)
+    """Training mode (the residual gradient goes through `jax_gradient.materialized_gradient`)
     and inference mode give the same gradients when there is no dropout."""
     import jax
 
+    if not vit_layers.materializes_gradient("float32"):
+        pytest.skip("float32 blocks materialise their gradient on a CPU only")
     blocks = [vit_layers.TransformerEncoderBlock(16, 2, 32, name=f"b{i}") for i in range(3)]
     inputs = keras.Input((5, 16))
     x = inputs
@@ -168,30 +171,32 @@ def test_encoder_stack_gradients_with_the_materialized_residual_gradient():
         jax.make_jaxpr(lambda w: stack.stateless_call(w, state, tokens, training=True))(weights)
     )
     assert "custom_vjp" in jaxpr or "custom_jvp" in jaxpr
-    vit_layers.set_gradient_materialization("off")
-    try:
+    with config.gradient_materialization("off"):
         plain = str(jax.make_jaxpr(
             lambda w: stack.stateless_call(w, state, tokens, training=True))(weights))
-    finally:
-        vit_layers.set_gradient_materialization("auto")
     assert "custom_vjp" not in plain and "custom_jvp" not in plain
     for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(inferred)):
         # equal up to float32 rounding: XLA sums the residual gradient in another order
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
 
-def test_gradient_materialization_modes():
+@pytest.mark.parametrize("cpu", [True, False])
+def test_gradient_materialization_modes(monkeypatch, cpu):
+    """JAX only: "auto" on a CPU; "on" also elsewhere in bf16/fp16; "off" never."""
     jax = keras.backend.backend() == "jax"
-    assert vit_layers.get_gradient_materialization() == "auto"
-    try:
-        for mode in ("auto", "on"):
-            vit_layers.set_gradient_materialization(mode)
-            # on a CPU: JAX only, whatever the dtype
-            assert vit_layers.materializes_gradient("float32") is jax
-            assert vit_layers.materializes_gradient("bfloat16") is jax
-        vit_layers.set_gradient_materialization("off")
-        assert not vit_layers.materializes_gradient("float32")
-        with pytest.raises(ValueError, match="gradient materialization must be one of"):
-            vit_layers.set_gradient_materialization("always")
-    finally:
-        vit_layers.set_gradient_materialization("auto")
+    monkeypatch.setattr(config, "on_cpu", lambda: cpu)
+    for dtype in ("float32", "bfloat16", "float16"):
+        with config.gradient_materialization("auto"):
+            assert vit_layers.materializes_gradient(dtype) is (jax and cpu)
+        with config.gradient_materialization("on"):
+            assert vit_layers.materializes_gradient(dtype) is (jax and (cpu or dtype != "float32"))
+        with config.gradient_materialization("off"):
+            assert vit_layers.materializes_gradient(dtype) is False
+
+
+def test_gradient_materialization_is_also_set_here():
+    """keras_vit.layers keeps the names README documents, as config's functions."""
+    assert vit_layers.set_gradient_materialization is config.set_gradient_materialization
+    assert vit_layers.get_gradient_materialization is config.get_gradient_materialization
+    with pytest.raises(ValueError, match="gradient materialization must be one of"):
+        vit_layers.set_gradient_materialization("always")

@@ -20,8 +20,8 @@ def targets(model):
         attention = block.attention
         norms = {"norm1": block.attention_norm, "norm2": block.mlp_norm}
         dense = {
-            "query": attention._query_dense, "key": attention._key_dense,
-            "value": attention._value_dense, "out": attention._output_dense,
+            "query": attention.query_dense, "key": attention.key_dense,
+            "value": attention.value_dense, "out": attention.output_dense,
             "mlp1": block.mlp_dense_1, "mlp2": block.mlp_dense_2,
         }
         for part, layer in norms.items():

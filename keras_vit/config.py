@@ -1,0 +1,152 @@
+"""keras_vit's runtime switches and the device probes they consult, in one place.
+
+Each switch has a setter, a getter, a context manager that restores the previous value on
+leaving (also on an exception), and an environment variable read when keras_vit is
+imported; a bad value raises a ValueError naming the valid ones (from the environment: when
+the switch is first read). The switches are read when a model is traced, so set them
+before building the jitted function or compiling the model.
+
+- attention implementation, the default of every `keras_vit.attention.ViTAttention`
+  whose own `implementation` is None: `set_attention_implementation`,
+  `get_attention_implementation`, `with attention_implementation(...)`,
+  `KERAS_VIT_ATTENTION`. For one model's layers (and the "fast" path's `pad_multiple`,
+  a per-layer setting, 64 by default): `set_model_implementation`.
+- gradient materialization, in JAX training: `set_gradient_materialization`,
+  `get_gradient_materialization`, `with gradient_materialization(...)`,
+  `KERAS_VIT_MATERIALIZE_GRADIENT`.
+"""
+
+import contextlib
+import numbers
+import os
+
+import keras
+
+from keras_vit.backend import private_apis
+
+ATTENTION_IMPLEMENTATIONS = ("auto", "plain", "head_major", "fast")
+GRADIENT_MATERIALIZATIONS = ("auto", "on", "off")
+
+_ATTENTION = "attention implementation"
+_GRADIENT = "gradient materialization"
+_CHOICES = {_ATTENTION: ATTENTION_IMPLEMENTATIONS, _GRADIENT: GRADIENT_MATERIALIZATIONS}
+_values = {
+    _ATTENTION: os.environ.get("KERAS_VIT_ATTENTION", "auto"),
+    _GRADIENT: os.environ.get("KERAS_VIT_MATERIALIZE_GRADIENT", "auto"),
+}
+
+
+def _check(switch, value):
+    if value not in _CHOICES[switch]:
+        raise ValueError(f"{switch} must be one of {_CHOICES[switch]}, got {value!r}.")
+    return value
+
+
+def _set(switch, value):
+    _values[switch] = _check(switch, value)
+
+
+@contextlib.contextmanager
+def _scoped(switch, value):
+    previous = _values[switch]
+    _set(switch, value)
+    try:
+        yield
+    finally:
+        _values[switch] = previous
+
+
+def check_attention_implementation(implementation):
+    """`implementation` if it is one of `ATTENTION_IMPLEMENTATIONS`, else a ValueError."""
+    return _check(_ATTENTION, implementation)
+
+
+def set_attention_implementation(implementation):
+    """Sets the default implementation of every `ViTAttention` ("auto", "plain",
+    "head_major" or "fast": see keras_vit.attention)."""
+    _set(_ATTENTION, implementation)
+
+
+def get_attention_implementation():
+    return _check(_ATTENTION, _values[_ATTENTION])
+
+
+def attention_implementation(implementation):
+    """Context manager (or decorator): `set_attention_implementation(implementation)`
+    inside the block."""
+    return _scoped(_ATTENTION, implementation)
+
+
+def check_pad_multiple(pad_multiple):
+    """`pad_multiple` as an int if it is a positive integer, else a ValueError."""
+    if (
+        isinstance(pad_multiple, bool)
+        or not isinstance(pad_multiple, numbers.Integral)
+        or pad_multiple < 1
+    ):
+        raise ValueError(f"pad_multiple must be a positive integer, got {pad_multiple!r}.")
+    return int(pad_multiple)
+
+
+def set_model_implementation(model, implementation, pad_multiple=None):
+    """Sets `implementation` (and, unless None, the "fast" path's `pad_multiple`) on every
+    `ViTAttention` layer in `model`; returns their number.
+
+    Takes effect the next time the model is traced (a new jitted function, or a model
+    compiled afterwards)."""
+    from keras_vit.attention import ViTAttention  # imports this module
+
+    check_attention_implementation(implementation)
+    if pad_multiple is not None:
+        pad_multiple = check_pad_multiple(pad_multiple)
+    count = 0
+    for layer in private_apis.flatten_layers(model):
+        if isinstance(layer, ViTAttention):
+            layer.implementation = implementation
+            if pad_multiple is not None:
+                layer.pad_multiple = pad_multiple
+            count += 1
+    return count
+
+
+def set_gradient_materialization(mode):
+    """Where `TransformerEncoderBlock` materialises its output gradient in JAX training.
+
+    "auto" (the default): on a CPU. "on": also on an accelerator when the block computes in
+    bfloat16 or float16, where the identity matmul is exact (in float32 a GPU may round it
+    to TF32, so never there). "off": never. Other backends never materialise.
+    """
+    _set(_GRADIENT, mode)
+
+
+def get_gradient_materialization():
+    return _check(_GRADIENT, _values[_GRADIENT])
+
+
+def gradient_materialization(mode):
+    """Context manager (or decorator): `set_gradient_materialization(mode)` inside the
+    block."""
+    return _scoped(_GRADIENT, mode)
+
+
+def on_cpu():
+    """Whether JAX or TensorFlow, the backend in use, computes on the CPU (False on others)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.devices()[0].platform == "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.config.list_logical_devices("GPU")
+    return False
+
+
+def on_jax_gpu():
+    """Whether the backend is JAX and computes on a GPU."""
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.devices()[0].platform == "gpu"
