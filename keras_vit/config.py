@@ -150,3 +150,13 @@ def on_jax_gpu():
     import jax
 
     return jax.devices()[0].platform == "gpu"
+
+
+def in_tf_distribution_strategy():
+    """Whether the backend is TensorFlow and a tf.distribute strategy other than the
+    default one is in scope."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()

@@ -6,6 +6,7 @@ import math
 
 import keras
 
+from keras_vit import config
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
 
@@ -55,13 +56,6 @@ def check_keyword_arguments(cls, kwargs, allowed=("trainable",)):
             f"Unrecognized keyword argument(s) passed to {cls.__name__}: {', '.join(hints)}. "
             f"Valid arguments: {', '.join(valid)}."
         )
-
-
-def _tf_distribution_strategy():
-    """Whether a tf.distribute strategy other than the default one is in scope."""
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -238,7 +232,7 @@ class ViT(keras.Model):
             jit_compile == "auto"
             and keras.backend.backend() == "tensorflow"
             and not kwargs.get("run_eagerly")
-            and not _tf_distribution_strategy()
+            and not config.in_tf_distribution_strategy()
         ):
             jit_compile = True
         super().compile(*args, jit_compile=jit_compile, **kwargs)
