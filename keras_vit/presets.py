@@ -180,12 +180,12 @@ PRESETS = {
     for name, (long_name, patch, hidden, mlp, heads, layers) in _ARCHITECTURES.items()
 }
 
-# Models trained by this project's recipes, shipped in the repository's saved_models/
-# (or the folder named by $KERAS_VIT_SAVED_MODELS).
-SAVED_MODELS = os.environ.get(
-    "KERAS_VIT_SAVED_MODELS",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "saved_models"),
-)
+# Models trained by this project's recipes: the repository's saved_models/, installed with
+# the package as keras_vit/saved_models/ (or the folder named by $KERAS_VIT_SAVED_MODELS).
+_INSTALLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saved_models")
+_REPOSITORY = os.path.join(os.path.dirname(os.path.dirname(_INSTALLED)), "saved_models")
+SAVED_MODELS = os.environ.get("KERAS_VIT_SAVED_MODELS") or (
+    _INSTALLED if os.path.isdir(_INSTALLED) else _REPOSITORY)
 PRESETS["fashion_mnist"] = {
     "description": (
         "ViT trained from scratch on Fashion-MNIST by recipes/fashion_mnist.py: (28, 28, 1) "
@@ -262,8 +262,9 @@ def _fetch_named(preset, name, spec):
         path = os.path.join(SAVED_MODELS, spec["file"])
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"Preset {preset!r} loads {path}, which ships in the keras_vit repository's "
-                "saved_models/ folder: set KERAS_VIT_SAVED_MODELS to that folder."
+                f"Preset {preset!r} loads {path}, which ships with keras_vit (the repository's "
+                "saved_models/ folder): reinstall keras_vit, or set KERAS_VIT_SAVED_MODELS to "
+                "that folder."
             )
         return path
     subdir = f"{preset}/{name}"
@@ -297,6 +298,7 @@ def build_from_preset(cls, preset, weights="default", **overrides):
         checkpoint = weights_lib.load_checkpoint(path)
         if weights is None:
             config = {**checkpoint.config, **overrides}
+            weights_lib.require_num_heads(checkpoint, config)
             config["num_classes"] = config.get("num_classes") or 1000
             return cls(**config)
         return weights_lib.build_model(cls, checkpoint, overrides=overrides)

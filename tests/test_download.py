@@ -349,4 +349,5 @@ def test_hugging_face_url_without_config_json(server, tmp_path):
         ViT.from_preset(url)
     assert _cache_files(tmp_path) == []
     del server.errors["config.json"]  # now a 404: the checkpoint has no config
-    assert ViT.from_preset(url).num_heads == 1
+    with pytest.raises(ValueError, match="does not say how many attention heads"):
+        ViT.from_preset(url)

@@ -215,8 +215,12 @@ def test_hf_config_json_is_read(tmp_path, images):
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert ViT.from_preset(path).layer_norm_epsilon == 1e-5
     os.remove(tmp_path / "config.json")
-    model = ViT.from_preset(path)  # falls back on Hugging Face's defaults
-    assert model.layer_norm_epsilon == 1e-12 and model.num_heads == 1
+    with pytest.raises(ValueError, match="does not say how many attention heads.*num_heads="):
+        ViT.from_preset(path)  # width 32: no standard head count to fall back on
+    with pytest.raises(ValueError, match="num_heads="):
+        ViT.from_preset(path, weights=None)
+    model = ViT.from_preset(path, num_heads=HEADS)  # else Hugging Face's defaults
+    assert model.layer_norm_epsilon == 1e-12 and model.num_heads == HEADS
 
 
 def test_presets_document_their_weights():

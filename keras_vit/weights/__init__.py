@@ -18,10 +18,10 @@ import os
 from keras_vit.weights import google, huggingface, keras_file, timm
 from keras_vit.weights.checkpoint import Checkpoint, Reader, check_against_tensors
 from keras_vit.weights.files import read_json, read_tensors
-from keras_vit.weights.loading import apply_checkpoint, build_model, targets
+from keras_vit.weights.loading import apply_checkpoint, build_model, require_num_heads, targets
 
 __all__ = ["Checkpoint", "apply_checkpoint", "build_model", "detect_format",
-           "load_checkpoint", "read_tensors", "targets"]
+           "load_checkpoint", "read_tensors", "require_num_heads", "targets"]
 
 # Keys that mean an architecture this ViT does not implement.
 _UNSUPPORTED = {

@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
-# Heads of the standard widths; files without a head count (timm, HF without config.json)
-# fall back on this table, then on 64-wide heads.
+# Heads of the standard ViT widths (Ti, S, B, L, H); files without a head count (timm,
+# HF without config.json) of another width need `num_heads=`.
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 # Sane limits for numbers read from a file (the largest public ViTs are far below).
@@ -131,7 +131,8 @@ def position_embedding(r, key, has_cls, transform=None, grid=None):
 
 def architecture(r, kernel, grid, num_layers, num_heads=None, mlp_dim=None, **rest):
     """ViT constructor arguments from what a converter read (the patch kernel in the
-    Keras layout (ph, pw, C, D) fixes patch size, channels and width)."""
+    Keras layout (ph, pw, C, D) fixes patch size, channels and width). `num_heads` is None
+    when neither the file nor the standard widths say it."""
     if kernel is None:
         return {}
     query = r.params.get("block0/query/kernel", (np.zeros((0,)),))[0]
@@ -146,7 +147,7 @@ def architecture(r, kernel, grid, num_layers, num_heads=None, mlp_dim=None, **re
         patch_size=patch,
         hidden_dim=hidden,
         num_layers=int(num_layers),
-        num_heads=int(num_heads or HEADS_BY_WIDTH.get(hidden, max(hidden // 64, 1))),
+        num_heads=int(num_heads) if num_heads else HEADS_BY_WIDTH.get(hidden),
         mlp_dim=int(mlp_dim or 4 * hidden),
         num_channels=int(kernel.shape[2]),
         **rest,
@@ -156,7 +157,8 @@ def architecture(r, kernel, grid, num_layers, num_heads=None, mlp_dim=None, **re
 def expected_shapes(config):
     """{canonical key: shape} of the variables of a ViT with `config`, in Keras layouts."""
     ph, pw = config["patch_size"]
-    d, heads, mlp = config["hidden_dim"], config["num_heads"], config["mlp_dim"]
+    # Unknown heads (None): the flat sizes of the attention kernels are still checked.
+    d, heads, mlp = config["hidden_dim"], config["num_heads"] or 1, config["mlp_dim"]
     if d % heads:
         raise ValueError(f"The checkpoint's width {d} is not divisible by its {heads} heads.")
     grid = [s // p for s, p in zip(config["image_size"], config["patch_size"])]
@@ -202,6 +204,6 @@ def check_against_tensors(checkpoint):
             raise ValueError(
                 f"Checkpoint {checkpoint.path!r} ({checkpoint.format} format) is inconsistent: "
                 f"{source!r} has shape {array.shape} but the architecture read from the file "
-                f"(width {config['hidden_dim']}, {config['num_heads']} heads, MLP "
+                f"(width {config['hidden_dim']}, {config['num_heads'] or 'unknown'} heads, MLP "
                 f"{config['mlp_dim']}) needs {shape}."
             )

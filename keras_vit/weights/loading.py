@@ -103,6 +103,7 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
     file_config = dict(checkpoint.config)
     file_classes = file_config.pop("num_classes", None)
     config = {**file_config, **(base_config or {}), **overrides}
+    require_num_heads(checkpoint, config)
     if config.get("pooling") != file_config.get("pooling"):
         raise ValueError(
             f"The checkpoint uses pooling={file_config.get('pooling')!r}; "
@@ -134,3 +135,14 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
             stacklevel=3,
         )
     return model
+
+
+def require_num_heads(checkpoint, config):
+    """Raises a ValueError asking for `num_heads=` when neither the file, its config.json
+    nor the caller says how many attention heads the model has."""
+    if config.get("num_heads") is None:
+        raise ValueError(
+            f"Checkpoint {checkpoint.path!r} ({checkpoint.format} format) does not say how "
+            f"many attention heads its width-{config.get('hidden_dim')} blocks have (no "
+            "config.json beside it, and not a standard ViT width): pass num_heads=..."
+        )
