@@ -12,7 +12,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "export": "keras_vit.export",
+    "export": "keras_vit.export.cli",
 }
 
 # Errors that mean the user's input was wrong: printed as one line, exit status 2.

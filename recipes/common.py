@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_vit import data as vit_data
-from keras_vit import export, training
+from keras_vit import precision, training
 from keras_vit.model import ViT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -403,7 +403,7 @@ def train(
 
     # Save first: whatever fails afterwards, the trained model is on disk.
     training.set_mixed_precision(False)
-    plain = export.as_float32(model)
+    plain = precision.as_float32(model)
     plain.save(output_dir / "model.keras")
     info = {
         "policy": policy,

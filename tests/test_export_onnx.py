@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
+from export_helpers import pixels, tiny_vit
 from keras_vit import export
 from keras_vit.__main__ import main
-from test_export import _pixels, _tiny_vit
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -21,8 +21,8 @@ def exported(tmp_path_factory):
     keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("onnx")
-    model = _tiny_vit()
-    images = _pixels(8)
+    model = tiny_vit()
+    images = pixels(8)
     labels = keras.ops.convert_to_numpy(model.predict(images, verbose=0)).argmax(-1)
     reports = export.export(model, str(folder), quantize=[], onnx=True, eval_images=images,
                             eval_labels=labels, name="tiny", verbose=False)
@@ -54,19 +54,19 @@ def test_onnx_graph_takes_any_batch_size(exported):
 
 
 def test_mixed_precision_model_exports_in_float32_with_uint8_input_and_an_opset(tmp_path):
-    model = _tiny_vit(dtype="mixed_bfloat16")
+    model = tiny_vit(dtype="mixed_bfloat16")
     path = export.export_onnx(model, tmp_path / "mixed.onnx", input_dtype="uint8", opset=18)
     opsets = {o.domain: o.version for o in onnx.load(path).opset_import}
     assert opsets[""] == 18
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].type == "tensor(uint8)"
-    report = export.parity_report(model, path, _pixels(4))
+    report = export.parity_report(model, path, pixels(4))
     assert report["input_dtype"] == "uint8"
     assert report["max_abs_diff"] < 1e-4  # against the float32 copy, on the same pixels
 
 
 def test_bad_onnx_requests_fail_clearly(tmp_path, monkeypatch):
-    model = _tiny_vit()
+    model = tiny_vit()
     with pytest.raises(ValueError, match="must end in .onnx"):
         export.export_onnx(model, tmp_path / "m.tflite")
     with pytest.raises(ValueError, match="input_dtype"):
@@ -75,7 +75,7 @@ def test_bad_onnx_requests_fail_clearly(tmp_path, monkeypatch):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         export.export_onnx(model, tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx").read_bytes() == b"keep me"
-    monkeypatch.setitem(export._ONNX_PACKAGES, "no_such_module_xyz", "no-such-package")
+    monkeypatch.setitem(export.checks.ONNX_PACKAGES, "no_such_module_xyz", "no-such-package")
     with pytest.raises(ImportError, match=r"no-such-package: pip install \"keras-vit\[onnx\]\""):
         export.export_onnx(model, tmp_path / "n.onnx")
     assert not (tmp_path / "n.onnx").exists()
@@ -84,7 +84,7 @@ def test_bad_onnx_requests_fail_clearly(tmp_path, monkeypatch):
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="one real CLI run suffices")
 def test_cli_exports_onnx(tmp_path, capsys):
     model_path = tmp_path / "model.keras"
-    _tiny_vit().save(model_path)
+    tiny_vit().save(model_path)
     assert main(["export", str(model_path), "--format", "onnx", "tflite"]) == 0
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model_fp32.tflite").is_file()
     out = capsys.readouterr().out

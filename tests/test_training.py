@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vit import data, export, training
+from keras_vit import data, precision, training
 from keras_vit.model import ViT
 
 SMALL = dict(image_size=28, patch_size=7, num_channels=1, hidden_dim=16, num_layers=1,
@@ -72,7 +72,7 @@ def test_mixed_precision_switch_and_float32_copy():
     model = small_vit()
     assert model.layers[-1].dtype_policy.name == "float32"  # the head stays float32
     assert model.get_layer("encoder_block_0").compute_dtype == "bfloat16"
-    copy = export.as_float32(model)
+    copy = precision.as_float32(model)
     training.set_mixed_precision(False)
     assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
     for a, b in zip(model.weights, copy.weights):
