@@ -18,6 +18,8 @@ from keras_vit.attention import ViTAttention
 set_gradient_materialization = vit_config.set_gradient_materialization
 get_gradient_materialization = vit_config.get_gradient_materialization
 
+MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class FlatXavierUniform(keras.initializers.RandomUniform):
@@ -103,6 +105,38 @@ class ClassToken(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         batch, tokens, dim = input_shape
         return (batch, None if tokens is None else tokens + 1, dim)
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class RegisterTokens(keras.layers.Layer):
+    """Inserts `num_tokens` learned register tokens (Darcet et al., 2024) after the first
+    `insert_at` tokens (the class token): (B, N, D) -> (B, N + R, D). They take part in
+    attention only: the pooling drops them. Zero-initialised."""
+
+    def __init__(self, num_tokens, insert_at=1, **kwargs):
+        super().__init__(**kwargs)
+        self.num_tokens, self.insert_at = num_tokens, insert_at
+
+    def build(self, input_shape):
+        self.tokens = self.add_weight(
+            shape=(1, self.num_tokens, input_shape[-1]), initializer="zeros", name="tokens"
+        )
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        registers = ops.broadcast_to(
+            ops.cast(self.tokens, tokens.dtype), (batch, self.num_tokens, tokens.shape[-1]))
+        head, tail = tokens[:, : self.insert_at], tokens[:, self.insert_at:]
+        return ops.concatenate([head, registers, tail], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        batch, tokens, dim = input_shape
+        return (batch, None if tokens is None else tokens + self.num_tokens, dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_tokens=self.num_tokens, insert_at=self.insert_at)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -228,8 +262,15 @@ def materializes_gradient(dtype):
 class TransformerEncoderBlock(keras.layers.Layer):
     """A pre-norm Transformer encoder block: (B, N, D) -> (B, N, D).
 
-        x = x + DropPath(Dropout(MHA(LayerNorm(x))))
-        x = x + DropPath(MLP(LayerNorm(x)))      MLP = Dense -> GELU -> Dropout -> Dense -> Dropout
+        x = x + DropPath(LayerScale(Dropout(MHA(LayerNorm(x)))))
+        x = x + DropPath(LayerScale(MLP(LayerNorm(x))))
+        MLP = Dense -> activation -> Dropout -> Dense -> Dropout
+
+    `layer_scale_init` (DeiT III, DINOv2) adds a learned per-channel scale on both
+    branches, initialised to that value; None (the original) has none. `mlp_activation`:
+    "gelu" (exact), "gelu_tanh" (the tanh approximation of the Flax originals) or
+    "quick_gelu" (x * sigmoid(1.702 x), OpenAI CLIP); None takes "gelu_tanh" if
+    `gelu_approximate` else "gelu".
 
     Attention is `keras_vit.attention.ViTAttention`, a `keras.layers.MultiHeadAttention`
     with the same variables that computes in head-major layout on a CPU (JAX, TensorFlow)
@@ -249,9 +290,16 @@ class TransformerEncoderBlock(keras.layers.Layer):
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
         gelu_approximate=True,
+        mlp_activation=None,
+        layer_scale_init=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        mlp_activation = mlp_activation or ("gelu_tanh" if gelu_approximate else "gelu")
+        if mlp_activation not in MLP_ACTIVATIONS:
+            raise ValueError(
+                f"mlp_activation must be one of {MLP_ACTIVATIONS}, got {mlp_activation!r}."
+            )
         if hidden_dim % num_heads:
             raise ValueError(
                 f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})."
@@ -263,7 +311,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.attention_dropout_rate = attention_dropout_rate
         self.drop_path_rate = drop_path_rate
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.gelu_approximate = gelu_approximate
+        self.gelu_approximate = mlp_activation == "gelu_tanh"
+        self.mlp_activation = mlp_activation
+        self.layer_scale_init = layer_scale_init
 
         policy = self.dtype_policy
         self.attention_norm = keras.layers.LayerNormalization(
@@ -296,15 +346,32 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.mlp_norm.build(input_shape)
         self.mlp_dense_1.build(input_shape)
         self.mlp_dense_2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+        if self.layer_scale_init is not None:
+            scale = keras.initializers.Constant(self.layer_scale_init)
+            self.attention_scale = self.add_weight(
+                shape=(self.hidden_dim,), initializer=scale, name="attention_scale")
+            self.mlp_scale = self.add_weight(
+                shape=(self.hidden_dim,), initializer=scale, name="mlp_scale")
+
+    def _activation(self, y):
+        if self.mlp_activation == "quick_gelu":
+            return y * ops.sigmoid(1.702 * y)
+        return ops.gelu(y, approximate=self.mlp_activation == "gelu_tanh")
+
+    def _scaled(self, y, scale_name):
+        if self.layer_scale_init is None:
+            return y
+        return y * ops.cast(getattr(self, scale_name), y.dtype)
 
     def call(self, x, training=False):
         y = self.attention_norm(x)
         y = self.attention(y, y, training=training)
-        x = x + self.drop_path(self.dropout(y, training=training), training=training)
+        y = self._scaled(self.dropout(y, training=training), "attention_scale")
+        x = x + self.drop_path(y, training=training)
         y = self.mlp_norm(x)
-        y = ops.gelu(self.mlp_dense_1(y), approximate=self.gelu_approximate)
+        y = self._activation(self.mlp_dense_1(y))
         y = self.dropout(y, training=training)
-        y = self.dropout(self.mlp_dense_2(y), training=training)
+        y = self._scaled(self.dropout(self.mlp_dense_2(y), training=training), "mlp_scale")
         x = x + self.drop_path(y, training=training)
         if training and materializes_gradient(x.dtype):
             from keras_vit.backend.jax_gradient import materialized_gradient
@@ -326,6 +393,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
             drop_path_rate=self.drop_path_rate,
             layer_norm_epsilon=self.layer_norm_epsilon,
             gelu_approximate=self.gelu_approximate,
+            mlp_activation=self.mlp_activation,
+            layer_scale_init=self.layer_scale_init,
         )
         return config
 
@@ -334,24 +403,26 @@ class TransformerEncoderBlock(keras.layers.Layer):
 class TokenPooling(keras.layers.Layer):
     """Pools tokens to one vector: (B, N, D) -> (B, D).
 
-    "token" takes the class token (the first one); "gap" averages all tokens.
+    "token" takes the class token (the first one); "gap" averages the tokens after the
+    first `num_prefix_tokens` (register tokens).
     """
 
-    def __init__(self, pooling="token", **kwargs):
+    def __init__(self, pooling="token", num_prefix_tokens=0, **kwargs):
         super().__init__(**kwargs)
         if pooling not in ("token", "gap"):
             raise ValueError(f"pooling must be 'token' or 'gap', got {pooling!r}.")
         self.pooling = pooling
+        self.num_prefix_tokens = num_prefix_tokens
 
     def call(self, tokens):
         if self.pooling == "token":
             return tokens[:, 0]
-        return ops.mean(tokens, axis=1)
+        return ops.mean(tokens[:, self.num_prefix_tokens:], axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])
 
     def get_config(self):
         config = super().get_config()
-        config.update(pooling=self.pooling)
+        config.update(pooling=self.pooling, num_prefix_tokens=self.num_prefix_tokens)
         return config

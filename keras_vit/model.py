@@ -35,6 +35,37 @@ def _check_rate(**values):
             raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
 
 
+def _check_number(**values):
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}.")
+
+
+def _normalization(mean, std, channels):
+    """Per-channel (mean, std) tuples in 0..1 units; None means 0.5 for each."""
+    pairs = []
+    for name, value in (("image_mean", mean), ("image_std", std)):
+        values = [0.5] if value is None else [value] if isinstance(value, (int, float)) else list(value)
+        if len(values) == 1:
+            values = values * channels
+        if len(values) != channels:
+            raise ValueError(f"{name} needs 1 or {channels} values (num_channels), got {value!r}.")
+        _check_number(**{f"{name}[{i}]": v for i, v in enumerate(values)})
+        pairs.append(tuple(float(v) for v in values))
+    if not all(s > 0 for s in pairs[1]):
+        raise ValueError(f"image_std must be positive, got {std!r}.")
+    return pairs
+
+
+def _rescaling(mean, std, policy):
+    """0..255 pixels -> (pixel / 255 - mean) / std, as one `Rescaling` layer."""
+    if set(mean) == {0.5} and set(std) == {0.5}:
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype=policy, name="rescaling")
+    return keras.layers.Rescaling(
+        [1.0 / (255.0 * s) for s in std], offset=[-m / s for m, s in zip(mean, std)],
+        dtype=policy, name="rescaling")
+
+
 def _check_epsilon(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
         math.isfinite(value) and value > 0
@@ -76,13 +107,28 @@ class ViT(keras.Model):
         representation_size: if set, a Dense + tanh "pre_logits" layer of this width
             before the head, as in the original ImageNet-21k checkpoints.
         include_top: False drops the head and returns the pooled features.
-        include_preprocessing: True rescales 0..255 pixels to [-1, 1] inside the model;
-            False passes the inputs through unchanged.
+        include_preprocessing: True normalises 0..255 pixels inside the model, to
+            (pixel / 255 - image_mean) / image_std, by default [-1, 1]; False passes the
+            inputs through unchanged.
+        image_mean, image_std: per-channel mean and std in 0..1 units (one value, or one
+            per channel), e.g. ImageNet's (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225) for
+            DeiT and DINOv2; None is 0.5 / 0.5, the originals'.
         dropout_rate, attention_dropout_rate, drop_path_rate: regularisation; drop path
             grows linearly with depth up to `drop_path_rate` in the last block.
         layer_norm_epsilon: 1e-6 as in the original (Flax); Hugging Face uses 1e-12.
         gelu_approximate: True for the tanh approximation (the original Flax models),
-            False for exact (erf) GELU (timm and Hugging Face).
+            False for exact (erf) GELU (timm and Hugging Face); used when
+            `mlp_activation` is None.
+        mlp_activation: "gelu", "gelu_tanh" or "quick_gelu" (OpenAI CLIP), or None.
+        class_token_position: False gives the position embedding no slot for the class
+            token (DeiT III, big_vision): positions are added to the patch tokens only.
+        num_register_tokens: learned register tokens after the class token (DINOv2 with
+            registers); they get no position and pooling drops them.
+        pre_norm: a LayerNorm ("pre_norm") before the first block (CLIP).
+        pooled_norm: with pooling "gap", the final LayerNorm normalises the pooled vector
+            instead of the tokens (timm's `fc_norm`).
+        layer_scale_init: if set, a learned per-channel scale on both residual branches
+            of every block, initialised to this value (DeiT III, DINOv2).
         classifier_activation: activation of the head, e.g. "softmax"; None for logits.
         dtype: dtype policy of every layer; None follows the global policy.
     """
@@ -107,6 +153,14 @@ class ViT(keras.Model):
         layer_norm_epsilon=1e-6,
         gelu_approximate=True,
         classifier_activation=None,
+        mlp_activation=None,
+        class_token_position=True,
+        num_register_tokens=0,
+        pre_norm=False,
+        pooled_norm=False,
+        layer_scale_init=None,
+        image_mean=None,
+        image_std=None,
         dtype=None,
         name="vit",
         **kwargs,
@@ -140,25 +194,43 @@ class ViT(keras.Model):
             )
         if pooling not in ("token", "gap"):
             raise ValueError(f"pooling must be 'token' or 'gap', got {pooling!r}.")
+        if not _is_int(num_register_tokens) or num_register_tokens < 0:
+            raise ValueError(
+                f"num_register_tokens must be an integer >= 0, got {num_register_tokens!r}.")
+        if pooled_norm and pooling != "gap":
+            raise ValueError("pooled_norm=True needs pooling='gap' (timm's fc_norm).")
+        if layer_scale_init is not None:
+            _check_number(layer_scale_init=layer_scale_init)
+        mean, std = _normalization(image_mean, image_std, num_channels)
         grid_size = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
         policy = keras.dtype_policies.get(dtype) if dtype is not None else None
 
         images = keras.Input(shape=(*image_size, num_channels), name="images")
         x = images
         if include_preprocessing:
-            x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype=policy, name="rescaling")(x)
+            x = _rescaling(mean, std, policy)(x)
         x = vit_layers.PatchEmbedding(
             patch_size, hidden_dim, dtype=policy, name="patch_embedding"
         )(x)
-        if pooling == "token":
+        positioned_prefix = int(pooling == "token" and class_token_position)
+        if positioned_prefix:
             x = vit_layers.ClassToken(dtype=policy, name="class_token")(x)
         x = vit_layers.PositionEmbedding(
             grid_size,
-            num_prefix_tokens=int(pooling == "token"),
+            num_prefix_tokens=positioned_prefix,
             dtype=policy,
             name="position_embedding",
         )(x)
+        if pooling == "token" and not positioned_prefix:
+            x = vit_layers.ClassToken(dtype=policy, name="class_token")(x)
+        if num_register_tokens:
+            x = vit_layers.RegisterTokens(
+                num_register_tokens, insert_at=int(pooling == "token"), dtype=policy,
+                name="register_tokens")(x)
         x = keras.layers.Dropout(dropout_rate, dtype=policy, name="embedding_dropout")(x)
+        if pre_norm:
+            x = keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon, dtype=policy, name="pre_norm")(x)
         for i in range(num_layers):
             x = vit_layers.TransformerEncoderBlock(
                 hidden_dim,
@@ -169,13 +241,20 @@ class ViT(keras.Model):
                 drop_path_rate=drop_path_rate * i / max(num_layers - 1, 1),
                 layer_norm_epsilon=layer_norm_epsilon,
                 gelu_approximate=gelu_approximate,
+                mlp_activation=mlp_activation,
+                layer_scale_init=layer_scale_init,
                 dtype=policy,
                 name=f"encoder_block_{i}",
             )(x)
-        x = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="encoder_norm"
-        )(x)
-        x = vit_layers.TokenPooling(pooling, dtype=policy, name="pooling")(x)
+        final_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy,
+            name="pooled_norm" if pooled_norm else "encoder_norm")
+        if not pooled_norm:
+            x = final_norm(x)
+        x = vit_layers.TokenPooling(
+            pooling, num_prefix_tokens=num_register_tokens, dtype=policy, name="pooling")(x)
+        if pooled_norm:
+            x = final_norm(x)
         if representation_size is not None:
             x = keras.layers.Dense(
                 representation_size,
@@ -213,6 +292,14 @@ class ViT(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.gelu_approximate = gelu_approximate
         self.classifier_activation = classifier_activation
+        self.mlp_activation = mlp_activation
+        self.class_token_position = class_token_position
+        self.num_register_tokens = num_register_tokens
+        self.pre_norm = pre_norm
+        self.pooled_norm = pooled_norm
+        self.layer_scale_init = layer_scale_init
+        self.image_mean = image_mean if image_mean is None else list(mean)
+        self.image_std = image_std if image_std is None else list(std)
         self._config_dtype = None if policy is None else policy.name
 
     @staticmethod
@@ -311,6 +398,14 @@ class ViT(keras.Model):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "gelu_approximate": self.gelu_approximate,
             "classifier_activation": self.classifier_activation,
+            "mlp_activation": self.mlp_activation,
+            "class_token_position": self.class_token_position,
+            "num_register_tokens": self.num_register_tokens,
+            "pre_norm": self.pre_norm,
+            "pooled_norm": self.pooled_norm,
+            "layer_scale_init": self.layer_scale_init,
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
             "dtype": self._config_dtype,
             "name": self.name,
             "trainable": self.trainable,

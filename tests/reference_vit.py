@@ -203,3 +203,69 @@ def forward(params, images):
 def reference_logits(path, images, num_heads=None):
     """Logits of the checkpoint at `path` for 0..255 NHWC `images`, in float64."""
     return forward(read_reference(path, num_heads), images)
+
+
+def _gelu(kind):
+    if kind == "quick_gelu":
+        return lambda x: x * scipy.special.expit(1.702 * x)
+    if kind == "gelu_tanh":
+        return lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    return lambda x: 0.5 * x * (1 + scipy.special.erf(x / math.sqrt(2)))
+
+
+def options_forward(w, c, images):
+    """A float64 forward pass of a ViT with the zoo's options, from its weights named by
+    Keras variable path (`w`) and its config (`c`), written from the papers' descriptions:
+    per-channel normalisation, class token with or without a position, register tokens
+    after the class token (no position, dropped by pooling), a norm before the encoder,
+    layer scale on both branches, exact / tanh / quick GELU, a norm after average pooling."""
+    x = np.asarray(images, np.float64) / 255.0
+    channels = x.shape[-1]
+    mean = np.broadcast_to(np.asarray(c.get("image_mean") or 0.5, np.float64), (channels,))
+    std = np.broadcast_to(np.asarray(c.get("image_std") or 0.5, np.float64), (channels,))
+    x = (x - mean) / std
+    kernel = w["patch_embedding/projection/kernel"]
+    p = kernel.shape[0]
+    b, gh, gw = x.shape[0], x.shape[1] // p, x.shape[2] // p
+    patches = x.reshape(b, gh, p, gw, p, channels).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, -1)
+    tokens = patches @ kernel.reshape(-1, kernel.shape[-1]) + w["patch_embedding/projection/bias"]
+    pos = w["position_embedding/embedding"][0]
+    token_pooling = c.get("pooling", "token") == "token"
+    cls = np.broadcast_to(w.get("class_token/token", np.zeros((1, 1, 1))), (b, 1, tokens.shape[-1]))
+    if token_pooling and c.get("class_token_position", True):
+        tokens = np.concatenate([cls, tokens], axis=1) + pos
+    else:
+        tokens = tokens + pos
+        if token_pooling:
+            tokens = np.concatenate([cls, tokens], axis=1)
+    registers = c.get("num_register_tokens", 0)
+    if registers:
+        reg = np.broadcast_to(w["register_tokens/tokens"], (b, registers, tokens.shape[-1]))
+        first = int(token_pooling)
+        tokens = np.concatenate([tokens[:, :first], reg, tokens[:, first:]], axis=1)
+    eps = c.get("layer_norm_epsilon", 1e-6)
+    norm = lambda t, name: _layer_norm(t, (w[f"{name}/gamma"], w[f"{name}/beta"]), eps)  # noqa: E731
+    if c.get("pre_norm"):
+        tokens = norm(tokens, "pre_norm")
+    act = _gelu(c.get("mlp_activation") or ("gelu_tanh" if c.get("gelu_approximate", True) else "gelu"))
+    for i in range(c["num_layers"]):
+        g = lambda name: w[f"encoder_block_{i}/{name}"]  # noqa: E731,B023
+        y = norm(tokens, f"encoder_block_{i}/attention_norm")
+        n, heads = y.shape[1], c["num_heads"]
+        proj = lambda name: (y @ g(f"attention/{name}/kernel").reshape(y.shape[-1], -1)  # noqa: E731,B023
+                             + g(f"attention/{name}/bias").reshape(-1))
+        split = lambda t: t.reshape(b, n, heads, -1).transpose(0, 2, 1, 3)  # noqa: E731,B023
+        q, k, v = (split(proj(name)) for name in ("query", "key", "value"))
+        attn = scipy.special.softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1]), axis=-1)
+        y = (attn @ v).transpose(0, 2, 1, 3).reshape(b, n, -1)
+        y = y @ g("attention/attention_output/kernel").reshape(-1, y.shape[-1]) + g("attention/attention_output/bias")
+        scaled = c.get("layer_scale_init") is not None
+        tokens = tokens + (y * g("attention_scale") if scaled else y)
+        y = norm(tokens, f"encoder_block_{i}/mlp_norm")
+        y = act(y @ g("mlp_dense_1/kernel") + g("mlp_dense_1/bias")) @ g("mlp_dense_2/kernel") + g("mlp_dense_2/bias")
+        tokens = tokens + (y * g("mlp_scale") if scaled else y)
+    if c.get("pooled_norm"):
+        return norm(tokens[:, registers:].mean(axis=1), "pooled_norm") @ w["head/kernel"] + w["head/bias"]
+    tokens = norm(tokens, "encoder_norm")
+    pooled = tokens[:, 0] if token_pooling else tokens[:, registers:].mean(axis=1)
+    return pooled @ w["head/kernel"] + w["head/bias"]

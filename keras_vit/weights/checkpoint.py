@@ -163,10 +163,15 @@ def expected_shapes(config):
         raise ValueError(f"The checkpoint's width {d} is not divisible by its {heads} heads.")
     grid = [s // p for s, p in zip(config["image_size"], config["patch_size"])]
     token = config.get("pooling", "token") == "token"
+    positioned = int(token and config.get("class_token_position", True))
     shapes = {"patch/kernel": (ph, pw, config["num_channels"], d), "patch/bias": (d,),
-              "pos": (1, int(token) + grid[0] * grid[1], d), "norm/scale": (d,), "norm/bias": (d,)}
+              "pos": (1, positioned + grid[0] * grid[1], d), "norm/scale": (d,), "norm/bias": (d,)}
     if token:
         shapes["cls"] = (1, 1, d)
+    if config.get("num_register_tokens"):
+        shapes["reg"] = (1, config["num_register_tokens"], d)
+    if config.get("pre_norm"):
+        shapes["pre_norm/scale"] = shapes["pre_norm/bias"] = (d,)
     for i in range(config["num_layers"]):
         b = f"block{i}/"
         for part in ("norm1", "norm2"):
@@ -176,6 +181,8 @@ def expected_shapes(config):
         shapes[f"{b}out/kernel"], shapes[f"{b}out/bias"] = (heads, d // heads, d), (d,)
         shapes[f"{b}mlp1/kernel"], shapes[f"{b}mlp1/bias"] = (d, mlp), (mlp,)
         shapes[f"{b}mlp2/kernel"], shapes[f"{b}mlp2/bias"] = (mlp, d), (d,)
+        if config.get("layer_scale_init") is not None:
+            shapes[f"{b}ls1"] = shapes[f"{b}ls2"] = (d,)
     width = d
     if config.get("representation_size"):
         width = config["representation_size"]

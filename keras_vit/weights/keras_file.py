@@ -39,8 +39,14 @@ def _architecture(config):
     representation = config.get("representation_size")
     if representation is not None and (not isinstance(representation, int) or representation <= 0):
         raise ValueError(f"its config has representation_size={representation!r}")
+    registers = config.get("num_register_tokens") or 0
+    if not isinstance(registers, int) or not 0 <= registers <= MAX_LAYERS:
+        raise ValueError(f"its config has num_register_tokens={registers!r}")
     return {**arch, "representation_size": representation, "pooling": config.get("pooling"),
-            "include_top": bool(config.get("include_top", True))}
+            "include_top": bool(config.get("include_top", True)),
+            "class_token_position": config.get("class_token_position", True) is not False,
+            "num_register_tokens": registers, "pre_norm": bool(config.get("pre_norm")),
+            "layer_scale_init": config.get("layer_scale_init")}
 
 
 def _read_archive(path):

@@ -15,6 +15,11 @@ def targets(model):
     if model.pooling == "token":
         targets["cls"] = model.get_layer("class_token").token
     targets["pos"] = model.get_layer("position_embedding").embedding
+    if model.num_register_tokens:
+        targets["reg"] = model.get_layer("register_tokens").tokens
+    if model.pre_norm:
+        norm = model.get_layer("pre_norm")
+        targets["pre_norm/scale"], targets["pre_norm/bias"] = norm.gamma, norm.beta
     for i in range(model.num_layers):
         block = model.get_layer(f"encoder_block_{i}")
         attention = block.attention
@@ -30,7 +35,10 @@ def targets(model):
         for part, layer in dense.items():
             targets[f"block{i}/{part}/kernel"] = layer.kernel
             targets[f"block{i}/{part}/bias"] = layer.bias
-    norm = model.get_layer("encoder_norm")
+        if model.layer_scale_init is not None:
+            targets[f"block{i}/ls1"] = block.attention_scale
+            targets[f"block{i}/ls2"] = block.mlp_scale
+    norm = model.get_layer("pooled_norm" if model.pooled_norm else "encoder_norm")
     targets["norm/scale"], targets["norm/bias"] = norm.gamma, norm.beta
     for name in ("pre_logits", "head"):
         if name == "pre_logits" and model.representation_size is None:
@@ -74,7 +82,8 @@ def apply_checkpoint(model, checkpoint, load_head=True):
             )
             if array.shape[-1] == variable.shape[-1]:
                 array = vit_layers.resample_position_embedding(
-                    array, old_grid, model.grid_size, int(model.pooling == "token")
+                    array, old_grid, model.grid_size,
+                    model.get_layer("position_embedding").num_prefix_tokens
                 )
         expected = tuple(variable.shape)
         if array.shape != expected:

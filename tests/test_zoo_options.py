@@ -1,0 +1,75 @@
+"""The zoo's architecture options (layer scale, register tokens, a class token without a
+position, a norm before the encoder, a norm after pooling, quick GELU, per-channel
+normalisation), each against an independent NumPy forward pass, saved and reloaded."""
+
+import math
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_vit import ViT
+from reference_vit import options_forward
+
+BASE = dict(image_size=16, patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32,
+            num_classes=3)
+OPTIONS = {
+    "layer_scale_and_registers": dict(layer_scale_init=1e-5, num_register_tokens=3,
+                                      image_mean=(0.485, 0.456, 0.406),
+                                      image_std=(0.229, 0.224, 0.225), gelu_approximate=False),
+    "class_token_without_position": dict(class_token_position=False, layer_scale_init=0.1),
+    "pre_norm_quick_gelu": dict(pre_norm=True, mlp_activation="quick_gelu",
+                                layer_norm_epsilon=1e-5, image_std=0.25),
+    "gap_with_pooled_norm_and_registers": dict(pooling="gap", pooled_norm=True,
+                                               num_register_tokens=2, layer_scale_init=1e-6),
+}
+
+
+def randomised(model, seed=0):
+    """Every variable random (no zeros or ones left, so each one matters)."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        base = 1.0 if variable.path.endswith(("gamma", "_scale")) else 0.0
+        variable.assign(base + rng.normal(0, 0.3, variable.shape).astype("float32"))
+    return {v.path: ops.convert_to_numpy(v).astype("float64") for v in model.weights}
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_options_match_the_numpy_reference_and_round_trip(name, tmp_path):
+    config = {**BASE, **OPTIONS[name]}
+    model = ViT(**config)
+    weights = randomised(model)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    ours = ops.convert_to_numpy(model(images)).astype("float64")
+    expected = options_forward(weights, config, images)
+    assert np.max(np.abs(ours - expected)) / np.max(np.abs(expected)) < 1e-4
+    assert ViT.from_config(model.get_config()).count_params() == model.count_params()
+    model.save(tmp_path / "model.keras")
+    loaded = ViT.from_preset(str(tmp_path / "model.keras"))  # through keras_vit.weights
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(images)), ours, rtol=1e-5, atol=1e-5)
+
+
+def test_option_parameter_counts():
+    d, grid = BASE["hidden_dim"], 4
+    plain = ViT(**BASE).count_params()
+    assert ViT(**BASE, layer_scale_init=0.1).count_params() == plain + 2 * d * BASE["num_layers"]
+    assert ViT(**BASE, num_register_tokens=4).count_params() == plain + 4 * d
+    assert ViT(**BASE, class_token_position=False).count_params() == plain - d
+    assert ViT(**BASE, pre_norm=True).count_params() == plain + 2 * d
+    gap = ViT(**{**BASE, "pooling": "gap"}).count_params()
+    assert ViT(**{**BASE, "pooling": "gap"}, pooled_norm=True).count_params() == gap
+    assert gap == plain - d - d  # no class token, no class-token position
+    assert math.isclose(plain, ViT(**BASE, image_mean=0.3, image_std=0.2).count_params())
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(mlp_activation="relu"), "mlp_activation must be one of"),
+    (dict(num_register_tokens=-1), "num_register_tokens must be an integer >= 0"),
+    (dict(pooled_norm=True), "pooled_norm=True needs pooling='gap'"),
+    (dict(layer_scale_init="small"), "layer_scale_init must be a finite number"),
+    (dict(image_mean=(0.5, 0.5)), r"image_mean needs 1 or 3 values"),
+    (dict(image_std=0.0), "image_std must be positive"),
+])
+def test_bad_options_fail_clearly(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ViT(**BASE, **overrides)
