@@ -4,8 +4,8 @@ The format is told from the keys, not the file name:
 
 - "vit_jax" and "big_vision": Google's `.npz` files (`google.py`);
 - "timm": a timm state dict in `.safetensors` (`timm.py`);
-- "hf": Hugging Face `ViTModel` / `ViTForImageClassification` `.safetensors`, with the
-  `config.json` beside it when there is one (`huggingface.py`);
+- "hf": Hugging Face ViT, MAE, DINOv2 (with registers) and CLIP image-tower
+  `.safetensors`, with the `config.json` beside it when there is one (`huggingface.py`);
 - "keras": a `.keras` file of a `keras_vit.ViT` (`keras_file.py`).
 
 Files are read as hostile input (`files.py`), and the architecture read from a file is
@@ -46,7 +46,8 @@ def detect_format(tensors):
     if "patch_embed.proj.weight" in keys:
         return "timm"
     if {"embeddings.patch_embeddings.projection.weight",
-            "vit.embeddings.patch_embeddings.projection.weight"} & keys:
+            "vit.embeddings.patch_embeddings.projection.weight",
+            "vision_model.embeddings.patch_embedding.weight"} & keys:
         return "hf"
     shown = ", ".join(sorted(keys)[:8])
     raise ValueError(
@@ -55,11 +56,21 @@ def detect_format(tensors):
     )
 
 
+def _hf_files(path):
+    """The Hugging Face config.json and preprocessor_config.json beside `path`, if any."""
+    folder = os.path.dirname(os.path.abspath(path))
+    files = {}
+    for key, name in (("config", "config.json"), ("preprocessor", "preprocessor_config.json")):
+        if os.path.isfile(os.path.join(folder, name)):
+            files[key] = read_json(os.path.join(folder, name), f"Hugging Face {name}")
+    return files
+
+
 def load_checkpoint(path):
     """Reads `path` and converts it; returns a `Checkpoint`.
 
-    A `.safetensors` file in the Hugging Face format reads the `config.json` beside it
-    when there is one. Raises a ValueError naming the missing keys when the file lacks
+    A `.safetensors` file in the Hugging Face format reads the `config.json` and
+    `preprocessor_config.json` beside it when there are. Raises a ValueError naming the missing keys when the file lacks
     some, the unsupported feature when it is another kind of model, or the first tensor
     that disagrees with the architecture read from the file.
     """
@@ -74,12 +85,8 @@ def load_checkpoint(path):
                     f"{path!r} is a model with {feature} (key {key!r}), which the "
                     "original ViT architecture does not have."
                 )
-    hf_config = None
-    config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-    if fmt == "hf" and os.path.isfile(config_path):
-        hf_config = read_json(config_path, "Hugging Face config")
     reader = Reader(tensors, fmt)
-    config = _CONVERTERS[fmt](reader, hf_config)
+    config = _CONVERTERS[fmt](reader, _hf_files(path) if fmt == "hf" else None)
     if reader.missing:
         listed = ", ".join(reader.missing[:10])
         raise ValueError(

@@ -1,16 +1,50 @@
-"""Hugging Face transformers `ViTModel` / `ViTForImageClassification` `.safetensors`, with
-the `config.json` beside the file when there is one (exact GELU by default, LayerNorm
-epsilon `layer_norm_eps`, 1e-12 by default)."""
+"""Hugging Face transformers `.safetensors`, with the `config.json` (and
+`preprocessor_config.json`) beside the file when there are:
+
+- ViT (`ViTModel`, `ViTForImageClassification`) and MAE (`ViTMAEModel`, no masking at
+  inference): the original architecture; exact GELU, `layer_norm_eps` 1e-12 by default;
+- DINOv2 (`Dinov2Model`, `Dinov2WithRegistersModel`): layer scale, register tokens;
+- CLIP's image tower (`CLIPVisionModel`, `CLIPVisionModelWithProjection`): a norm before
+  the encoder, no patch bias, quick GELU (OpenAI); the projection becomes the head.
+
+The family comes from `model_type` in config.json, else from the keys. The image mean and
+std come from preprocessor_config.json, else the family's known values.
+"""
 
 import math
 import re
+
+import numpy as np
 
 from keras_vit.weights.checkpoint import (
     MAX_IMAGE_SIDE, architecture, count_blocks, position_embedding)
 from keras_vit.weights.google import optional_dense
 from keras_vit.weights.timm import conv_kernel, linear
 
-_GELUS = {"gelu": False, "gelu_new": True, "gelu_pytorch_tanh": True, "gelu_fast": True}
+_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+_FAMILIES = {"vit": "vit", "vit_mae": "vit", "dinov2": "dinov2",
+             "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip"}
+_DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "dinov2": IMAGENET,
+                          "dinov2_with_registers": IMAGENET, "clip_vision_model": CLIP,
+                          "clip": CLIP}
+
+# Per family: where the embeddings are, and each block part's name in the file.
+_BLOCK_NAMES = {
+    "vit": dict(layers="encoder.layer", query="attention.attention.query",
+                key="attention.attention.key", value="attention.attention.value",
+                out="attention.output.dense", mlp1="intermediate.dense", mlp2="output.dense",
+                norm1="layernorm_before", norm2="layernorm_after"),
+    "dinov2": dict(layers="encoder.layer", query="attention.attention.query",
+                   key="attention.attention.key", value="attention.attention.value",
+                   out="attention.output.dense", mlp1="mlp.fc1", mlp2="mlp.fc2",
+                   norm1="norm1", norm2="norm2"),
+    "clip": dict(layers="encoder.layers", query="self_attn.q_proj", key="self_attn.k_proj",
+                 value="self_attn.v_proj", out="self_attn.out_proj", mlp1="mlp.fc1",
+                 mlp2="mlp.fc2", norm1="layer_norm1", norm2="layer_norm2"),
+}
 
 
 def _positive_int(hf, name, limit=None):
@@ -24,7 +58,22 @@ def _positive_int(hf, name, limit=None):
     return value
 
 
-def _config_values(hf):
+def _model_type(hf, keys):
+    model_type = hf.get("model_type")
+    if model_type is None:
+        if any(k.startswith("vision_model.embeddings.") for k in keys):
+            return "clip_vision_model"
+        if any(".layer_scale1." in k for k in keys):
+            return "dinov2_with_registers" if "embeddings.register_tokens" in keys else "dinov2"
+        return "vit"
+    if model_type not in _FAMILIES:
+        raise ValueError(
+            f"config.json: model_type {model_type!r} is not a family keras_vit loads from the "
+            f"Hugging Face format yet (it loads {', '.join(sorted(_FAMILIES))}).")
+    return model_type
+
+
+def _config_values(hf, model_type):
     """The config.json entries the conversion uses, checked."""
     size = hf.get("image_size")
     if size is not None:
@@ -32,53 +81,118 @@ def _config_values(hf):
         if len(pair) != 2:
             raise ValueError(f"config.json: image_size must be an int or a pair, got {size!r}.")
         size = tuple(_positive_int({"image_size": s}, "image_size", MAX_IMAGE_SIDE) for s in pair)
-    eps = hf.get("layer_norm_eps", 1e-12)
+    eps = hf.get("layer_norm_eps", 1e-5 if model_type.startswith("clip") else 1e-12)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
             math.isfinite(eps) and eps > 0):
         raise ValueError(f"config.json: layer_norm_eps must be a positive number, got {eps!r}.")
-    act = hf.get("hidden_act", "gelu")
-    if not isinstance(act, str) or act not in _GELUS:
+    act = hf.get("hidden_act", "quick_gelu" if model_type.startswith("clip") else "gelu")
+    if not isinstance(act, str) or act not in _ACTIVATIONS:
         raise ValueError(f"Unsupported hidden_act {act!r} in the Hugging Face config.")
+    if hf.get("use_swiglu_ffn"):
+        raise ValueError("config.json: use_swiglu_ffn (DINOv2-g's SwiGLU MLP) is not supported.")
+    mlp_dim = None if model_type.startswith("dinov2") else _positive_int(hf, "intermediate_size")
     return dict(image_size=size, num_heads=_positive_int(hf, "num_attention_heads"),
-                mlp_dim=_positive_int(hf, "intermediate_size"), eps=float(eps),
-                gelu_approximate=_GELUS[act])
+                mlp_dim=mlp_dim, eps=float(eps), activation=_ACTIVATIONS[act])
 
 
-def convert(r, hf_config):
-    hf = _config_values(hf_config or {})
+def _normalization(preprocessor, model_type):
+    """(image_mean, image_std) from preprocessor_config.json, else the family's."""
+    mean, std = (preprocessor or {}).get("image_mean"), (preprocessor or {}).get("image_std")
+    if mean is None and std is None:
+        return _DEFAULT_NORMALIZATION[model_type] or (None, None)
+    for name, value in (("image_mean", mean), ("image_std", std)):
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value):
+            raise ValueError(f"preprocessor_config.json: {name} must be a list of numbers, "
+                             f"got {value!r}.")
+    return tuple(mean), tuple(std)
+
+
+def convert(r, files):
+    files = files or {}
     keys = set(r.tensors)
-    p = "vit." if "vit.embeddings.patch_embeddings.projection.weight" in keys else ""
-    emb = f"{p}embeddings."
-    r.ignorable = {f"{emb}mask_token"}
-    kernel = r.take("patch/kernel", f"{emb}patch_embeddings.projection.weight", conv_kernel, ndim=4)
-    r.take("patch/bias", f"{emb}patch_embeddings.projection.bias")
-    r.take("cls", f"{emb}cls_token")
+    model_type = _model_type(files.get("config") or {}, keys)
+    family = _FAMILIES[model_type]
+    hf = _config_values(files.get("config") or {}, model_type)
+    if family == "clip":
+        p = "vision_model."
+        kernel, pos_key = _clip_embeddings(r, p)
+    else:
+        p = "vit." if "vit.embeddings.patch_embeddings.projection.weight" in keys else ""
+        emb = f"{p}embeddings."
+        r.ignorable = {f"{emb}mask_token"}
+        kernel = r.take("patch/kernel", f"{emb}patch_embeddings.projection.weight", conv_kernel, ndim=4)
+        r.take("patch/bias", f"{emb}patch_embeddings.projection.bias")
+        r.take("cls", f"{emb}cls_token")
+        pos_key = f"{emb}position_embeddings"
     grid = None
     if kernel is not None and hf["image_size"] is not None:
         size = hf["image_size"]
         grid = (size[0] // kernel.shape[0], size[1] // kernel.shape[1])
-    grid = position_embedding(r, f"{emb}position_embeddings", True, grid=grid)
-    num_layers = count_blocks(keys, rf"{re.escape(p)}encoder\.layer\.(\d+)\.")
+    grid = position_embedding(r, pos_key, True, grid=grid)
+    registers = 0
+    if f"{p}embeddings.register_tokens" in keys:
+        registers = r.take("reg", f"{p}embeddings.register_tokens", ndim=3).shape[1]
+    names = _BLOCK_NAMES[family]
+    num_layers = count_blocks(keys, rf"{re.escape(p)}{re.escape(names['layers'])}\.(\d+)\.")
     for i in range(num_layers):
-        b = f"{p}encoder.layer.{i}."
-        dense = {
-            "query": "attention.attention.query", "key": "attention.attention.key",
-            "value": "attention.attention.value", "out": "attention.output.dense",
-            "mlp1": "intermediate.dense", "mlp2": "output.dense",
-        }
-        for part, name in dense.items():
-            r.take(f"block{i}/{part}/kernel", f"{b}{name}.weight", linear, ndim=2)
-            r.take(f"block{i}/{part}/bias", f"{b}{name}.bias")
-        for part, name in (("norm1", "layernorm_before"), ("norm2", "layernorm_after")):
-            r.take(f"block{i}/{part}/scale", f"{b}{name}.weight")
-            r.take(f"block{i}/{part}/bias", f"{b}{name}.bias")
-    r.take("norm/scale", f"{p}layernorm.weight")
-    r.take("norm/bias", f"{p}layernorm.bias")
-    # ViTModel's pooler (Dense + tanh on the class token) is the original pre_logits layer.
-    representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
-    classes = optional_dense(r, "head", "classifier.", "weight", linear)
+        b = f"{p}{names['layers']}.{i}."
+        for part in ("query", "key", "value", "out", "mlp1", "mlp2"):
+            r.take(f"block{i}/{part}/kernel", f"{b}{names[part]}.weight", linear, ndim=2)
+            r.take(f"block{i}/{part}/bias", f"{b}{names[part]}.bias")
+        for part in ("norm1", "norm2"):
+            r.take(f"block{i}/{part}/scale", f"{b}{names[part]}.weight")
+            r.take(f"block{i}/{part}/bias", f"{b}{names[part]}.bias")
+        if family == "dinov2":
+            r.take(f"block{i}/ls1", f"{b}layer_scale1.lambda1")
+            r.take(f"block{i}/ls2", f"{b}layer_scale2.lambda1")
+    final = "post_layernorm" if family == "clip" else "layernorm"
+    r.take("norm/scale", f"{p}{final}.weight")
+    r.take("norm/bias", f"{p}{final}.bias")
+    representation = classes = None
+    if family == "clip":
+        classes = _clip_projection(r)
+    else:
+        # ViTModel's pooler (Dense + tanh on the class token) is the original pre_logits.
+        representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
+        classes = optional_dense(r, "head", "classifier.", "weight", linear)
+    mean, std = _normalization(files.get("preprocessor"), model_type)
+    options = dict(image_mean=mean, image_std=std, mlp_activation=hf["activation"],
+                   gelu_approximate=hf["activation"] == "gelu_tanh")
+    if family == "dinov2":
+        options.update(layer_scale_init=1.0, num_register_tokens=registers)
+    if family == "clip":
+        options.update(pre_norm=True)
     return architecture(
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
         pooling="token", representation_size=representation, num_classes=classes,
-        layer_norm_epsilon=hf["eps"], gelu_approximate=hf["gelu_approximate"],
+        layer_norm_epsilon=hf["eps"], **options,
     )
+
+
+def _clip_embeddings(r, p):
+    """CLIP's embeddings: a (D,) class embedding, a bias-free patch conv, a 2-D position
+    table, and the norm before the encoder. Returns (patch kernel, position key)."""
+    emb = f"{p}embeddings."
+    r.ignorable = {f"{emb}position_ids"}
+    kernel = r.take("patch/kernel", f"{emb}patch_embedding.weight", conv_kernel, ndim=4)
+    if kernel is not None:
+        r.put("patch/bias", np.zeros(kernel.shape[-1], kernel.dtype), f"{emb}patch_embedding (no bias)")
+    r.take("cls", f"{emb}class_embedding", lambda a: a.reshape(1, 1, -1), ndim=1)
+    pos_key = f"{emb}position_embedding.weight"
+    if pos_key in r.tensors and r.tensors[pos_key].ndim == 2:
+        r.tensors = {**r.tensors, pos_key: r.tensors[pos_key][None]}
+    r.take("pre_norm/scale", f"{p}pre_layrnorm.weight")
+    r.take("pre_norm/bias", f"{p}pre_layrnorm.bias")
+    return kernel, pos_key
+
+
+def _clip_projection(r):
+    """`visual_projection` (no bias) as the head; returns its width, or None."""
+    kernel = r.take("head/kernel", "visual_projection.weight", linear, ndim=2) \
+        if "visual_projection.weight" in r.tensors else None
+    if kernel is None:
+        return None
+    r.put("head/bias", np.zeros(kernel.shape[1], kernel.dtype), "visual_projection (no bias)")
+    return int(kernel.shape[1])

@@ -1,0 +1,99 @@
+"""Hugging Face checkpoints of the later ViT families (DINOv2 with and without registers,
+MAE, CLIP's image tower), written by transformers from random weights, loaded with
+`from_preset` and compared with transformers' own outputs: pooled features or projected
+embeddings, and the last token sequence."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_vit import ViT
+
+COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+              image_size=32, patch_size=8)
+MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]  # written to preprocessor_config.json
+FAMILIES = {
+    "dinov2": ("Dinov2Config", "Dinov2Model", {}),
+    "dinov2_registers": ("Dinov2WithRegistersConfig", "Dinov2WithRegistersModel",
+                         {"num_register_tokens": 3}),
+    "mae": ("ViTMAEConfig", "ViTMAEModel", {"mask_ratio": 0.0}),
+    "clip": ("CLIPVisionConfig", "CLIPVisionModelWithProjection", {"projection_dim": 16}),
+}
+
+
+def _saved_model(family, folder):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config_name, model_name, extra = FAMILIES[family]
+    config = getattr(transformers, config_name)(**COMMON, **extra)
+    torch.manual_seed(0)
+    hf = getattr(transformers, model_name)(config).eval()
+    with torch.no_grad():
+        for name, param in hf.named_parameters():  # every parameter random and relevant
+            base = 1.0 if name.endswith("weight") and param.ndim == 1 else 0.0
+            param.copy_(base + 0.2 * torch.randn_like(param))
+    hf.save_pretrained(folder, safe_serialization=True)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": MEAN, "image_std": STD}))
+    return hf, str(folder / "model.safetensors")
+
+
+def _hf_outputs(family, hf, images):
+    import torch
+
+    pixels = ((images / 255.0 - np.array(MEAN)) / np.array(STD)).transpose(0, 3, 1, 2)
+    with torch.no_grad():
+        out = hf(pixel_values=torch.from_numpy(pixels.astype("float32")))
+    sequence = out.last_hidden_state.numpy()
+    if family == "mae":  # MAE shuffles the patch tokens (all kept with mask_ratio 0)
+        restore = out.ids_restore.numpy()[..., None]
+        sequence = np.concatenate(
+            [sequence[:, :1], np.take_along_axis(sequence[:, 1:], restore, axis=1)], axis=1)
+    pooled = out.image_embeds.numpy() if family == "clip" else sequence[:, 0]
+    return pooled.astype("float64"), sequence.astype("float64")
+
+
+def _close(ours, theirs):
+    ours = ops.convert_to_numpy(ours).astype("float64")
+    assert ours.shape == theirs.shape
+    err = np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs))
+    assert err < 1e-4, f"relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_matches_transformers(family, tmp_path):
+    hf, path = _saved_model(family, tmp_path)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    pooled, sequence = _hf_outputs(family, hf, images)
+    model = ViT.from_preset(path, include_top=family == "clip")
+    assert model.num_heads == 4 and model.image_mean == MEAN and model.image_std == STD
+    _close(model(images), pooled)
+    # CLIP's last_hidden_state comes before its final norm; the others' after it.
+    last = f"encoder_block_{model.num_layers - 1}" if family == "clip" else "encoder_norm"
+    tokens = keras.Model(model.input, model.get_layer(last).output)
+    _close(tokens(images), sequence)
+    expected = {"dinov2": dict(layer_scale_init=1.0), "mae": {},
+                "dinov2_registers": dict(num_register_tokens=3),
+                "clip": dict(pre_norm=True, mlp_activation="quick_gelu", layer_norm_epsilon=1e-5)}
+    assert all(getattr(model, k) == v for k, v in expected[family].items())
+
+
+def test_family_defaults_without_preprocessor_config(tmp_path):
+    _, path = _saved_model("dinov2", tmp_path)
+    (tmp_path / "preprocessor_config.json").unlink()
+    model = ViT.from_preset(path, include_top=False)
+    assert model.image_mean == [0.485, 0.456, 0.406] and model.image_std == [0.229, 0.224, 0.225]
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"model_type": "siglip_vision_model"}, "model_type 'siglip_vision_model' is not a family"),
+    ({"use_swiglu_ffn": True}, "use_swiglu_ffn"),
+])
+def test_unsupported_configs_are_refused(tmp_path, edit, message):
+    _, path = _saved_model("dinov2", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(ValueError, match=message):
+        ViT.from_preset(path, include_top=False)
