@@ -140,6 +140,20 @@ class RegisterTokens(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
+class DistillationToken(RegisterTokens):
+    """DeiT's learned distillation token, inserted after the class token:
+    (B, 1 + N, D) -> (B, 2 + N, D). Its output feeds the distillation head."""
+
+    def __init__(self, **kwargs):
+        super().__init__(num_tokens=1, insert_at=1, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["num_tokens"], config["insert_at"]
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
 class PositionEmbedding(keras.layers.Layer):
     """Adds a learned position embedding: (B, P + h * w, D) -> same shape.
 
@@ -403,13 +417,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
 class TokenPooling(keras.layers.Layer):
     """Pools tokens to one vector: (B, N, D) -> (B, D).
 
-    "token" takes the class token (the first one); "gap" averages the tokens after the
-    first `num_prefix_tokens` (register tokens).
+    "token" takes the class token (the first one), "distillation" DeiT's distillation
+    token (the second); "gap" averages the tokens after the first `num_prefix_tokens`
+    (register tokens).
     """
 
     def __init__(self, pooling="token", num_prefix_tokens=0, **kwargs):
         super().__init__(**kwargs)
-        if pooling not in ("token", "gap"):
+        if pooling not in ("token", "distillation", "gap"):
             raise ValueError(f"pooling must be 'token' or 'gap', got {pooling!r}.")
         self.pooling = pooling
         self.num_prefix_tokens = num_prefix_tokens
@@ -417,6 +432,8 @@ class TokenPooling(keras.layers.Layer):
     def call(self, tokens):
         if self.pooling == "token":
             return tokens[:, 0]
+        if self.pooling == "distillation":
+            return tokens[:, 1]
         return ops.mean(tokens[:, self.num_prefix_tokens:], axis=1)
 
     def compute_output_shape(self, input_shape):

@@ -129,6 +129,9 @@ class ViT(keras.Model):
             instead of the tokens (timm's `fc_norm`).
         layer_scale_init: if set, a learned per-channel scale on both residual branches
             of every block, initialised to this value (DeiT III, DINOv2).
+        distillation_token: DeiT's distillation token after the class token, with its own
+            position and its own head ("head_dist"); the model returns the average of the
+            two heads' logits, as the original does at inference.
         classifier_activation: activation of the head, e.g. "softmax"; None for logits.
         dtype: dtype policy of every layer; None follows the global policy.
     """
@@ -159,6 +162,7 @@ class ViT(keras.Model):
         pre_norm=False,
         pooled_norm=False,
         layer_scale_init=None,
+        distillation_token=False,
         image_mean=None,
         image_std=None,
         dtype=None,
@@ -201,6 +205,10 @@ class ViT(keras.Model):
             raise ValueError("pooled_norm=True needs pooling='gap' (timm's fc_norm).")
         if layer_scale_init is not None:
             _check_number(layer_scale_init=layer_scale_init)
+        if distillation_token and (pooling != "token" or not class_token_position
+                                   or num_register_tokens):
+            raise ValueError("distillation_token=True needs pooling='token', a class-token "
+                             "position and no register tokens (DeiT's layout).")
         mean, std = _normalization(image_mean, image_std, num_channels)
         grid_size = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
         policy = keras.dtype_policies.get(dtype) if dtype is not None else None
@@ -215,6 +223,9 @@ class ViT(keras.Model):
         positioned_prefix = int(pooling == "token" and class_token_position)
         if positioned_prefix:
             x = vit_layers.ClassToken(dtype=policy, name="class_token")(x)
+        if distillation_token:
+            x = vit_layers.DistillationToken(dtype=policy, name="distillation_token")(x)
+            positioned_prefix = 2
         x = vit_layers.PositionEmbedding(
             grid_size,
             num_prefix_tokens=positioned_prefix,
@@ -251,6 +262,7 @@ class ViT(keras.Model):
             name="pooled_norm" if pooled_norm else "encoder_norm")
         if not pooled_norm:
             x = final_norm(x)
+        tokens = x
         x = vit_layers.TokenPooling(
             pooling, num_prefix_tokens=num_register_tokens, dtype=policy, name="pooling")(x)
         if pooled_norm:
@@ -264,13 +276,14 @@ class ViT(keras.Model):
                 name="pre_logits",
             )(x)
         if include_top:
-            x = keras.layers.Dense(
-                num_classes,
-                activation=classifier_activation,
-                kernel_initializer="zeros",
-                dtype=self._head_policy(policy),
-                name="head",
-            )(x)
+            head = dict(activation=classifier_activation, kernel_initializer="zeros",
+                        dtype=self._head_policy(policy))
+            x = keras.layers.Dense(num_classes, name="head", **head)(x)
+            if distillation_token:
+                dist = vit_layers.TokenPooling(
+                    "distillation", dtype=policy, name="distillation_pooling")(tokens)
+                dist = keras.layers.Dense(num_classes, name="head_dist", **head)(dist)
+                x = keras.layers.Average(dtype=head["dtype"], name="distilled_logits")([x, dist])
         super().__init__(inputs=images, outputs=x, name=name, **kwargs)
 
         self.image_size = image_size
@@ -298,6 +311,7 @@ class ViT(keras.Model):
         self.pre_norm = pre_norm
         self.pooled_norm = pooled_norm
         self.layer_scale_init = layer_scale_init
+        self.distillation_token = distillation_token
         self.image_mean = image_mean if image_mean is None else list(mean)
         self.image_std = image_std if image_std is None else list(std)
         self._config_dtype = None if policy is None else policy.name
@@ -404,6 +418,7 @@ class ViT(keras.Model):
             "pre_norm": self.pre_norm,
             "pooled_norm": self.pooled_norm,
             "layer_scale_init": self.layer_scale_init,
+            "distillation_token": self.distillation_token,
             "image_mean": self.image_mean,
             "image_std": self.image_std,
             "dtype": self._config_dtype,
@@ -422,7 +437,8 @@ class ViT(keras.Model):
         Args:
             preset: a name from `keras_vit.presets.list_presets()` (e.g. "b16"), or the
                 path or URL of a checkpoint file (vit_jax / big_vision `.npz`, timm or
-                Hugging Face `.safetensors`, a keras_vit `.keras` file), whose architecture
+                Hugging Face `.safetensors`, a keras_vit `.keras` file) or an
+                `hf://owner/repo[@revision]` Hugging Face Hub handle, whose architecture
                 is read from the file.
             weights: "default" for the preset's default pretrained weights, a weights name
                 of that preset, a local path or URL of a checkpoint, or None for a randomly

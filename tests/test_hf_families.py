@@ -21,6 +21,7 @@ FAMILIES = {
                          {"num_register_tokens": 3}),
     "mae": ("ViTMAEConfig", "ViTMAEModel", {"mask_ratio": 0.0}),
     "clip": ("CLIPVisionConfig", "CLIPVisionModelWithProjection", {"projection_dim": 16}),
+    "deit_distilled": ("DeiTConfig", "DeiTForImageClassificationWithTeacher", {"num_labels": 5}),
 }
 
 
@@ -46,6 +47,8 @@ def _hf_outputs(family, hf, images):
     pixels = ((images / 255.0 - np.array(MEAN)) / np.array(STD)).transpose(0, 3, 1, 2)
     with torch.no_grad():
         out = hf(pixel_values=torch.from_numpy(pixels.astype("float32")))
+    if family == "deit_distilled":  # the average of the two heads; no token sequence
+        return out.logits.numpy().astype("float64"), None
     sequence = out.last_hidden_state.numpy()
     if family == "mae":  # MAE shuffles the patch tokens (all kept with mask_ratio 0)
         restore = out.ids_restore.numpy()[..., None]
@@ -67,9 +70,12 @@ def test_family_matches_transformers(family, tmp_path):
     hf, path = _saved_model(family, tmp_path)
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     pooled, sequence = _hf_outputs(family, hf, images)
-    model = ViT.from_preset(path, include_top=family == "clip")
+    model = ViT.from_preset(path, include_top=family in ("clip", "deit_distilled"))
     assert model.num_heads == 4 and model.image_mean == MEAN and model.image_std == STD
     _close(model(images), pooled)
+    if sequence is None:
+        assert model.distillation_token and model.get_layer("head_dist").kernel.shape == (32, 5)
+        return
     # CLIP's last_hidden_state comes before its final norm; the others' after it.
     last = f"encoder_block_{model.num_layers - 1}" if family == "clip" else "encoder_norm"
     tokens = keras.Model(model.input, model.get_layer(last).output)

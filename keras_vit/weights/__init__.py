@@ -47,6 +47,7 @@ def detect_format(tensors):
         return "timm"
     if {"embeddings.patch_embeddings.projection.weight",
             "vit.embeddings.patch_embeddings.projection.weight",
+            "deit.embeddings.patch_embeddings.projection.weight",
             "vision_model.embeddings.patch_embedding.weight"} & keys:
         return "hf"
     shown = ", ".join(sorted(keys)[:8])

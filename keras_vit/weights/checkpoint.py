@@ -108,22 +108,25 @@ def square_grid(tokens, has_class_token):
     raise ValueError(f"Cannot read a square patch grid from a {tokens}-token position embedding.")
 
 
-def position_embedding(r, key, has_cls, transform=None, grid=None):
-    """Reads the position embedding into (1, P + h * w, D), P = 1 with a class token."""
+def position_embedding(r, key, has_cls, grid=None, distilled=False):
+    """Reads the position embedding into (1, P + h * w, D): P = 1 with a class token, 2
+    with DeiT's distillation token too."""
     pos = r.get(key, ndim=3)
     if pos is None:
         return None
     if pos.shape[0] != 1:
         raise ValueError(f"{key!r} has shape {pos.shape}, expected (1, tokens, width).")
+    expected = int(has_cls) + int(distilled)
     if grid is None:
-        prefix, grid = square_grid(pos.shape[1], has_cls)
+        prefix, grid = (expected, square_grid(pos.shape[1] - 1, True)[1]) if distilled else \
+            square_grid(pos.shape[1], has_cls)
     else:
         prefix = pos.shape[1] - grid[0] * grid[1]
-    if prefix == 0 and has_cls:
+    if prefix == 0 and has_cls and not distilled:
         # big_vision adds positions before prepending the class token, which is the
         # same as a zero position for it.
         pos = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
-    elif prefix != int(has_cls):
+    elif prefix != expected:
         raise ValueError(f"{key} of shape {pos.shape} does not fit a {grid} patch grid.")
     r.put("pos", pos, key)
     return grid
@@ -163,11 +166,14 @@ def expected_shapes(config):
         raise ValueError(f"The checkpoint's width {d} is not divisible by its {heads} heads.")
     grid = [s // p for s, p in zip(config["image_size"], config["patch_size"])]
     token = config.get("pooling", "token") == "token"
-    positioned = int(token and config.get("class_token_position", True))
+    distilled = bool(config.get("distillation_token"))
+    positioned = int(token and config.get("class_token_position", True)) + int(distilled)
     shapes = {"patch/kernel": (ph, pw, config["num_channels"], d), "patch/bias": (d,),
               "pos": (1, positioned + grid[0] * grid[1], d), "norm/scale": (d,), "norm/bias": (d,)}
     if token:
         shapes["cls"] = (1, 1, d)
+    if distilled:
+        shapes["dist"] = (1, 1, d)
     if config.get("num_register_tokens"):
         shapes["reg"] = (1, config["num_register_tokens"], d)
     if config.get("pre_norm"):
@@ -190,6 +196,8 @@ def expected_shapes(config):
     if config.get("num_classes") and config.get("include_top", True):
         k = config["num_classes"]
         shapes["head/kernel"], shapes["head/bias"] = (width, k), (k,)
+        if config.get("distillation_token"):
+            shapes["head_dist/kernel"], shapes["head_dist/bias"] = (width, k), (k,)
     return shapes
 
 

@@ -5,7 +5,9 @@
   inference): the original architecture; exact GELU, `layer_norm_eps` 1e-12 by default;
 - DINOv2 (`Dinov2Model`, `Dinov2WithRegistersModel`): layer scale, register tokens;
 - CLIP's image tower (`CLIPVisionModel`, `CLIPVisionModelWithProjection`): a norm before
-  the encoder, no patch bias, quick GELU (OpenAI); the projection becomes the head.
+  the encoder, no patch bias, quick GELU (OpenAI); the projection becomes the head;
+- DeiT distilled (`DeiTForImageClassificationWithTeacher`): a distillation token with its
+  own head; the model averages the two heads' logits, as transformers does.
 
 The family comes from `model_type` in config.json, else from the keys. The image mean and
 std come from preprocessor_config.json, else the family's known values.
@@ -25,9 +27,9 @@ _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "g
                 "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-_FAMILIES = {"vit": "vit", "vit_mae": "vit", "dinov2": "dinov2",
+_FAMILIES = {"vit": "vit", "vit_mae": "vit", "deit": "vit", "dinov2": "dinov2",
              "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip"}
-_DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "dinov2": IMAGENET,
+_DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "deit": IMAGENET, "dinov2": IMAGENET,
                           "dinov2_with_registers": IMAGENET, "clip_vision_model": CLIP,
                           "clip": CLIP}
 
@@ -63,6 +65,8 @@ def _model_type(hf, keys):
     if model_type is None:
         if any(k.startswith("vision_model.embeddings.") for k in keys):
             return "clip_vision_model"
+        if "deit.embeddings.distillation_token" in keys:
+            return "deit"
         if any(".layer_scale1." in k for k in keys):
             return "dinov2_with_registers" if "embeddings.register_tokens" in keys else "dinov2"
         return "vit"
@@ -119,7 +123,8 @@ def convert(r, files):
         p = "vision_model."
         kernel, pos_key = _clip_embeddings(r, p)
     else:
-        p = "vit." if "vit.embeddings.patch_embeddings.projection.weight" in keys else ""
+        p = next((prefix for prefix in ("vit.", "deit.")
+                  if f"{prefix}embeddings.patch_embeddings.projection.weight" in keys), "")
         emb = f"{p}embeddings."
         r.ignorable = {f"{emb}mask_token"}
         kernel = r.take("patch/kernel", f"{emb}patch_embeddings.projection.weight", conv_kernel, ndim=4)
@@ -130,7 +135,10 @@ def convert(r, files):
     if kernel is not None and hf["image_size"] is not None:
         size = hf["image_size"]
         grid = (size[0] // kernel.shape[0], size[1] // kernel.shape[1])
-    grid = position_embedding(r, pos_key, True, grid=grid)
+    distilled = model_type == "deit"
+    if distilled:
+        r.take("dist", f"{p}embeddings.distillation_token", ndim=3)
+    grid = position_embedding(r, pos_key, True, grid=grid, distilled=distilled)
     registers = 0
     if f"{p}embeddings.register_tokens" in keys:
         registers = r.take("reg", f"{p}embeddings.register_tokens", ndim=3).shape[1]
@@ -153,6 +161,8 @@ def convert(r, files):
     representation = classes = None
     if family == "clip":
         classes = _clip_projection(r)
+    elif distilled:
+        classes = _deit_heads(r)
     else:
         # ViTModel's pooler (Dense + tanh on the class token) is the original pre_logits.
         representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
@@ -164,6 +174,8 @@ def convert(r, files):
         options.update(layer_scale_init=1.0, num_register_tokens=registers)
     if family == "clip":
         options.update(pre_norm=True)
+    if distilled:
+        options.update(distillation_token=True)
     return architecture(
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
         pooling="token", representation_size=representation, num_classes=classes,
@@ -196,3 +208,14 @@ def _clip_projection(r):
         return None
     r.put("head/bias", np.zeros(kernel.shape[1], kernel.dtype), "visual_projection (no bias)")
     return int(kernel.shape[1])
+
+
+def _deit_heads(r):
+    """The class-token and distillation heads of a distilled DeiT; returns their width."""
+    if "cls_classifier.weight" not in r.tensors:
+        raise ValueError(
+            "This DeiT checkpoint has no cls_classifier / distillation_classifier heads: "
+            "keras_vit loads DeiTForImageClassificationWithTeacher (the distilled models).")
+    classes = optional_dense(r, "head", "cls_classifier.", "weight", linear)
+    optional_dense(r, "head_dist", "distillation_classifier.", "weight", linear)
+    return classes

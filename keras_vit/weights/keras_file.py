@@ -46,7 +46,8 @@ def _architecture(config):
             "include_top": bool(config.get("include_top", True)),
             "class_token_position": config.get("class_token_position", True) is not False,
             "num_register_tokens": registers, "pre_norm": bool(config.get("pre_norm")),
-            "layer_scale_init": config.get("layer_scale_init")}
+            "layer_scale_init": config.get("layer_scale_init"),
+            "distillation_token": bool(config.get("distillation_token"))}
 
 
 def _read_archive(path):

@@ -17,6 +17,8 @@ def targets(model):
     targets["pos"] = model.get_layer("position_embedding").embedding
     if model.num_register_tokens:
         targets["reg"] = model.get_layer("register_tokens").tokens
+    if model.distillation_token:
+        targets["dist"] = model.get_layer("distillation_token").tokens
     if model.pre_norm:
         norm = model.get_layer("pre_norm")
         targets["pre_norm/scale"], targets["pre_norm/bias"] = norm.gamma, norm.beta
@@ -40,10 +42,12 @@ def targets(model):
             targets[f"block{i}/ls2"] = block.mlp_scale
     norm = model.get_layer("pooled_norm" if model.pooled_norm else "encoder_norm")
     targets["norm/scale"], targets["norm/bias"] = norm.gamma, norm.beta
-    for name in ("pre_logits", "head"):
+    for name in ("pre_logits", "head", "head_dist"):
         if name == "pre_logits" and model.representation_size is None:
             continue
-        if name == "head" and not model.include_top:
+        if name.startswith("head") and not model.include_top:
+            continue
+        if name == "head_dist" and not model.distillation_token:
             continue
         layer = model.get_layer(name)
         targets[f"{name}/kernel"], targets[f"{name}/bias"] = layer.kernel, layer.bias
@@ -66,7 +70,7 @@ def apply_checkpoint(model, checkpoint, load_head=True):
         )
     variables = targets(model)
     if not load_head:
-        variables = {k: v for k, v in variables.items() if not k.startswith("head/")}
+        variables = {k: v for k, v in variables.items() if not k.startswith(("head/", "head_dist/"))}
     missing = [k for k in variables if k not in checkpoint.params]
     if missing:
         raise ValueError(
