@@ -282,8 +282,23 @@ def _local_file(path):
     return path
 
 
+def _is_hub_handle(value):
+    return isinstance(value, str) and value.startswith("hf://")
+
+
+def _fetch_remote(location):
+    """Fetches a checkpoint URL, or an `hf://owner/repo[@revision]` handle through
+    `keras_vit.hub` (the huggingface_hub cache); returns the local path."""
+    if _is_hub_handle(location):
+        from keras_vit import hub
+
+        return hub.fetch(location)
+    return _fetch_url(location)
+
+
 def build_from_preset(cls, preset, weights="default", **overrides):
-    """Builds `cls` (a ViT) from a preset name or checkpoint file; see `ViT.from_preset`."""
+    """Builds `cls` (a ViT) from a preset name, a checkpoint file or URL, or an `hf://`
+    handle; see `ViT.from_preset`."""
     from keras_vit import weights as weights_lib
 
     if _is_url(preset) or _looks_like_file(preset) or (
@@ -291,10 +306,10 @@ def build_from_preset(cls, preset, weights="default", **overrides):
     ):
         if weights not in ("default", None):
             raise ValueError(
-                "When `preset` is a checkpoint file, `weights` must be 'default' (load it) "
-                f"or None (its architecture only), got {weights!r}."
+                "When `preset` is a checkpoint file or hf:// handle, `weights` must be "
+                f"'default' (load it) or None (its architecture only), got {weights!r}."
             )
-        path = _fetch_url(preset) if _is_url(preset) else _local_file(preset)
+        path = _fetch_remote(preset) if _is_url(preset) else _local_file(preset)
         checkpoint = weights_lib.load_checkpoint(path)
         if weights is None:
             config = {**checkpoint.config, **overrides}
@@ -311,13 +326,13 @@ def build_from_preset(cls, preset, weights="default", **overrides):
     if weights in entry["weights"]:
         path = _fetch_named(preset, weights, entry["weights"][weights])
     elif _is_url(weights):
-        path = _fetch_url(weights)
+        path = _fetch_remote(weights)
     elif _looks_like_file(weights) or os.path.exists(weights):
         path = _local_file(weights)
     else:
         raise ValueError(
             f"Unknown weights {weights!r} for preset {preset!r}. Valid names: "
-            f"{', '.join(entry['weights'])}; or None, a local path or a URL."
+            f"{', '.join(entry['weights'])}; or None, a local path, a URL or an hf:// handle."
         )
     checkpoint = weights_lib.load_checkpoint(path)
     return weights_lib.build_model(cls, checkpoint, entry["config"], overrides)
