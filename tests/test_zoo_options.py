@@ -73,3 +73,18 @@ def test_option_parameter_counts():
 def test_bad_options_fail_clearly(overrides, message):
     with pytest.raises(ValueError, match=message):
         ViT(**BASE, **overrides)
+
+
+def test_distillation_token_round_trips_and_needs_a_class_token(tmp_path):
+    model = ViT(**BASE, distillation_token=True)
+    randomised(model)
+    d, classes = BASE["hidden_dim"], BASE["num_classes"]
+    assert model.count_params() == ViT(**BASE).count_params() + 2 * d + d * classes + classes
+    images = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    model.save(tmp_path / "model.keras")
+    loaded = ViT.from_preset(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(images)),
+                               ops.convert_to_numpy(model(images)), rtol=1e-5, atol=1e-5)
+    for bad in (dict(pooling="gap"), dict(class_token_position=False), dict(num_register_tokens=1)):
+        with pytest.raises(ValueError, match="distillation_token=True needs"):
+            ViT(**{**BASE, **bad}, distillation_token=True)
