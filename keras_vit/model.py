@@ -1,92 +1,11 @@
 """The Vision Transformer as a functional `keras.Model`."""
 
-import difflib
-import inspect
-import math
-
 import keras
 
+from keras_vit import arguments
 from keras_vit import config
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _pair(value, name):
-    """Returns `value` as a (height, width) pair of positive ints."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(_is_int(v) and v > 0 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a (height, width) pair, got {value!r}.")
-    return pair
-
-
-def _check_positive(**values):
-    for name, value in values.items():
-        if not _is_int(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-
-def _check_rate(**values):
-    for name, value in values.items():
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
-
-
-def _check_number(**values):
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}.")
-
-
-def _normalization(mean, std, channels):
-    """Per-channel (mean, std) tuples in 0..1 units; None means 0.5 for each."""
-    pairs = []
-    for name, value in (("image_mean", mean), ("image_std", std)):
-        values = [0.5] if value is None else [value] if isinstance(value, (int, float)) else list(value)
-        if len(values) == 1:
-            values = values * channels
-        if len(values) != channels:
-            raise ValueError(f"{name} needs 1 or {channels} values (num_channels), got {value!r}.")
-        _check_number(**{f"{name}[{i}]": v for i, v in enumerate(values)})
-        pairs.append(tuple(float(v) for v in values))
-    if not all(s > 0 for s in pairs[1]):
-        raise ValueError(f"image_std must be positive, got {std!r}.")
-    return pairs
-
-
-def _rescaling(mean, std, policy):
-    """0..255 pixels -> (pixel / 255 - mean) / std, as one `Rescaling` layer."""
-    if set(mean) == {0.5} and set(std) == {0.5}:
-        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype=policy, name="rescaling")
-    return keras.layers.Rescaling(
-        [1.0 / (255.0 * s) for s in std], offset=[-m / s for m, s in zip(mean, std)],
-        dtype=policy, name="rescaling")
-
-
-def _check_epsilon(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise ValueError(f"layer_norm_epsilon must be a positive number, got {value!r}.")
-
-
-def check_keyword_arguments(cls, kwargs, allowed=("trainable",)):
-    """Raises a ValueError naming keyword arguments `cls` does not take (with the closest
-    valid name), as Keras layers do; `allowed` are those passed on to `keras.Model`."""
-    valid = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "kwargs")]
-    unknown = [k for k in kwargs if k not in valid and k not in allowed]
-    if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, valid, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(
-            f"Unrecognized keyword argument(s) passed to {cls.__name__}: {', '.join(hints)}. "
-            f"Valid arguments: {', '.join(valid)}."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -169,10 +88,10 @@ class ViT(keras.Model):
         name="vit",
         **kwargs,
     ):
-        check_keyword_arguments(type(self), kwargs)
-        image_size = _pair(image_size, "image_size")
-        patch_size = _pair(patch_size, "patch_size")
-        _check_positive(
+        arguments.check_keyword_arguments(type(self), kwargs)
+        image_size = arguments.pair(image_size, "image_size")
+        patch_size = arguments.pair(patch_size, "patch_size")
+        arguments.check_positive(
             hidden_dim=hidden_dim,
             num_layers=num_layers,
             num_heads=num_heads,
@@ -181,13 +100,13 @@ class ViT(keras.Model):
             num_channels=num_channels,
         )
         if representation_size is not None:
-            _check_positive(representation_size=representation_size)
-        _check_rate(
+            arguments.check_positive(representation_size=representation_size)
+        arguments.check_rate(
             dropout_rate=dropout_rate,
             attention_dropout_rate=attention_dropout_rate,
             drop_path_rate=drop_path_rate,
         )
-        _check_epsilon(layer_norm_epsilon)
+        arguments.check_epsilon(layer_norm_epsilon)
         if image_size[0] % patch_size[0] or image_size[1] % patch_size[1]:
             raise ValueError(
                 f"image_size {image_size} must be divisible by patch_size {patch_size}."
@@ -198,25 +117,25 @@ class ViT(keras.Model):
             )
         if pooling not in ("token", "gap"):
             raise ValueError(f"pooling must be 'token' or 'gap', got {pooling!r}.")
-        if not _is_int(num_register_tokens) or num_register_tokens < 0:
+        if not arguments.is_int(num_register_tokens) or num_register_tokens < 0:
             raise ValueError(
                 f"num_register_tokens must be an integer >= 0, got {num_register_tokens!r}.")
         if pooled_norm and pooling != "gap":
             raise ValueError("pooled_norm=True needs pooling='gap' (timm's fc_norm).")
         if layer_scale_init is not None:
-            _check_number(layer_scale_init=layer_scale_init)
+            arguments.check_number(layer_scale_init=layer_scale_init)
         if distillation_token and (pooling != "token" or not class_token_position
                                    or num_register_tokens):
             raise ValueError("distillation_token=True needs pooling='token', a class-token "
                              "position and no register tokens (DeiT's layout).")
-        mean, std = _normalization(image_mean, image_std, num_channels)
+        mean, std = arguments.normalization(image_mean, image_std, num_channels)
         grid_size = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
         policy = keras.dtype_policies.get(dtype) if dtype is not None else None
 
         images = keras.Input(shape=(*image_size, num_channels), name="images")
         x = images
         if include_preprocessing:
-            x = _rescaling(mean, std, policy)(x)
+            x = arguments.rescaling(mean, std, policy)(x)
         x = vit_layers.PatchEmbedding(
             patch_size, hidden_dim, dtype=policy, name="patch_embedding"
         )(x)
@@ -449,5 +368,5 @@ class ViT(keras.Model):
         """
         from keras_vit import presets
 
-        check_keyword_arguments(cls, overrides, allowed=())
+        arguments.check_keyword_arguments(cls, overrides, allowed=())
         return presets.build_from_preset(cls, preset, weights=weights, **overrides)

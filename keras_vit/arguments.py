@@ -1,0 +1,86 @@
+"""Checks of `keras_vit.ViT`'s constructor arguments, each a ValueError that names the
+argument and what it must be, and the preprocessing layer the mean / std arguments give."""
+
+import difflib
+import inspect
+import math
+
+import keras
+
+
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def pair(value, name):
+    """Returns `value` as a (height, width) pair of positive ints."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(is_int(v) and v > 0 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a (height, width) pair, got {value!r}.")
+    return pair
+
+
+def check_positive(**values):
+    for name, value in values.items():
+        if not is_int(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def check_rate(**values):
+    for name, value in values.items():
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+def check_number(**values):
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}.")
+
+
+def normalization(mean, std, channels):
+    """Per-channel (mean, std) tuples in 0..1 units; None means 0.5 for each."""
+    pairs = []
+    for name, value in (("image_mean", mean), ("image_std", std)):
+        values = [0.5] if value is None else [value] if isinstance(value, (int, float)) else list(value)
+        if len(values) == 1:
+            values = values * channels
+        if len(values) != channels:
+            raise ValueError(f"{name} needs 1 or {channels} values (num_channels), got {value!r}.")
+        check_number(**{f"{name}[{i}]": v for i, v in enumerate(values)})
+        pairs.append(tuple(float(v) for v in values))
+    if not all(s > 0 for s in pairs[1]):
+        raise ValueError(f"image_std must be positive, got {std!r}.")
+    return pairs
+
+
+def rescaling(mean, std, policy):
+    """0..255 pixels -> (pixel / 255 - mean) / std, as one `Rescaling` layer."""
+    if set(mean) == {0.5} and set(std) == {0.5}:
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype=policy, name="rescaling")
+    return keras.layers.Rescaling(
+        [1.0 / (255.0 * s) for s in std], offset=[-m / s for m, s in zip(mean, std)],
+        dtype=policy, name="rescaling")
+
+
+def check_epsilon(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"layer_norm_epsilon must be a positive number, got {value!r}.")
+
+
+def check_keyword_arguments(cls, kwargs, allowed=("trainable",)):
+    """Raises a ValueError naming keyword arguments `cls` does not take (with the closest
+    valid name), as Keras layers do; `allowed` are those passed on to `keras.Model`."""
+    valid = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "kwargs")]
+    unknown = [k for k in kwargs if k not in valid and k not in allowed]
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"Unrecognized keyword argument(s) passed to {cls.__name__}: {', '.join(hints)}. "
+            f"Valid arguments: {', '.join(valid)}."
+        )
