@@ -13,12 +13,20 @@ from keras import ops
 
 from keras_vit import config as vit_config
 from keras_vit.attention import ViTAttention
+from keras_vit.pooling import AttentionPooling, TokenPooling  # noqa: F401  (public here)
 
 # config's switch under its old names here (README documents them).
 set_gradient_materialization = vit_config.set_gradient_materialization
 get_gradient_materialization = vit_config.get_gradient_materialization
 
 MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
+
+
+def activation(name):
+    """The MLP activation `name` (one of MLP_ACTIVATIONS) as a function of a tensor."""
+    if name == "quick_gelu":
+        return lambda y: y * ops.sigmoid(1.702 * y)
+    return lambda y: ops.gelu(y, approximate=name == "gelu_tanh")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -367,11 +375,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
             self.mlp_scale = self.add_weight(
                 shape=(self.hidden_dim,), initializer=scale, name="mlp_scale")
 
-    def _activation(self, y):
-        if self.mlp_activation == "quick_gelu":
-            return y * ops.sigmoid(1.702 * y)
-        return ops.gelu(y, approximate=self.mlp_activation == "gelu_tanh")
-
     def _scaled(self, y, scale_name):
         if self.layer_scale_init is None:
             return y
@@ -383,7 +386,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         y = self._scaled(self.dropout(y, training=training), "attention_scale")
         x = x + self.drop_path(y, training=training)
         y = self.mlp_norm(x)
-        y = self._activation(self.mlp_dense_1(y))
+        y = activation(self.mlp_activation)(self.mlp_dense_1(y))
         y = self.dropout(y, training=training)
         y = self._scaled(self.dropout(self.mlp_dense_2(y), training=training), "mlp_scale")
         x = x + self.drop_path(y, training=training)
@@ -410,36 +413,4 @@ class TransformerEncoderBlock(keras.layers.Layer):
             mlp_activation=self.mlp_activation,
             layer_scale_init=self.layer_scale_init,
         )
-        return config
-
-
-@keras.saving.register_keras_serializable(package="keras_vit")
-class TokenPooling(keras.layers.Layer):
-    """Pools tokens to one vector: (B, N, D) -> (B, D).
-
-    "token" takes the class token (the first one), "distillation" DeiT's distillation
-    token (the second); "gap" averages the tokens after the first `num_prefix_tokens`
-    (register tokens).
-    """
-
-    def __init__(self, pooling="token", num_prefix_tokens=0, **kwargs):
-        super().__init__(**kwargs)
-        if pooling not in ("token", "distillation", "gap"):
-            raise ValueError(f"pooling must be 'token' or 'gap', got {pooling!r}.")
-        self.pooling = pooling
-        self.num_prefix_tokens = num_prefix_tokens
-
-    def call(self, tokens):
-        if self.pooling == "token":
-            return tokens[:, 0]
-        if self.pooling == "distillation":
-            return tokens[:, 1]
-        return ops.mean(tokens[:, self.num_prefix_tokens:], axis=1)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], input_shape[-1])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(pooling=self.pooling, num_prefix_tokens=self.num_prefix_tokens)
         return config

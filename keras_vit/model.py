@@ -8,6 +8,11 @@ from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
 
 
+def block_activation(mlp_activation, gelu_approximate):
+    """The blocks' MLP activation: `mlp_activation`, else from `gelu_approximate`."""
+    return mlp_activation or ("gelu_tanh" if gelu_approximate else "gelu")
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class ViT(keras.Model):
     """Vision Transformer (Dosovitskiy et al., 2021), the original architecture.
@@ -22,7 +27,9 @@ class ViT(keras.Model):
             heads (must divide D). mlp_dim: hidden width of each block's MLP.
         num_classes: size of the classification head.
         num_channels: image channels (3 for RGB, 1 for grayscale).
-        pooling: "token" (prepend a class token and read it out) or "gap" (average).
+        pooling: "token" (prepend a class token and read it out), "gap" (average) or
+            "map" (multi-head attention pooling with a learned probe, SigLIP; no class
+            token; its MLP is `mlp_dim` wide).
         representation_size: if set, a Dense + tanh "pre_logits" layer of this width
             before the head, as in the original ImageNet-21k checkpoints.
         include_top: False drops the head and returns the pooled features.
@@ -115,8 +122,8 @@ class ViT(keras.Model):
             raise ValueError(
                 f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})."
             )
-        if pooling not in ("token", "gap"):
-            raise ValueError(f"pooling must be 'token' or 'gap', got {pooling!r}.")
+        if pooling not in ("token", "gap", "map"):
+            raise ValueError(f"pooling must be 'token', 'gap' or 'map', got {pooling!r}.")
         if not arguments.is_int(num_register_tokens) or num_register_tokens < 0:
             raise ValueError(
                 f"num_register_tokens must be an integer >= 0, got {num_register_tokens!r}.")
@@ -182,8 +189,14 @@ class ViT(keras.Model):
         if not pooled_norm:
             x = final_norm(x)
         tokens = x
-        x = vit_layers.TokenPooling(
-            pooling, num_prefix_tokens=num_register_tokens, dtype=policy, name="pooling")(x)
+        if pooling == "map":
+            x = vit_layers.AttentionPooling(
+                num_heads, mlp_dim, layer_norm_epsilon=layer_norm_epsilon,
+                mlp_activation=block_activation(mlp_activation, gelu_approximate),
+                dtype=policy, name="pooling")(x)
+        else:
+            x = vit_layers.TokenPooling(
+                pooling, num_prefix_tokens=num_register_tokens, dtype=policy, name="pooling")(x)
         if pooled_norm:
             x = final_norm(x)
         if representation_size is not None:

@@ -1,5 +1,5 @@
 """Hugging Face checkpoints of the later ViT families (DINOv2 with and without registers,
-MAE, CLIP's image tower), written by transformers from random weights, loaded with
+MAE, CLIP's and SigLIP's image towers, DeiT distilled), written by transformers from random weights, loaded with
 `from_preset` and compared with transformers' own outputs: pooled features or projected
 embeddings, and the last token sequence."""
 
@@ -22,6 +22,7 @@ FAMILIES = {
     "mae": ("ViTMAEConfig", "ViTMAEModel", {"mask_ratio": 0.0}),
     "clip": ("CLIPVisionConfig", "CLIPVisionModelWithProjection", {"projection_dim": 16}),
     "deit_distilled": ("DeiTConfig", "DeiTForImageClassificationWithTeacher", {"num_labels": 5}),
+    "siglip": ("SiglipVisionConfig", "SiglipVisionModel", {}),
 }
 
 
@@ -54,7 +55,8 @@ def _hf_outputs(family, hf, images):
         restore = out.ids_restore.numpy()[..., None]
         sequence = np.concatenate(
             [sequence[:, :1], np.take_along_axis(sequence[:, 1:], restore, axis=1)], axis=1)
-    pooled = out.image_embeds.numpy() if family == "clip" else sequence[:, 0]
+    pooled = {"clip": lambda: out.image_embeds.numpy(), "siglip": lambda: out.pooler_output.numpy()
+              }.get(family, lambda: sequence[:, 0])()
     return pooled.astype("float64"), sequence.astype("float64")
 
 
@@ -82,7 +84,8 @@ def test_family_matches_transformers(family, tmp_path):
     _close(tokens(images), sequence)
     expected = {"dinov2": dict(layer_scale_init=1.0), "mae": {},
                 "dinov2_registers": dict(num_register_tokens=3),
-                "clip": dict(pre_norm=True, mlp_activation="quick_gelu", layer_norm_epsilon=1e-5)}
+                "clip": dict(pre_norm=True, mlp_activation="quick_gelu", layer_norm_epsilon=1e-5),
+                "siglip": dict(pooling="map", mlp_activation="gelu_tanh")}
     assert all(getattr(model, k) == v for k, v in expected[family].items())
 
 
@@ -94,7 +97,7 @@ def test_family_defaults_without_preprocessor_config(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"model_type": "siglip_vision_model"}, "model_type 'siglip_vision_model' is not a family"),
+    ({"model_type": "siglip"}, "model_type 'siglip' is not a family"),
     ({"use_swiglu_ffn": True}, "use_swiglu_ffn"),
 ])
 def test_unsupported_configs_are_refused(tmp_path, edit, message):

@@ -48,7 +48,8 @@ def detect_format(tensors):
     if {"embeddings.patch_embeddings.projection.weight",
             "vit.embeddings.patch_embeddings.projection.weight",
             "deit.embeddings.patch_embeddings.projection.weight",
-            "vision_model.embeddings.patch_embedding.weight"} & keys:
+            "vision_model.embeddings.patch_embedding.weight"} & keys or (
+                "embeddings.patch_embedding.weight" in keys and "head.probe" in keys):
         return "hf"
     shown = ", ".join(sorted(keys)[:8])
     raise ValueError(

@@ -189,6 +189,14 @@ def expected_shapes(config):
         shapes[f"{b}mlp2/kernel"], shapes[f"{b}mlp2/bias"] = (mlp, d), (d,)
         if config.get("layer_scale_init") is not None:
             shapes[f"{b}ls1"] = shapes[f"{b}ls2"] = (d,)
+    if config.get("pooling") == "map":
+        shapes["map/probe"] = (1, 1, d)
+        for part in ("query", "key", "value"):
+            shapes[f"map/{part}/kernel"], shapes[f"map/{part}/bias"] = (d, heads, d // heads), (heads, d // heads)
+        shapes["map/out/kernel"], shapes["map/out/bias"] = (heads, d // heads, d), (d,)
+        shapes["map/norm/scale"] = shapes["map/norm/bias"] = (d,)
+        shapes["map/mlp1/kernel"], shapes["map/mlp1/bias"] = (d, mlp), (mlp,)
+        shapes["map/mlp2/kernel"], shapes["map/mlp2/bias"] = (mlp, d), (d,)
     width = d
     if config.get("representation_size"):
         width = config["representation_size"]

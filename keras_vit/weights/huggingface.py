@@ -7,7 +7,9 @@
 - CLIP's image tower (`CLIPVisionModel`, `CLIPVisionModelWithProjection`): a norm before
   the encoder, no patch bias, quick GELU (OpenAI); the projection becomes the head;
 - DeiT distilled (`DeiTForImageClassificationWithTeacher`): a distillation token with its
-  own head; the model averages the two heads' logits, as transformers does.
+  own head; the model averages the two heads' logits, as transformers does;
+- SigLIP's image tower (`SiglipVisionModel`): no class token, multi-head attention
+  pooling (MAP) with a learned probe, the tanh GELU.
 
 The family comes from `model_type` in config.json, else from the keys. The image mean and
 std come from preprocessor_config.json, else the family's known values.
@@ -28,10 +30,11 @@ _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "g
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 _FAMILIES = {"vit": "vit", "vit_mae": "vit", "deit": "vit", "dinov2": "dinov2",
-             "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip"}
+             "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip",
+             "siglip_vision_model": "siglip"}
 _DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "deit": IMAGENET, "dinov2": IMAGENET,
                           "dinov2_with_registers": IMAGENET, "clip_vision_model": CLIP,
-                          "clip": CLIP}
+                          "clip": CLIP, "siglip_vision_model": None}
 
 # Per family: where the embeddings are, and each block part's name in the file.
 _BLOCK_NAMES = {
@@ -47,6 +50,7 @@ _BLOCK_NAMES = {
                  value="self_attn.v_proj", out="self_attn.out_proj", mlp1="mlp.fc1",
                  mlp2="mlp.fc2", norm1="layer_norm1", norm2="layer_norm2"),
 }
+_BLOCK_NAMES["siglip"] = _BLOCK_NAMES["clip"]
 
 
 def _positive_int(hf, name, limit=None):
@@ -67,6 +71,8 @@ def _model_type(hf, keys):
             return "clip_vision_model"
         if "deit.embeddings.distillation_token" in keys:
             return "deit"
+        if "head.probe" in keys:
+            return "siglip_vision_model"
         if any(".layer_scale1." in k for k in keys):
             return "dinov2_with_registers" if "embeddings.register_tokens" in keys else "dinov2"
         return "vit"
@@ -122,6 +128,9 @@ def convert(r, files):
     if family == "clip":
         p = "vision_model."
         kernel, pos_key = _clip_embeddings(r, p)
+    elif family == "siglip":
+        p = "vision_model." if "vision_model.embeddings.patch_embedding.weight" in keys else ""
+        kernel, pos_key = _siglip_embeddings(r, p)
     else:
         p = next((prefix for prefix in ("vit.", "deit.")
                   if f"{prefix}embeddings.patch_embeddings.projection.weight" in keys), "")
@@ -138,7 +147,7 @@ def convert(r, files):
     distilled = model_type == "deit"
     if distilled:
         r.take("dist", f"{p}embeddings.distillation_token", ndim=3)
-    grid = position_embedding(r, pos_key, True, grid=grid, distilled=distilled)
+    grid = position_embedding(r, pos_key, family != "siglip", grid=grid, distilled=distilled)
     registers = 0
     if f"{p}embeddings.register_tokens" in keys:
         registers = r.take("reg", f"{p}embeddings.register_tokens", ndim=3).shape[1]
@@ -155,7 +164,7 @@ def convert(r, files):
         if family == "dinov2":
             r.take(f"block{i}/ls1", f"{b}layer_scale1.lambda1")
             r.take(f"block{i}/ls2", f"{b}layer_scale2.lambda1")
-    final = "post_layernorm" if family == "clip" else "layernorm"
+    final = "post_layernorm" if family in ("clip", "siglip") else "layernorm"
     r.take("norm/scale", f"{p}{final}.weight")
     r.take("norm/bias", f"{p}{final}.bias")
     representation = classes = None
@@ -163,6 +172,8 @@ def convert(r, files):
         classes = _clip_projection(r)
     elif distilled:
         classes = _deit_heads(r)
+    elif family == "siglip":
+        _map_head(r, f"{p}head.")
     else:
         # ViTModel's pooler (Dense + tanh on the class token) is the original pre_logits.
         representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
@@ -178,7 +189,7 @@ def convert(r, files):
         options.update(distillation_token=True)
     return architecture(
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
-        pooling="token", representation_size=representation, num_classes=classes,
+        pooling="map" if family == "siglip" else "token", representation_size=representation, num_classes=classes,
         layer_norm_epsilon=hf["eps"], **options,
     )
 
@@ -219,3 +230,36 @@ def _deit_heads(r):
     classes = optional_dense(r, "head", "cls_classifier.", "weight", linear)
     optional_dense(r, "head_dist", "distillation_classifier.", "weight", linear)
     return classes
+
+
+def _siglip_embeddings(r, p):
+    """SigLIP's embeddings: a patch conv and a 2-D position table, no class token.
+    Returns (patch kernel, position key)."""
+    emb = f"{p}embeddings."
+    r.ignorable = {f"{emb}position_ids"}
+    kernel = r.take("patch/kernel", f"{emb}patch_embedding.weight", conv_kernel, ndim=4)
+    r.take("patch/bias", f"{emb}patch_embedding.bias")
+    pos_key = f"{emb}position_embedding.weight"
+    if pos_key in r.tensors and r.tensors[pos_key].ndim == 2:
+        r.tensors = {**r.tensors, pos_key: r.tensors[pos_key][None]}
+    return kernel, pos_key
+
+
+def _map_head(r, h):
+    """SigLIP's attention-pooling head: probe, a fused in-projection, out-projection,
+    LayerNorm and MLP."""
+    r.take("map/probe", f"{h}probe", ndim=3)
+    weight = r.get(f"{h}attention.in_proj_weight", ndim=2)
+    bias = r.get(f"{h}attention.in_proj_bias", ndim=1)
+    if weight is not None and bias is not None:
+        if weight.shape[0] % 3 or bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"{h}attention.in_proj has weight {weight.shape} and bias "
+                             f"{bias.shape}: not a fused (3 x width) projection.")
+        for j, part in enumerate(("query", "key", "value")):
+            r.put(f"map/{part}/kernel", np.split(weight, 3)[j].T, f"{h}attention.in_proj_weight ({part})")
+            r.put(f"map/{part}/bias", np.split(bias, 3)[j], f"{h}attention.in_proj_bias ({part})")
+    for part, name in (("out", "attention.out_proj"), ("mlp1", "mlp.fc1"), ("mlp2", "mlp.fc2")):
+        r.take(f"map/{part}/kernel", f"{h}{name}.weight", linear, ndim=2)
+        r.take(f"map/{part}/bias", f"{h}{name}.bias")
+    r.take("map/norm/scale", f"{h}layernorm.weight")
+    r.take("map/norm/bias", f"{h}layernorm.bias")

@@ -41,6 +41,14 @@ def targets(model):
             targets[f"block{i}/ls1"] = block.attention_scale
             targets[f"block{i}/ls2"] = block.mlp_scale
     norm = model.get_layer("pooled_norm" if model.pooled_norm else "encoder_norm")
+    if model.pooling == "map":
+        pool = model.get_layer("pooling")
+        targets["map/probe"] = pool.probe
+        for part, layer in (("query", pool.attention.query_dense), ("key", pool.attention.key_dense),
+                            ("value", pool.attention.value_dense), ("out", pool.attention.output_dense),
+                            ("mlp1", pool.mlp_dense_1), ("mlp2", pool.mlp_dense_2)):
+            targets[f"map/{part}/kernel"], targets[f"map/{part}/bias"] = layer.kernel, layer.bias
+        targets["map/norm/scale"], targets["map/norm/bias"] = pool.norm.gamma, pool.norm.beta
     targets["norm/scale"], targets["norm/bias"] = norm.gamma, norm.beta
     for name in ("pre_logits", "head", "head_dist"):
         if name == "pre_logits" and model.representation_size is None:

@@ -1,0 +1,93 @@
+"""Pooling the token sequence to one vector: read out a token, average, or attend.
+
+`TokenPooling` is the original's (class token or average); `AttentionPooling` is the
+multi-head attention pooling (MAP) head of big_vision and SigLIP.
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class TokenPooling(keras.layers.Layer):
+    """Pools tokens to one vector: (B, N, D) -> (B, D).
+
+    "token" takes the class token (the first one), "distillation" DeiT's distillation
+    token (the second); "gap" averages the tokens after the first `num_prefix_tokens`
+    (register tokens).
+    """
+
+    def __init__(self, pooling="token", num_prefix_tokens=0, **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in ("token", "distillation", "gap"):
+            raise ValueError(f"pooling must be 'token' or 'gap', got {pooling!r}.")
+        self.pooling = pooling
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def call(self, tokens):
+        if self.pooling == "token":
+            return tokens[:, 0]
+        if self.pooling == "distillation":
+            return tokens[:, 1]
+        return ops.mean(tokens[:, self.num_prefix_tokens:], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pooling=self.pooling, num_prefix_tokens=self.num_prefix_tokens)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class AttentionPooling(keras.layers.Layer):
+    """Multi-head attention pooling (MAP; SigLIP, big_vision): (B, N, D) -> (B, D).
+
+        y = MHA(query=probe, key=value=tokens)       a learned probe token attends
+        y = y + MLP(LayerNorm(y))                    MLP = Dense -> activation -> Dense
+
+    `mlp_activation` as in `TransformerEncoderBlock`.
+    """
+
+    def __init__(self, num_heads, mlp_dim, layer_norm_epsilon=1e-6, mlp_activation="gelu",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.mlp_dim = num_heads, mlp_dim
+        self.layer_norm_epsilon, self.mlp_activation = layer_norm_epsilon, mlp_activation
+
+    def build(self, input_shape):
+        from keras_vit.layers import FlatXavierUniform, activation
+
+        d = input_shape[-1]
+        policy = self.dtype_policy
+        self._activation = activation(self.mlp_activation)
+        self.probe = self.add_weight(shape=(1, 1, d), initializer="glorot_uniform", name="probe")
+        self.attention = keras.layers.MultiHeadAttention(
+            self.num_heads, d // self.num_heads, kernel_initializer=FlatXavierUniform(fan_in=d),
+            dtype=policy, name="attention")
+        self.attention.build((input_shape[0], 1, d), input_shape)
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="norm")
+        self.norm.build((input_shape[0], 1, d))
+        self.mlp_dense_1 = keras.layers.Dense(self.mlp_dim, dtype=policy, name="mlp_dense_1")
+        self.mlp_dense_1.build((input_shape[0], 1, d))
+        self.mlp_dense_2 = keras.layers.Dense(d, dtype=policy, name="mlp_dense_2")
+        self.mlp_dense_2.build((input_shape[0], 1, self.mlp_dim))
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        probe = ops.broadcast_to(ops.cast(self.probe, tokens.dtype), (batch, 1, tokens.shape[-1]))
+        y = self.attention(probe, tokens)
+        y = y + self.mlp_dense_2(self._activation(self.mlp_dense_1(self.norm(y))))
+        return y[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                      layer_norm_epsilon=self.layer_norm_epsilon,
+                      mlp_activation=self.mlp_activation)
+        return config
