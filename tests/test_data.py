@@ -2,6 +2,7 @@
 
 import gzip
 
+import keras
 import numpy as np
 import pytest
 
@@ -110,8 +111,6 @@ def test_batch_size_larger_than_dataset():
 
 
 def test_from_directory(tmp_path):
-    import keras
-
     for name in ("cat", "dog"):
         (tmp_path / name).mkdir()
         for i in range(3):
@@ -143,3 +142,115 @@ def test_from_tfds_with_mock_data():
         assert batch[0].shape == (4, 16, 16, 3)
         with pytest.raises(ValueError, match="Unknown TFDS dataset 'cifar11'"):
             data.from_tfds("cifar11", "train")
+
+
+# --------------------------------------------------------------------------- augmentation
+# Each augmentation must change the pixels it is asked to, in training only: an augmenter
+# that does nothing (or MixUp/CutMix that pass batches through) fails these.
+
+
+def distinct_images(n=16, size=28, seed=0):
+    """Float images whose every pixel differs (1..255, no zeros: zero fill shows)."""
+    return np.random.default_rng(seed).uniform(1, 255, (n, size, size, 1)).astype("float32")
+
+
+def shift(image, dy, dx):
+    """`image` moved down by dy and right by dx pixels, zero-filled."""
+    out = np.zeros_like(image)
+    h, w = image.shape[:2]
+    src = image[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    out[max(0, dy):max(0, dy) + src.shape[0], max(0, dx):max(0, dx) + src.shape[1]] = src
+    return out
+
+
+def is_shift_of(out, image, largest):
+    return any(np.array_equal(out, shift(image, dy, dx))
+               for dy in range(-largest, largest + 1) for dx in range(-largest, largest + 1))
+
+
+AUGMENTATIONS = {
+    "translate": dict(translate=0.2),
+    "flip": dict(flip=True),
+    "random_erasing": dict(random_erasing=1.0),
+}  # RandAugment: in the pipeline below (eager under JAX it compiles op by op, slowly)
+
+
+def test_no_augmentation_asked_means_no_layers():
+    assert data.make_augmenter(data.AugmentConfig(mixup=1.0, cutmix=1.0)) == []
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS)
+def test_each_augmentation_changes_pixels_in_training_only(name):
+    layers = data.make_augmenter(data.AugmentConfig(**AUGMENTATIONS[name]), seed=1)
+    assert len(layers) == 1
+    x = distinct_images()
+    out = keras.ops.convert_to_numpy(data.augment_batch(layers, x))
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 255.0
+    changed = np.array([not np.array_equal(o, i) for o, i in zip(out, x)])
+    for layer in layers:  # at inference the layers pass images through
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+    if name == "flip":  # each image as it was or mirrored, some of each
+        mirrored = np.array([np.array_equal(o, i[:, ::-1]) for o, i in zip(out, x)])
+        assert (mirrored | ~changed).all() and 0 < mirrored.sum() < len(x)
+    elif name == "translate":  # shifted by up to 20 % of 28 px, zero-filled
+        assert changed.sum() >= len(x) // 2
+        assert all(is_shift_of(o, i, largest=6) for o, i in zip(out, x))
+    else:  # random erasing with probability 1: a box (2-33 % of the area) per image
+        fractions = (out != x).mean(axis=(1, 2, 3))
+        assert (fractions > 0).all() and (fractions < 0.4).all(), fractions
+
+
+def one_batch(images, augment, seed=0):
+    """The training pipeline's single batch of `images` (labels 0..n-1: one class each)."""
+    n = len(images)
+    ds = data.build_pipeline(data.from_arrays(images, np.arange(n)), training=True,
+                             batch_size=n, num_classes=n, augment=augment, seed=seed)
+    (batch,) = list(ds)
+    return batch[0].numpy(), batch[1].numpy()
+
+
+def test_training_pipeline_augments_each_image():
+    x = distinct_images()
+    images, labels = one_batch(x, data.AugmentConfig(flip=True))
+    originals = x[labels.argmax(-1)]  # the pipeline shuffles; the labels say which is which
+    np.testing.assert_array_equal(labels.max(-1), 1.0)  # no MixUp asked: one-hot
+    mirrored = np.array([np.array_equal(o, i[:, ::-1]) for o, i in zip(images, originals)])
+    same = np.array([np.array_equal(o, i) for o, i in zip(images, originals)])
+    assert (mirrored | same).all() and 0 < mirrored.sum() < len(x)
+    plain, plain_labels = one_batch(x, None)
+    np.testing.assert_array_equal(plain, x[plain_labels.argmax(-1)])
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="in tf.data RandAugment runs on TensorFlow whatever the backend, and "
+                           "under JAX it takes ~20 s to set up: once is enough")
+def test_rand_augment_changes_most_images():
+    x = distinct_images()
+    images, labels = one_batch(x, data.AugmentConfig(rand_augment=2))
+    originals = x[labels.argmax(-1)]
+    changed = [not np.allclose(o, i, atol=0.5) for o, i in zip(images, originals)]
+    assert sum(changed) >= len(x) // 2
+    assert 0.0 <= images.min() and images.max() <= 255.0
+
+
+def test_mixup_mixes_images_and_labels_alike():
+    x = distinct_images()
+    images, labels = one_batch(x, data.AugmentConfig(mixup=1.0))
+    np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-5)
+    assert (labels >= 0).all() and (labels.max(-1) < 0.99).sum() >= 4  # mixed, not one-hot
+    # Each image is the labels' blend of the originals (one class per original image).
+    expected = np.einsum("bc,chwk->bhwk", labels, x)
+    np.testing.assert_allclose(images, expected, rtol=1e-4, atol=1e-2)
+
+
+def test_cutmix_pastes_boxes_and_weighs_labels_by_area():
+    x = distinct_images()
+    images, labels = one_batch(x, data.AugmentConfig(cutmix=1.0))
+    np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-5)
+    assert (labels.max(-1) < 0.99).sum() >= 4  # mixed, not one-hot
+    for image, label in zip(images, labels):
+        sources = np.flatnonzero(label > 1e-6)
+        from_source = np.stack([image == x[c] for c in sources])  # (sources, h, w, 1)
+        assert from_source.any(0).all()  # every pixel is one of the mixed images' pixel
+        np.testing.assert_allclose(from_source.mean(axis=(1, 2, 3)), label[sources], atol=0.1)

@@ -1,5 +1,6 @@
 """One short epoch of each recipe on tiny data, their bad-input errors, the shipped preset."""
 
+import csv
 import json
 import os
 import subprocess
@@ -11,12 +12,13 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import TINY_FASHION_MNIST, TINY_ONE_BLOCK, recipe_model_args
 from keras_vit import data
 from recipes import common
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_MODEL = ["--model", "patch_size=7", "--model", "hidden_dim=16", "--model", "num_layers=1",
-              "--model", "num_heads=2", "--model", "mlp_dim=16"]
+TINY_MODEL = recipe_model_args(TINY_FASHION_MNIST)
+OTHER_WIDTH = f"hidden_dim={TINY_FASHION_MNIST['hidden_dim'] // 2}"  # a different model
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,55 @@ def test_fashion_mnist_recipe_one_epoch(fmnist_dir, tmp_path, pipeline):
     model = keras.saving.load_model(tmp_path / "model.keras")
     assert model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 10)
     assert "Test accuracy" in (tmp_path / "README.md").read_text()
+
+
+def write_easy_fashion_mnist(folder, train=96, test=30, seed=0):
+    """Fashion-MNIST-shaped idx files of 3 classes any working training run tells apart
+    in a few epochs: dark images, bright ones, and half bright (top or bottom half)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("test", test)):
+        labels = np.arange(n) % 3
+        bright = np.zeros((n, 28, 28))
+        bright[labels == 1] = 1.0
+        half = np.flatnonzero(labels == 2)
+        bright[half[::2], :14] = 1.0
+        bright[half[1::2], 14:] = 1.0
+        images = np.clip(40 + 170 * bright + rng.normal(0, 20, bright.shape), 0, 255)
+        image_file, label_file = data.FASHION_MNIST_FILES[split]
+        data.write_idx(folder / f"{image_file}.gz", images.astype(np.uint8))
+        data.write_idx(folder / f"{label_file}.gz", labels.astype(np.uint8))
+    return folder
+
+
+def test_fashion_mnist_recipe_learns_an_easy_dataset(tmp_path):
+    """A few epochs on 3 easy classes must beat chance (1/3, what an untrained model's
+    constant prediction scores) by far, the loss must fall, and the model card,
+    metrics.json and model.keras must agree on the test accuracy. 20 of 20 runs (3 backends,
+    several seeds) scored 100 %."""
+    from recipes import fashion_mnist
+
+    folder = write_easy_fashion_mnist(tmp_path / "data")
+    out = tmp_path / "run"
+    assert fashion_mnist.main(["--data-dir", str(folder), "--output-dir", str(out),
+                               "--schedule", "demo", "--epochs", "4", "--batch-size", "16",
+                               "--learning-rate", "5e-3", "--pipeline", "numpy",
+                               "--verbose", "0", *TINY_MODEL]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_examples"] == 30 and metrics["epochs"] == 4
+    assert metrics["test_accuracy"] >= 0.9, metrics["confusion_matrix"][:3]
+    with open(out / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2, 3]
+    losses = [float(row["loss"]) for row in history]
+    assert losses[-1] < 0.9 * losses[0], losses
+    # What the card and metrics.json say is what model.keras scores on the test files.
+    x_test, y_test = data.load_fashion_mnist("test", folder)
+    model = keras.saving.load_model(out / "model.keras")
+    recomputed = (model.predict(x_test.astype("float32"), verbose=0).argmax(-1) == y_test).mean()
+    assert recomputed == metrics["test_accuracy"]
+    card = (out / "README.md").read_text()
+    assert f"**Test accuracy: {metrics['test_accuracy']:.2%}**" in card
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "jax",
@@ -96,7 +147,7 @@ def test_resume_dir_of_a_different_model_and_no_resume(fmnist_dir, tmp_path):
     from recipes import fashion_mnist
 
     fashion_mnist.main(fmnist_args(fmnist_dir, tmp_path, "--pipeline", "numpy"))
-    args = fmnist_args(fmnist_dir, tmp_path, "--pipeline", "numpy", "--model", "hidden_dim=32")
+    args = fmnist_args(fmnist_dir, tmp_path, "--pipeline", "numpy", "--model", OTHER_WIDTH)
     with pytest.raises(ValueError, match="different model.*--no-resume"):
         fashion_mnist.main(args)
     (tmp_path / "README.md").write_text("the last run's card")
@@ -180,8 +231,7 @@ def test_cifar10_finetune_recipe_on_mock_data(tmp_path):
 
     args = ["--preset", "ti16", "--weights", "none", "--image-size", "32", "--steps", "4",
             "--warmup-steps", "1", "--batch-size", "8", "--output-dir", str(tmp_path),
-            "--verbose", "0", "--model", "hidden_dim=16", "--model", "num_layers=1",
-            "--model", "num_heads=2", "--model", "mlp_dim=16"]
+            "--verbose", "0", *recipe_model_args(TINY_ONE_BLOCK)]
     with tfds.testing.mock_data(num_examples=16):
         assert cifar10_finetune.main(args) == 0
         with pytest.raises(ValueError, match="Unknown TFDS dataset"):
@@ -198,8 +248,7 @@ def test_imagenet_eval_recipe_on_mock_data(tmp_path):
 
     args = ["--preset", "ti16", "--weights", "none", "--image-size", "32", "--batch-size", "4",
             "--limit", "8", "--output", str(tmp_path / "r.json"), "--crop-fraction", "0.875",
-            "--model", "hidden_dim=16", "--model", "num_layers=1", "--model", "num_heads=2",
-            "--model", "mlp_dim=16", "--manual-dir", str(tmp_path)]
+            *recipe_model_args(TINY_ONE_BLOCK), "--manual-dir", str(tmp_path)]
     with tfds.testing.mock_data(num_examples=8):
         summary = imagenet_eval.main(args)
     assert summary["images"] == 8 and 0.0 <= summary["top1"] <= summary["top5"] <= 1.0

@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 
 from keras_vit import data, precision, training
+from conftest import TINY_FASHION_MNIST
 from keras_vit.model import ViT
-
-SMALL = dict(image_size=28, patch_size=7, num_channels=1, hidden_dim=16, num_layers=1,
-             num_heads=2, mlp_dim=16, num_classes=10)
 
 
 def small_vit(**overrides):
-    return ViT(**{**SMALL, **overrides})
+    return ViT(**{**TINY_FASHION_MNIST, **overrides})
 
 
 def toy_data(n=32, seed=0):
@@ -95,6 +93,34 @@ def test_augmented_model_trains_and_keeps_the_vit_plain(tmp_path):
     assert isinstance(loaded, ViT) and not any("random" in layer.name for layer in loaded.layers)
 
 
+def test_augmented_model_augments_in_training_only():
+    """Random erasing with probability 1 changes every image, in training only: called with
+    training=True and in `fit` (a twin without the augmenter learns something else)."""
+
+    def erasing():
+        return data.make_augmenter(data.AugmentConfig(random_erasing=1.0), seed=1)
+
+    inputs = keras.Input((28, 28, 1))
+    identity = keras.Model(inputs, keras.layers.Identity()(inputs))
+    wrapper = training.AugmentedModel(identity, erasing())
+    x, y = toy_data(8)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(wrapper(x)), x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(wrapper(x, training=False)), x)
+    augmented = keras.ops.convert_to_numpy(wrapper(x, training=True))
+    assert all(not np.array_equal(a, b) for a, b in zip(augmented, x))
+
+    def fitted(augmenter):
+        keras.utils.set_random_seed(0)
+        linear = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                   keras.layers.Dense(10, kernel_initializer="zeros")])
+        model = training.AugmentedModel(linear, augmenter)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=training.make_loss())
+        model.train_on_batch(x, y)
+        return keras.ops.convert_to_numpy(linear.layers[-1].kernel)
+
+    assert not np.allclose(fitted(erasing()), fitted([]), rtol=0, atol=1e-6)
+
+
 class Interrupt(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 2:
@@ -135,7 +161,7 @@ def test_resume_after_interruption_continues_from_the_saved_epoch(tmp_path):
 def test_resume_directory_of_a_different_model_is_refused(tmp_path):
     _fit(tmp_path, 1, [])
     with pytest.raises(ValueError, match="different model.*hidden_dim"):
-        small = small_vit(hidden_dim=32)
+        small = small_vit(hidden_dim=TINY_FASHION_MNIST["hidden_dim"] // 2)
         training.make_callbacks(tmp_path, {"model": small.get_config()})
     (tmp_path / "other" / "backup").mkdir(parents=True)
     (tmp_path / "other" / "backup" / "x.weights.h5").write_text("")
