@@ -13,10 +13,11 @@ Each source gives an unbatched `tf.data.Dataset` of `(image, integer label)`;
 resizing, random crop and flip, the Keras core augmentations (RandAugment, RandomErasing,
 MixUp, CutMix), shuffling and prefetching for training, or deterministically for evaluation.
 
-TensorFlow is imported lazily: only the tf.data functions need it.
+The per-image augmentation (`AugmentConfig`, `make_augmenter`, `augment_batch`) lives in
+`keras_vit.augment` and is importable from here too. TensorFlow is imported lazily: only
+the tf.data functions need it.
 """
 
-import dataclasses
 import gzip
 import os
 import struct
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
+from keras_vit.augment import AugmentConfig, augment_batch, make_augmenter  # noqa: F401
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -255,78 +258,7 @@ def from_directory(path, image_size, num_channels=3, seed=0, shuffle=True):
     return dataset, list(dataset.class_names)
 
 
-# --------------------------------------------------------------------------- augmentation
-
-
-@dataclasses.dataclass
-class AugmentConfig:
-    """What `make_augmenter` and `build_pipeline` apply to training batches.
-
-    translate: largest random shift as a fraction of the image side, zero-filled (the
-        "pad and random crop" of small-image recipes: 0.1 on 28 px ~ pad 3 then crop).
-    flip: random horizontal flip. rand_augment: RandAugment ops per image (0 = off).
-    random_erasing: probability of erasing a random box per image (0 = off).
-    mixup / cutmix: probability of MixUp / CutMix per batch (0 = off); they need one-hot
-        labels and so are applied by `build_pipeline` or `mix_batch`, not by the augmenter.
-    """
-
-    translate: float = 0.0
-    flip: bool = False
-    rand_augment: int = 0
-    rand_augment_magnitude: float = 0.5
-    random_erasing: float = 0.0
-    mixup: float = 0.0
-    mixup_alpha: float = 0.2
-    cutmix: float = 0.0
-
-
-def make_augmenter(config, seed=None):
-    """The list of Keras core augmentation layers `config` asks for (0..255 images).
-
-    The same layers work inside tf.data (any backend) and on the device inside a model
-    (`keras_vit.training.AugmentedModel`), so a recipe's augmentation is defined once.
-    Apply them with `augment_batch`. Returns [] when `config` asks for no per-image
-    augmentation. Build new ones per use: under JAX, an instance used in tf.data can't be
-    reused eagerly. (Not a `keras.Sequential`: that doesn't run in tf.data under JAX.)
-    """
-    L = keras.layers
-    layers = []
-    if config.rand_augment:
-        layers.append(
-            L.RandAugment(
-                value_range=(0, 255),
-                num_ops=config.rand_augment,
-                factor=config.rand_augment_magnitude,
-                seed=seed,
-            )
-        )
-    if config.translate:
-        layers.append(
-            L.RandomTranslation(
-                config.translate,
-                config.translate,
-                fill_mode="constant",
-                fill_value=0.0,
-                interpolation="nearest",
-                seed=seed,
-            )
-        )
-    if config.flip:
-        layers.append(L.RandomFlip("horizontal", seed=seed))
-    if config.random_erasing:
-        p = float(config.random_erasing)
-        layers.append(L.RandomErasing(factor=(p, p), value_range=(0, 255), seed=seed))
-    # float32 even under a mixed policy: 0..255 pixels lose precision in bfloat16.
-    for layer in layers:
-        layer.dtype_policy = keras.dtype_policies.get("float32")
-    return layers
-
-
-def augment_batch(layers, images):
-    """Applies the `make_augmenter` layers to a batch, in training mode."""
-    for layer in layers:
-        images = layer(images, training=True)
-    return images
+# --------------------------------------------------------------------------- MixUp and CutMix
 
 
 def mix_batch(images, labels, config, mixup_layer=None, cutmix_layer=None):

@@ -4,7 +4,12 @@
 import numpy as np
 import pytest
 
-D, HEADS, MLP, LAYERS, PATCH, GRID, CLASSES = 32, 4, 64, 2, 8, 4, 10
+from tiny import TINY
+
+# The tiny ViT's architecture, as the writers below lay it out.
+D, HEADS, MLP, LAYERS = TINY["hidden_dim"], TINY["num_heads"], TINY["mlp_dim"], TINY["num_layers"]
+PATCH, CLASSES = TINY["patch_size"], TINY["num_classes"]
+GRID = TINY["image_size"] // PATCH
 
 
 def google_params(seed=0, cls=True, representation=None, classes=CLASSES):

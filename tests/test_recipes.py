@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import TINY_FASHION_MNIST, TINY_ONE_BLOCK, recipe_model_args
+from tiny import TINY_FASHION_MNIST, TINY_ONE_BLOCK, recipe_model_args
 from keras_vit import data
 from recipes import common
 
@@ -41,9 +42,16 @@ def fmnist_args(fmnist_dir, out, *extra):
 def test_fashion_mnist_recipe_one_epoch(fmnist_dir, tmp_path, pipeline):
     if pipeline == "tf.data":
         pytest.importorskip("tensorflow")
+    from recipes import __main__ as recipes_cli
     from recipes import fashion_mnist
 
-    assert fashion_mnist.main(fmnist_args(fmnist_dir, tmp_path, "--pipeline", pipeline)) == 0
+    args = fmnist_args(fmnist_dir, tmp_path, "--pipeline", pipeline)
+    if pipeline == "numpy":  # as `python -m recipes fashion_mnist ...`
+        assert recipes_cli.main(["fashion_mnist", *args]) == 0
+    else:
+        assert fashion_mnist.main(args) == 0
+    card = (tmp_path / "README.md").read_text()
+    assert f"Command: `{shlex.join(['python', '-m', 'recipes.fashion_mnist', *args])}`" in card
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_examples"] == 40
     assert len(metrics["per_class_accuracy"]) == 10 and metrics["pipeline"] == pipeline
@@ -271,12 +279,3 @@ def test_shipped_fashion_mnist_model_loads_and_predicts():
     assert accuracy >= 0.93  # 94.2 % measured on these first 1000 test images
 
 
-def test_fashion_mnist_preset_has_the_recipes_architecture():
-    """The preset's config repeats the recipe's model (the package can't import recipes/)."""
-    from keras_vit.presets import get_preset
-    from recipes import fashion_mnist
-
-    preset = get_preset("fashion_mnist")["config"]
-    recipe = fashion_mnist.CONFIG.model
-    assert {k: recipe[k] for k in preset} == preset
-    assert set(recipe) - set(preset) == {"drop_path_rate"}  # training only

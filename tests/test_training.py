@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_vit import data, precision, training
-from conftest import TINY_FASHION_MNIST
+from tiny import TINY_FASHION_MNIST
 from keras_vit.model import ViT
 
 

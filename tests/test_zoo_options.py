@@ -50,7 +50,7 @@ def test_options_match_the_numpy_reference_and_round_trip(name, tmp_path):
 
 
 def test_option_parameter_counts():
-    d, grid = BASE["hidden_dim"], 4
+    d = BASE["hidden_dim"]
     plain = ViT(**BASE).count_params()
     assert ViT(**BASE, layer_scale_init=0.1).count_params() == plain + 2 * d * BASE["num_layers"]
     assert ViT(**BASE, num_register_tokens=4).count_params() == plain + 4 * d
