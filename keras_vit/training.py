@@ -21,10 +21,14 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from keras_vit.backend import private_apis
+
 # Short variable names (regexes, anchored) that AdamW must not decay. In a ViT they are:
 # every bias ("bias"), LayerNorm scale and offset ("gamma", "beta"), the position
-# embedding ("embedding") and the class token ("token").
-NO_WEIGHT_DECAY_NAMES = ("^bias$", "^gamma$", "^beta$", "^embedding$", "^token$")
+# embedding ("embedding"), the class token ("token"), register and distillation tokens
+# ("tokens"), layer scale ("attention_scale", "mlp_scale") and the MAP probe ("probe").
+NO_WEIGHT_DECAY_NAMES = ("^bias$", "^gamma$", "^beta$", "^embedding$", "^token$", "^tokens$",
+                         "^attention_scale$", "^mlp_scale$", "^probe$")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -94,7 +98,7 @@ def decayed_variables(optimizer, model):
     """(decayed, excluded) lists of `model`'s trainable variables for `optimizer`."""
     decayed, excluded = [], []
     for variable in model.trainable_variables:
-        (decayed if optimizer._use_weight_decay(variable) else excluded).append(variable)
+        (decayed if private_apis.uses_weight_decay(optimizer, variable) else excluded).append(variable)
     return decayed, excluded
 
 

@@ -140,7 +140,7 @@ def test_initialisation_follows_the_original():
         kernel = ops.convert_to_numpy(dense.kernel)
         limit = np.sqrt(6 / sum(kernel.shape))
         assert limit * 0.9 < np.abs(kernel).max() <= limit
-    query = ops.convert_to_numpy(block.attention._query_dense.kernel)
+    query = ops.convert_to_numpy(block.attention.query_dense.kernel)
     assert query.shape == (256, 4, 64)
     assert np.sqrt(3 / 256) * 0.9 < np.abs(query).max() <= np.sqrt(3 / 256)
     assert model.get_layer("encoder_norm").epsilon == 1e-6

@@ -33,6 +33,11 @@ def test_weight_decay_skips_biases_norms_position_embedding_and_class_token():
     assert any("position_embedding" in p for p in excluded_paths)
     assert any("class_token" in p for p in excluded_paths)
     assert any("attention" in v.path for v in decayed) and all(v.name == "kernel" for v in decayed)
+    zoo = ViT(**{**TINY_FASHION_MNIST, "pooling": "map"}, num_register_tokens=2,
+              layer_scale_init=0.1, class_token_position=False)
+    _, zoo_excluded = training.decayed_variables(optimizer, zoo)
+    assert {"pooling/probe", "register_tokens/tokens", "encoder_block_0/attention_scale",
+            "encoder_block_0/mlp_scale"} <= {v.path for v in zoo_excluded}
 
     # Really excluded: with zero gradients Adam's step is 0, so only weight decay moves
     # variables, by a factor (1 - lr * wd) = 0.95.
