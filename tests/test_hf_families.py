@@ -24,13 +24,31 @@ FAMILIES = {
     "deit_distilled": ("DeiTConfig", "DeiTForImageClassificationWithTeacher", {"num_labels": 5}),
     "siglip": ("SiglipVisionConfig", "SiglipVisionModel", {}),
 }
+TEXT = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            vocab_size=64, max_position_embeddings=16)
+# Whole-model checkpoints, as the hub holds them: the image tower is read, the rest (text
+# tower, MAE's decoder) is left alone without a warning.
+WHOLE = {
+    "clip_whole": ("CLIPConfig", "CLIPModel", "vision_model",
+                   dict(text_config=TEXT, vision_config=COMMON, projection_dim=16)),
+    "siglip_whole": ("SiglipConfig", "SiglipModel", "vision_model",
+                     dict(text_config=TEXT, vision_config=COMMON)),
+    "mae_pretraining": ("ViTMAEConfig", "ViTMAEForPreTraining", "vit",
+                        dict(COMMON, mask_ratio=0.0, decoder_hidden_size=16,
+                             decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+                             decoder_intermediate_size=32)),
+}
 
 
 def _saved_model(family, folder):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    config_name, model_name, extra = FAMILIES[family]
-    config = getattr(transformers, config_name)(**COMMON, **extra)
+    if family in WHOLE:
+        config_name, model_name, _, kwargs = WHOLE[family]
+    else:
+        config_name, model_name, extra = FAMILIES[family]
+        kwargs = {**COMMON, **extra}
+    config = getattr(transformers, config_name)(**kwargs)
     torch.manual_seed(0)
     hf = getattr(transformers, model_name)(config).eval()
     with torch.no_grad():
@@ -97,7 +115,7 @@ def test_family_defaults_without_preprocessor_config(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    ({"model_type": "siglip"}, "model_type 'siglip' is not a family"),
+    ({"model_type": "beit"}, "model_type 'beit' is not a family"),
     ({"use_swiglu_ffn": True}, "use_swiglu_ffn"),
 ])
 def test_unsupported_configs_are_refused(tmp_path, edit, message):
@@ -106,3 +124,33 @@ def test_unsupported_configs_are_refused(tmp_path, edit, message):
     (tmp_path / "config.json").write_text(json.dumps({**config, **edit}))
     with pytest.raises(ValueError, match=message):
         ViT.from_preset(path, include_top=False)
+
+
+@pytest.mark.parametrize("family", WHOLE)
+def test_whole_model_checkpoints_load_their_image_tower(family, tmp_path):
+    import warnings
+
+    hf, path = _saved_model(family, tmp_path)
+    tower = getattr(hf, WHOLE[family][2])
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    kind = {"clip_whole": "clip", "siglip_whole": "siglip", "mae_pretraining": "mae"}[family]
+    pooled, sequence = _hf_outputs(kind, _Tower(tower, kind), images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "keys not loaded" for the text tower
+        model = ViT.from_preset(path, include_top=False)
+    _close(model(images), pooled)
+    last = f"encoder_block_{model.num_layers - 1}" if kind == "clip" else "encoder_norm"
+    _close(keras.Model(model.input, model.get_layer(last).output)(images), sequence)
+
+
+class _Tower:
+    """An image tower called like the stand-alone image models (CLIP: its pooled output)."""
+
+    def __init__(self, tower, kind):
+        self.tower, self.kind = tower, kind
+
+    def __call__(self, pixel_values):
+        out = self.tower(pixel_values=pixel_values)
+        if self.kind == "clip":
+            out.image_embeds = out.pooler_output
+        return out

@@ -11,8 +11,10 @@
 - SigLIP's image tower (`SiglipVisionModel`): no class token, multi-head attention
   pooling (MAP) with a learned probe, the tanh GELU.
 
-The family comes from `model_type` in config.json, else from the keys. The image mean and
-std come from preprocessor_config.json, else the family's known values.
+A whole `CLIPModel`, `SiglipModel` or `ViTMAEForPreTraining` loads its image tower (from
+`vision_config`); the text tower and MAE's decoder are left out. The family comes from
+`model_type` in config.json, else from the keys. The image mean and std come from
+preprocessor_config.json, else the family's known values.
 """
 
 import math
@@ -31,10 +33,10 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 _FAMILIES = {"vit": "vit", "vit_mae": "vit", "deit": "vit", "dinov2": "dinov2",
              "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip",
-             "siglip_vision_model": "siglip"}
+             "siglip_vision_model": "siglip", "siglip": "siglip"}
 _DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "deit": IMAGENET, "dinov2": IMAGENET,
                           "dinov2_with_registers": IMAGENET, "clip_vision_model": CLIP,
-                          "clip": CLIP, "siglip_vision_model": None}
+                          "clip": CLIP, "siglip_vision_model": None, "siglip": None}
 
 # Per family: where the embeddings are, and each block part's name in the file.
 _BLOCK_NAMES = {
@@ -67,12 +69,12 @@ def _positive_int(hf, name, limit=None):
 def _model_type(hf, keys):
     model_type = hf.get("model_type")
     if model_type is None:
+        if {"head.probe", "vision_model.head.probe"} & keys:
+            return "siglip_vision_model"
         if any(k.startswith("vision_model.embeddings.") for k in keys):
             return "clip_vision_model"
         if "deit.embeddings.distillation_token" in keys:
             return "deit"
-        if "head.probe" in keys:
-            return "siglip_vision_model"
         if any(".layer_scale1." in k for k in keys):
             return "dinov2_with_registers" if "embeddings.register_tokens" in keys else "dinov2"
         return "vit"
@@ -91,11 +93,12 @@ def _config_values(hf, model_type):
         if len(pair) != 2:
             raise ValueError(f"config.json: image_size must be an int or a pair, got {size!r}.")
         size = tuple(_positive_int({"image_size": s}, "image_size", MAX_IMAGE_SIDE) for s in pair)
-    eps = hf.get("layer_norm_eps", 1e-5 if model_type.startswith("clip") else 1e-12)
+    family = _FAMILIES[model_type]
+    eps = hf.get("layer_norm_eps", {"clip": 1e-5, "siglip": 1e-6}.get(family, 1e-12))
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
             math.isfinite(eps) and eps > 0):
         raise ValueError(f"config.json: layer_norm_eps must be a positive number, got {eps!r}.")
-    act = hf.get("hidden_act", "quick_gelu" if model_type.startswith("clip") else "gelu")
+    act = hf.get("hidden_act", {"clip": "quick_gelu", "siglip": "gelu_pytorch_tanh"}.get(family, "gelu"))
     if not isinstance(act, str) or act not in _ACTIVATIONS:
         raise ValueError(f"Unsupported hidden_act {act!r} in the Hugging Face config.")
     if hf.get("use_swiglu_ffn"):
@@ -119,12 +122,23 @@ def _normalization(preprocessor, model_type):
     return tuple(mean), tuple(std)
 
 
+# Parts of whole-model checkpoints that are not the image tower: CLIP's and SigLIP's text
+# towers, MAE's pre-training decoder.
+_OTHER_PARTS = ("text_model.", "text_projection.", "logit_scale", "logit_bias", "decoder.")
+
+
 def convert(r, files):
     files = files or {}
     keys = set(r.tensors)
-    model_type = _model_type(files.get("config") or {}, keys)
+    config = files.get("config") or {}
+    model_type = _model_type(config, keys)
     family = _FAMILIES[model_type]
-    hf = _config_values(files.get("config") or {}, model_type)
+    if model_type in ("clip", "siglip"):  # a whole CLIP / SigLIP: its image tower's config
+        config = config.get("vision_config") or {}
+        if not isinstance(config, dict):
+            raise ValueError("config.json: vision_config must be an object.")
+    r.ignorable = {k for k in keys if k.startswith(_OTHER_PARTS)}
+    hf = _config_values(config, model_type)
     if family == "clip":
         p = "vision_model."
         kernel, pos_key = _clip_embeddings(r, p)
@@ -135,7 +149,7 @@ def convert(r, files):
         p = next((prefix for prefix in ("vit.", "deit.")
                   if f"{prefix}embeddings.patch_embeddings.projection.weight" in keys), "")
         emb = f"{p}embeddings."
-        r.ignorable = {f"{emb}mask_token"}
+        r.ignorable |= {f"{emb}mask_token"}
         kernel = r.take("patch/kernel", f"{emb}patch_embeddings.projection.weight", conv_kernel, ndim=4)
         r.take("patch/bias", f"{emb}patch_embeddings.projection.bias")
         r.take("cls", f"{emb}cls_token")
@@ -198,7 +212,7 @@ def _clip_embeddings(r, p):
     """CLIP's embeddings: a (D,) class embedding, a bias-free patch conv, a 2-D position
     table, and the norm before the encoder. Returns (patch kernel, position key)."""
     emb = f"{p}embeddings."
-    r.ignorable = {f"{emb}position_ids"}
+    r.ignorable |= {f"{emb}position_ids"}
     kernel = r.take("patch/kernel", f"{emb}patch_embedding.weight", conv_kernel, ndim=4)
     if kernel is not None:
         r.put("patch/bias", np.zeros(kernel.shape[-1], kernel.dtype), f"{emb}patch_embedding (no bias)")
@@ -236,7 +250,7 @@ def _siglip_embeddings(r, p):
     """SigLIP's embeddings: a patch conv and a 2-D position table, no class token.
     Returns (patch kernel, position key)."""
     emb = f"{p}embeddings."
-    r.ignorable = {f"{emb}position_ids"}
+    r.ignorable |= {f"{emb}position_ids"}
     kernel = r.take("patch/kernel", f"{emb}patch_embedding.weight", conv_kernel, ndim=4)
     r.take("patch/bias", f"{emb}patch_embedding.bias")
     pos_key = f"{emb}position_embedding.weight"
