@@ -212,6 +212,46 @@ PRESETS["fashion_mnist"] = {
 }
 
 
+# The later ViT families, from their Hugging Face hub repositories (hf:// handles, fetched
+# with huggingface_hub). "config" is the architecture for weights=None; a checkpoint brings
+# its own image size, mean / std and epsilon.
+_DINOV2_README = "facebookresearch/dinov2 README (ImageNet linear probe)"
+_IMAGENET_NORMALIZATION = dict(image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225))
+_DINOV2 = {
+    # name: (long name, hidden, heads, layers, registers, hub repo, ImageNet linear top-1)
+    "dinov2_s14": ("DINOv2 ViT-S/14", 384, 6, 12, 0, "facebook/dinov2-small", 81.1),
+    "dinov2_b14": ("DINOv2 ViT-B/14", 768, 12, 12, 0, "facebook/dinov2-base", 84.5),
+    "dinov2_l14": ("DINOv2 ViT-L/14", 1024, 16, 24, 0, "facebook/dinov2-large", 86.3),
+    "dinov2_reg_s14": ("DINOv2 ViT-S/14 with registers", 384, 6, 12, 4,
+                       "facebook/dinov2-with-registers-small", 80.9),
+    "dinov2_reg_b14": ("DINOv2 ViT-B/14 with registers", 768, 12, 12, 4,
+                       "facebook/dinov2-with-registers-base", 84.6),
+    "dinov2_reg_l14": ("DINOv2 ViT-L/14 with registers", 1024, 16, 24, 4,
+                       "facebook/dinov2-with-registers-large", 86.7),
+}
+for _name, (_long, _hidden, _heads, _layers, _registers, _repo, _top1) in _DINOV2.items():
+    PRESETS[_name] = {
+        "description": (f"{_long}: self-supervised features (LVD-142M), no head; pass "
+                        "num_classes=... to fine-tune. Its top-1 is a linear probe's."),
+        "config": dict(patch_size=14, hidden_dim=_hidden, mlp_dim=4 * _hidden, num_heads=_heads,
+                       num_layers=_layers, num_register_tokens=_registers, layer_scale_init=1.0,
+                       gelu_approximate=False, include_top=False, **_IMAGENET_NORMALIZATION),
+        "weights": {"lvd142m": _entry(f"hf://{_repo}", _top1, _DINOV2_README, image_size=518,
+                                      num_classes=None, fmt="hf")},
+        "default_weights": "lvd142m",
+    }
+PRESETS["deit_b16_distilled"] = {
+    "description": ("DeiT-B/16 distilled (Touvron et al., 2021): a distillation token with its "
+                    "own head, ImageNet-1k only; logits are the average of both heads."),
+    "config": dict(patch_size=16, hidden_dim=768, mlp_dim=3072, num_heads=12, num_layers=12,
+                   distillation_token=True, gelu_approximate=False, layer_norm_epsilon=1e-12,
+                   **_IMAGENET_NORMALIZATION),
+    "weights": {"in1k": _entry("hf://facebook/deit-base-distilled-patch16-224", 83.4,
+                               "DeiT paper / Hugging Face model card", fmt="hf")},
+    "default_weights": "in1k",
+}
+
+
 def list_presets():
     """Returns {preset name: description}."""
     return {name: preset["description"] for name, preset in PRESETS.items()}
@@ -267,6 +307,8 @@ def _fetch_named(preset, name, spec):
                 "that folder."
             )
         return path
+    if _is_hub_handle(spec["url"]):
+        return _fetch_remote(spec["url"])
     subdir = f"{preset}/{name}"
     if spec.get("config_url"):
         download.download(spec["config_url"], subdir=subdir)

@@ -88,3 +88,37 @@ def test_distillation_token_round_trips_and_needs_a_class_token(tmp_path):
     for bad in (dict(pooling="gap"), dict(class_token_position=False), dict(num_register_tokens=1)):
         with pytest.raises(ValueError, match="distillation_token=True needs"):
             ViT(**{**BASE, **bad}, distillation_token=True)
+
+
+# timm 1.0.31's counts (REFERENCE.md) for the same architectures; Hugging Face's DINOv2 with
+# registers gives the class token a position (timm's reg4 models do not): one width more.
+ZOO_PARAMS = {
+    "dinov2_s14": (518, 22_056_192),
+    "dinov2_b14": (518, 86_579_712),
+    "dinov2_reg_s14": (518, 22_057_344 + 384),
+    "deit_b16_distilled": (224, 87_338_192),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ZOO_PARAMS)
+def test_zoo_preset_parameter_counts(preset):
+    size, expected = ZOO_PARAMS[preset]
+    assert ViT.from_preset(preset, weights=None, image_size=size).count_params() == expected
+
+
+def test_hub_presets_load_through_the_hub(monkeypatch, tmp_path):
+    """A preset whose weights are an hf:// handle fetches them with keras_vit.hub."""
+    from checkpoint_files import google_params, write_hf
+    from keras_vit import hub, presets
+
+    path = write_hf(tmp_path, google_params())
+    asked = []
+    monkeypatch.setattr(hub, "fetch", lambda handle: asked.append(handle) or path)
+    entry = dict(presets.PRESETS["deit_b16_distilled"])
+    entry.update(config=dict(patch_size=8, hidden_dim=32, mlp_dim=64, num_heads=4, num_layers=2),
+                 weights={"tiny": dict(entry["weights"]["in1k"], url="hf://test/tiny")},
+                 default_weights="tiny")
+    monkeypatch.setitem(presets.PRESETS, "hub_tiny", entry)
+    model = ViT.from_preset("hub_tiny")
+    assert asked == ["hf://test/tiny"] and model.num_heads == 4
