@@ -154,3 +154,21 @@ class _Tower:
         if self.kind == "clip":
             out.image_embeds = out.pooler_output
         return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_fine_tunes_with_a_new_head_and_round_trips(family, tmp_path):
+    _, path = _saved_model(family, tmp_path)
+    model = ViT.from_preset(path, num_classes=3)
+    images = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    labels = np.array([0, 1, 2, 1])
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    head = ops.convert_to_numpy(model.get_layer("head").kernel).copy()
+    history = model.fit(images, labels, epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert not np.array_equal(ops.convert_to_numpy(model.get_layer("head").kernel), head)
+    model.save(tmp_path / "tuned.keras")
+    loaded = keras.saving.load_model(tmp_path / "tuned.keras")
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(images)),
+                               ops.convert_to_numpy(model(images)), rtol=1e-5, atol=1e-5)
