@@ -25,7 +25,7 @@ import numpy as np
 from keras_vit.weights.checkpoint import (
     MAX_IMAGE_SIDE, architecture, count_blocks, position_embedding)
 from keras_vit.weights.google import optional_dense
-from keras_vit.weights.timm import conv_kernel, linear
+from keras_vit.weights.timm import conv_kernel, linear, split_fused_qkv
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
@@ -217,9 +217,7 @@ def _clip_embeddings(r, p):
     if kernel is not None:
         r.put("patch/bias", np.zeros(kernel.shape[-1], kernel.dtype), f"{emb}patch_embedding (no bias)")
     r.take("cls", f"{emb}class_embedding", lambda a: a.reshape(1, 1, -1), ndim=1)
-    pos_key = f"{emb}position_embedding.weight"
-    if pos_key in r.tensors and r.tensors[pos_key].ndim == 2:
-        r.tensors = {**r.tensors, pos_key: r.tensors[pos_key][None]}
+    pos_key = _position_table(r, emb)
     r.take("pre_norm/scale", f"{p}pre_layrnorm.weight")
     r.take("pre_norm/bias", f"{p}pre_layrnorm.bias")
     return kernel, pos_key
@@ -253,25 +251,22 @@ def _siglip_embeddings(r, p):
     r.ignorable |= {f"{emb}position_ids"}
     kernel = r.take("patch/kernel", f"{emb}patch_embedding.weight", conv_kernel, ndim=4)
     r.take("patch/bias", f"{emb}patch_embedding.bias")
+    return kernel, _position_table(r, emb)
+
+
+def _position_table(r, emb):
+    """The key of CLIP's / SigLIP's (tokens, D) position table, seen as (1, tokens, D)."""
     pos_key = f"{emb}position_embedding.weight"
     if pos_key in r.tensors and r.tensors[pos_key].ndim == 2:
         r.tensors = {**r.tensors, pos_key: r.tensors[pos_key][None]}
-    return kernel, pos_key
+    return pos_key
 
 
 def _map_head(r, h):
     """SigLIP's attention-pooling head: probe, a fused in-projection, out-projection,
     LayerNorm and MLP."""
     r.take("map/probe", f"{h}probe", ndim=3)
-    weight = r.get(f"{h}attention.in_proj_weight", ndim=2)
-    bias = r.get(f"{h}attention.in_proj_bias", ndim=1)
-    if weight is not None and bias is not None:
-        if weight.shape[0] % 3 or bias.shape[0] != weight.shape[0]:
-            raise ValueError(f"{h}attention.in_proj has weight {weight.shape} and bias "
-                             f"{bias.shape}: not a fused (3 x width) projection.")
-        for j, part in enumerate(("query", "key", "value")):
-            r.put(f"map/{part}/kernel", np.split(weight, 3)[j].T, f"{h}attention.in_proj_weight ({part})")
-            r.put(f"map/{part}/bias", np.split(bias, 3)[j], f"{h}attention.in_proj_bias ({part})")
+    split_fused_qkv(r, "map/", f"{h}attention.in_proj_weight", f"{h}attention.in_proj_bias")
     for part, name in (("out", "attention.out_proj"), ("mlp1", "mlp.fc1"), ("mlp2", "mlp.fc2")):
         r.take(f"map/{part}/kernel", f"{h}{name}.weight", linear, ndim=2)
         r.take(f"map/{part}/bias", f"{h}{name}.bias")

@@ -17,6 +17,20 @@ def linear(weight):
     return weight.T
 
 
+def split_fused_qkv(r, canonical, weight_key, bias_key):
+    """Reads a fused (3 * D, D) query/key/value projection (PyTorch layout) and its bias
+    into `{canonical}query/kernel`, `.../bias`, and the same for key and value."""
+    weight, bias = r.get(weight_key, ndim=2), r.get(bias_key, ndim=1)
+    if weight is None or bias is None:
+        return
+    if weight.shape[0] % 3 or bias.shape[0] != weight.shape[0]:
+        raise ValueError(f"{weight_key} has shape {weight.shape} and {bias_key} {bias.shape}: "
+                         "not a fused (3 x width) projection.")
+    for part, rows, values in zip(("query", "key", "value"), np.split(weight, 3), np.split(bias, 3)):
+        r.put(f"{canonical}{part}/kernel", rows.T, f"{weight_key} ({part} rows)")
+        r.put(f"{canonical}{part}/bias", values, f"{bias_key} ({part})")
+
+
 def convert(r, _):
     keys = set(r.tensors)
     kernel = r.take("patch/kernel", "patch_embed.proj.weight", conv_kernel, ndim=4)
@@ -28,16 +42,7 @@ def convert(r, _):
     num_layers = count_blocks(keys, r"blocks\.(\d+)\.")
     for i in range(num_layers):
         b = f"blocks.{i}."
-        qkv_weight = r.get(f"{b}attn.qkv.weight", ndim=2)
-        qkv_bias = r.get(f"{b}attn.qkv.bias", ndim=1)
-        if qkv_weight is not None and qkv_bias is not None:
-            if qkv_weight.shape[0] % 3 or qkv_bias.shape[0] != qkv_weight.shape[0]:
-                raise ValueError(f"{b}attn.qkv has weight {qkv_weight.shape} and bias "
-                                 f"{qkv_bias.shape}: not a fused (3 x width) projection.")
-            for j, part in enumerate(("query", "key", "value")):
-                rows = np.split(qkv_weight, 3)[j]
-                r.put(f"block{i}/{part}/kernel", rows.T, f"{b}attn.qkv.weight ({part} rows)")
-                r.put(f"block{i}/{part}/bias", np.split(qkv_bias, 3)[j], f"{b}attn.qkv.bias ({part})")
+        split_fused_qkv(r, f"block{i}/", f"{b}attn.qkv.weight", f"{b}attn.qkv.bias")
         for part, name in (("out", "attn.proj"), ("mlp1", "mlp.fc1"), ("mlp2", "mlp.fc2")):
             r.take(f"block{i}/{part}/kernel", f"{b}{name}.weight", linear, ndim=2)
             r.take(f"block{i}/{part}/bias", f"{b}{name}.bias")
