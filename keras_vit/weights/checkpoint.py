@@ -117,9 +117,10 @@ def position_embedding(r, key, has_cls, grid=None, distilled=False):
     if pos.shape[0] != 1:
         raise ValueError(f"{key!r} has shape {pos.shape}, expected (1, tokens, width).")
     expected = int(has_cls) + int(distilled)
-    if grid is None:
-        prefix, grid = (expected, square_grid(pos.shape[1] - 1, True)[1]) if distilled else \
-            square_grid(pos.shape[1], has_cls)
+    if grid is None and distilled:
+        prefix, grid = expected, square_grid(pos.shape[1] - expected, False)[1]
+    elif grid is None:
+        prefix, grid = square_grid(pos.shape[1], has_cls)
     else:
         prefix = pos.shape[1] - grid[0] * grid[1]
     if prefix == 0 and has_cls and not distilled:
