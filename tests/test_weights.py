@@ -201,11 +201,12 @@ def test_unsupported_architecture_is_refused(tmp_path):
     path = write_timm(tmp_path / "model.safetensors", google_params())
     from safetensors.numpy import load_file, save_file
 
-    t = load_file(path)
-    t["fc_norm.weight"] = np.ones(D, "float32")
-    save_file(t, path)
-    with pytest.raises(ValueError, match="fc_norm"):
-        ViT.from_preset(path)
+    clean = load_file(path)
+    for key, shape, message in (("fc_norm.weight", (D,), "fc_norm"),
+                                ("dist_token", (1, 1, D), "distillation token")):
+        save_file({**clean, key: np.ones(shape, "float32")}, path)
+        with pytest.raises(ValueError, match=message):
+            ViT.from_preset(path)
 
 
 def test_hf_config_json_is_read(tmp_path, images):

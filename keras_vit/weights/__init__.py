@@ -32,6 +32,7 @@ _UNSUPPORTED = {
     "q_norm.": "QK normalisation",
     "norm_pre.": "a pre-encoder norm",
     "attn_pool.": "attention pooling",
+    "dist_token": "timm's distillation token (the Hugging Face DeiT file loads)",
 }
 
 _CONVERTERS = {"vit_jax": google.convert, "big_vision": google.convert,
