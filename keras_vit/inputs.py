@@ -49,7 +49,7 @@ def check_dtype(model, dtype):
     name = _dtype_name(dtype)
     if name is None:
         return
-    if name.startswith(("complex", "str", "bytes", "object")) or name in ("string", "<U", "O"):
+    if name.startswith(("complex", "str", "bytes", "object")):
         raise ValueError(f"{model.name} takes real-valued pixel values, got images of dtype {name}.")
     if name in _SUSPECT_INTEGER_DTYPES and getattr(model, "include_preprocessing", False):
         _warn_range(model, f"images of dtype {name}")

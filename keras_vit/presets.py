@@ -229,17 +229,22 @@ _DINOV2 = {
     "dinov2_reg_l14": ("DINOv2 ViT-L/14 with registers", 1024, 16, 24, 4,
                        "facebook/dinov2-with-registers-large", 86.7),
 }
-for _name, (_long, _hidden, _heads, _layers, _registers, _repo, _top1) in _DINOV2.items():
-    PRESETS[_name] = {
-        "description": (f"{_long}: self-supervised features (LVD-142M), no head; pass "
+
+
+def _dinov2_preset(long_name, hidden, heads, layers, registers, repo, top1):
+    return {
+        "description": (f"{long_name}: self-supervised features (LVD-142M), no head; pass "
                         "num_classes=... to fine-tune. Its top-1 is a linear probe's."),
-        "config": dict(patch_size=14, hidden_dim=_hidden, mlp_dim=4 * _hidden, num_heads=_heads,
-                       num_layers=_layers, num_register_tokens=_registers, layer_scale_init=1.0,
+        "config": dict(patch_size=14, hidden_dim=hidden, mlp_dim=4 * hidden, num_heads=heads,
+                       num_layers=layers, num_register_tokens=registers, layer_scale_init=1.0,
                        gelu_approximate=False, include_top=False, **_IMAGENET_NORMALIZATION),
-        "weights": {"lvd142m": _entry(f"hf://{_repo}", _top1, _DINOV2_README, image_size=518,
+        "weights": {"lvd142m": _entry(f"hf://{repo}", top1, _DINOV2_README, image_size=518,
                                       num_classes=None, fmt="hf")},
         "default_weights": "lvd142m",
     }
+
+
+PRESETS.update({name: _dinov2_preset(*spec) for name, spec in _DINOV2.items()})
 PRESETS["deit_b16_distilled"] = {
     "description": ("DeiT-B/16 distilled (Touvron et al., 2021): a distillation token with its "
                     "own head, ImageNet-1k only; logits are the average of both heads."),
