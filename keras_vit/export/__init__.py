@@ -13,7 +13,8 @@ runs in this process; under JAX or PyTorch the model is saved as a `.keras` file
 moves across backends) and rebuilt by a `KERAS_BACKEND=tensorflow` subprocess. A model under
 a mixed dtype policy is rebuilt in float32 first (`keras_vit.precision.as_float32`). The
 SavedModel has a `serving_default` signature with one input `images` (float32 or uint8
-pixels, 0..255 for a ViT) and one output `logits`; TFLite files come from that SavedModel
+pixels, 0..255 for a ViT) and one output `logits` (the feature vectors of a ViT with
+`include_top=False`, under the same name); TFLite files come from that SavedModel
 through `TFLiteConverter`, use builtin ops only (no Flex delegate, no Erf: exact GELU lowers
 to TFLite's builtin GELU), and take a single image (batch 1).
 
@@ -91,10 +92,12 @@ def export(
     TensorFlow conversions run in one TensorFlow pass (one subprocess under JAX or PyTorch),
     ONNX in one PyTorch pass. Every argument is checked before anything is converted.
 
-    Each file is compared with the Keras model on `eval_images` (and `eval_labels`, one class
-    id per image, for accuracies), or on 16 random images: the report (a list of
-    `parity_report` dicts) is printed as a table when `verbose`, written as markdown to
-    `report_path` if given, and returned. See `export_tflite` for the other arguments.
+    Each file is compared with the Keras model on `eval_images` (and, for a classifier,
+    `eval_labels`, one class id per image, for accuracies), or on 16 random images; a
+    features model (`include_top=False`) is compared by its feature vectors (see
+    `parity_report`). The report (a list of `parity_report` dicts) is printed as a table
+    when `verbose`, written as markdown to `report_path` if given, and returned. See
+    `export_tflite` for the other arguments.
     """
     if isinstance(quantize, str) or quantize is None:
         quantize = [quantize]

@@ -145,8 +145,8 @@ def load_model(model):
     path = os.fspath(model)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model file at {path!r}.")
-    import keras_vit  # noqa: F401  (registers the ViT layers for deserialization)
-
+    # The ViT layers are registered for deserialization: importing this module imported
+    # the keras_vit package, which imports them.
     return keras.saving.load_model(path, compile=False)
 
 
@@ -167,6 +167,18 @@ def image_shape(model, fixed=True):
     return shape
 
 
+def outputs_features(model):
+    """Whether the model outputs feature vectors rather than logits: a ViT without a head
+    (`include_top=False`). Other models are taken for classifiers."""
+    return getattr(model, "include_top", True) is False
+
+
 def num_classes(model):
-    """The number of logits the model outputs per image."""
+    """The number of logits the model outputs per image; a ValueError for a features model,
+    whose outputs have no classes to label."""
+    if outputs_features(model):
+        raise ValueError(
+            "This model outputs features (a ViT with include_top=False), not class scores: "
+            "evaluation labels need a classifier. Leave out the labels to compare features."
+        )
     return model.outputs[0].shape[-1]
