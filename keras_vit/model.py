@@ -58,6 +58,8 @@ class ViT(keras.Model):
         distillation_token: DeiT's distillation token after the class token, with its own
             position and its own head ("head_dist"); the model returns the average of the
             two heads' logits, as the original does at inference.
+        distillation_head: False keeps the distillation token but gives it no head: the
+            model reads out the class token only (`DeiTForImageClassification`).
         classifier_activation: activation of the head, e.g. "softmax"; None for logits.
         dtype: dtype policy of every layer; None follows the global policy.
     """
@@ -89,6 +91,7 @@ class ViT(keras.Model):
         pooled_norm=False,
         layer_scale_init=None,
         distillation_token=False,
+        distillation_head=True,
         image_mean=None,
         image_std=None,
         dtype=None,
@@ -135,6 +138,9 @@ class ViT(keras.Model):
                                    or num_register_tokens):
             raise ValueError("distillation_token=True needs pooling='token', a class-token "
                              "position and no register tokens (DeiT's layout).")
+        if not isinstance(distillation_head, bool) or (not distillation_head and not distillation_token):
+            raise ValueError("distillation_head must be True or False, and False only with "
+                             f"distillation_token=True; got {distillation_head!r}.")
         mean, std = arguments.normalization(image_mean, image_std, num_channels)
         grid_size = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
         policy = keras.dtype_policies.get(dtype) if dtype is not None else None
@@ -211,7 +217,7 @@ class ViT(keras.Model):
             head = dict(activation=classifier_activation, kernel_initializer="zeros",
                         dtype=self._head_policy(policy))
             x = keras.layers.Dense(num_classes, name="head", **head)(x)
-            if distillation_token:
+            if distillation_token and distillation_head:
                 dist = vit_layers.TokenPooling(
                     "distillation", dtype=policy, name="distillation_pooling")(tokens)
                 dist = keras.layers.Dense(num_classes, name="head_dist", **head)(dist)
@@ -244,6 +250,7 @@ class ViT(keras.Model):
         self.pooled_norm = pooled_norm
         self.layer_scale_init = layer_scale_init
         self.distillation_token = distillation_token
+        self.distillation_head = distillation_head
         self.image_mean = image_mean if image_mean is None else list(mean)
         self.image_std = image_std if image_std is None else list(std)
         self._config_dtype = None if policy is None else policy.name
@@ -351,6 +358,7 @@ class ViT(keras.Model):
             "pooled_norm": self.pooled_norm,
             "layer_scale_init": self.layer_scale_init,
             "distillation_token": self.distillation_token,
+            "distillation_head": self.distillation_head,
             "image_mean": self.image_mean,
             "image_std": self.image_std,
             "dtype": self._config_dtype,

@@ -22,8 +22,11 @@ FAMILIES = {
     "mae": ("ViTMAEConfig", "ViTMAEModel", {"mask_ratio": 0.0}),
     "clip": ("CLIPVisionConfig", "CLIPVisionModelWithProjection", {"projection_dim": 16}),
     "deit_distilled": ("DeiTConfig", "DeiTForImageClassificationWithTeacher", {"num_labels": 5}),
+    "deit": ("DeiTConfig", "DeiTForImageClassification", {"num_labels": 5}),
+    "deit_model": ("DeiTConfig", "DeiTModel", {}),
     "siglip": ("SiglipVisionConfig", "SiglipVisionModel", {}),
 }
+HEADED = ("clip", "deit_distilled", "deit")  # loaded with their head (CLIP's: the projection)
 TEXT = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
             vocab_size=64, max_position_embeddings=16)
 # Whole-model checkpoints, as the hub holds them: the image tower is read, the rest (text
@@ -60,20 +63,24 @@ def _saved_model(family, folder):
     return hf, str(folder / "model.safetensors")
 
 
-def _hf_outputs(family, hf, images):
+def _hf_outputs(family, hf, images, interpolate_pos_encoding=False):
     import torch
 
     pixels = ((images / 255.0 - np.array(MEAN)) / np.array(STD)).transpose(0, 3, 1, 2)
+    # DINOv2 has no such argument: it interpolates whenever the image size differs.
+    options = {"interpolate_pos_encoding": True} if (
+        interpolate_pos_encoding and not family.startswith("dinov2")) else {}
     with torch.no_grad():
-        out = hf(pixel_values=torch.from_numpy(pixels.astype("float32")))
-    if family == "deit_distilled":  # the average of the two heads; no token sequence
+        out = hf(pixel_values=torch.from_numpy(pixels.astype("float32")), **options)
+    if family in ("deit_distilled", "deit"):  # logits (distilled: both heads' average) only
         return out.logits.numpy().astype("float64"), None
     sequence = out.last_hidden_state.numpy()
     if family == "mae":  # MAE shuffles the patch tokens (all kept with mask_ratio 0)
         restore = out.ids_restore.numpy()[..., None]
         sequence = np.concatenate(
             [sequence[:, :1], np.take_along_axis(sequence[:, 1:], restore, axis=1)], axis=1)
-    pooled = {"clip": lambda: out.image_embeds.numpy(), "siglip": lambda: out.pooler_output.numpy()
+    pooled = {"clip": lambda: out.image_embeds.numpy(), "siglip": lambda: out.pooler_output.numpy(),
+              "deit_model": lambda: out.pooler_output.numpy(),  # tanh(Dense(class token))
               }.get(family, lambda: sequence[:, 0])()
     return pooled.astype("float64"), sequence.astype("float64")
 
@@ -90,21 +97,39 @@ def test_family_matches_transformers(family, tmp_path):
     hf, path = _saved_model(family, tmp_path)
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     pooled, sequence = _hf_outputs(family, hf, images)
-    model = ViT.from_preset(path, include_top=family in ("clip", "deit_distilled"))
+    model = ViT.from_preset(path, include_top=family in HEADED)
     assert model.num_heads == 4 and model.image_mean == MEAN and model.image_std == STD
     _close(model(images), pooled)
     if sequence is None:
-        assert model.distillation_token and model.get_layer("head_dist").kernel.shape == (32, 5)
+        assert model.distillation_token and model.distillation_head == (family == "deit_distilled")
+        if model.distillation_head:
+            assert model.get_layer("head_dist").kernel.shape == (32, 5)
         return
     # CLIP's last_hidden_state comes before its final norm; the others' after it.
     last = f"encoder_block_{model.num_layers - 1}" if family == "clip" else "encoder_norm"
     tokens = keras.Model(model.input, model.get_layer(last).output)
     _close(tokens(images), sequence)
     expected = {"dinov2": dict(layer_scale_init=1.0), "mae": {},
+                "deit_model": dict(distillation_token=True, representation_size=32),
                 "dinov2_registers": dict(num_register_tokens=3),
                 "clip": dict(pre_norm=True, mlp_activation="quick_gelu", layer_norm_epsilon=1e-5),
                 "siglip": dict(pooling="map", mlp_activation="gelu_tanh")}
     assert all(getattr(model, k) == v for k, v in expected[family].items())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_at_another_image_size_matches_interpolate_pos_encoding(family, tmp_path):
+    """48x48 images: the file's 4x4 position grid is resampled to 6x6 as transformers'
+    `interpolate_pos_encoding` does (bicubic; antialiased for DINOv2 with registers)."""
+    hf, path = _saved_model(family, tmp_path)
+    images = np.random.default_rng(3).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    pooled, sequence = _hf_outputs(family, hf, images, interpolate_pos_encoding=True)
+    model = ViT.from_preset(path, image_size=48, include_top=family in HEADED)
+    assert model.grid_size == (6, 6)
+    _close(model(images), pooled)
+    if sequence is not None:
+        last = f"encoder_block_{model.num_layers - 1}" if family == "clip" else "encoder_norm"
+        _close(keras.Model(model.input, model.get_layer(last).output)(images), sequence)
 
 
 def test_family_defaults_without_preprocessor_config(tmp_path):

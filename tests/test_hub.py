@@ -336,3 +336,17 @@ def test_without_huggingface_hub_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # `import` raises ImportError
     with pytest.raises(ImportError, match=re.escape('pip install "keras-vit[hub]"')):
         ViT.from_preset("hf://google/vit-base-patch16-224")
+
+
+def test_a_timm_repository_loads_with_its_config(test_hub, tmp_path):
+    """timm's hub repos hold model.safetensors and timm's config.json: the heads, the
+    mean / std and the family come from that config, as timm reads it."""
+    from test_timm_families import _compare, _saved_model
+
+    reference, path = _saved_model("dinov2_registers", tmp_path / "timm")
+    folder = tmp_path / "timm"
+    test_hub.add("timm/tiny_reg4_dinov2", {"main": {
+        name: (folder / name).read_bytes() for name in ("config.json", WEIGHTS)}})
+    model = ViT.from_preset("hf://timm/tiny_reg4_dinov2", include_top=False)
+    assert (model.num_heads, model.num_register_tokens) == (4, 4)
+    _compare(model, reference, 32)

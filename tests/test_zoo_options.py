@@ -88,6 +88,11 @@ def test_distillation_token_round_trips_and_needs_a_class_token(tmp_path):
     for bad in (dict(pooling="gap"), dict(class_token_position=False), dict(num_register_tokens=1)):
         with pytest.raises(ValueError, match="distillation_token=True needs"):
             ViT(**{**BASE, **bad}, distillation_token=True)
+    headless = ViT(**BASE, distillation_token=True, distillation_head=False)  # DeiT, no teacher head
+    assert headless.count_params() == ViT(**BASE).count_params() + 2 * d
+    assert ViT.from_config(headless.get_config()).distillation_head is False
+    with pytest.raises(ValueError, match="False only with distillation_token=True"):
+        ViT(**BASE, distillation_head=False)
 
 
 # timm 1.0.31's counts (REFERENCE.md) for the same architectures; Hugging Face's DINOv2 with
@@ -97,6 +102,10 @@ ZOO_PARAMS = {
     "dinov2_b14": (518, 86_579_712),
     "dinov2_reg_s14": (518, 22_057_344 + 384),
     "deit_b16_distilled": (224, 87_338_192),
+    "deit3_b16": (224, 86_585_320),
+    "clip_b16": (224, 86_193_152 + 768),  # keras_vit's patch conv has a bias (zeros for CLIP)
+    "siglip_b16": (224, 92_884_224),
+    "mae_b16": (224, 85_798_656),
 }
 
 

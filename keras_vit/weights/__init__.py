@@ -3,7 +3,9 @@
 The format is told from the keys, not the file name:
 
 - "vit_jax" and "big_vision": Google's `.npz` files (`google.py`);
-- "timm": a timm state dict in `.safetensors` (`timm.py`);
+- "timm": a timm state dict in `.safetensors`, with timm's `config.json` beside it when
+  there is one (`timm.py`): ViT, DeiT (distilled too), DeiT III, DINOv2 (with registers),
+  CLIP, SigLIP and MAE;
 - "hf": Hugging Face ViT, MAE, DINOv2 (with registers) and CLIP image-tower
   `.safetensors`, with the `config.json` beside it when there is one (`huggingface.py`);
 - "keras": a `.keras` file of a `keras_vit.ViT` (`keras_file.py`).
@@ -25,14 +27,8 @@ __all__ = ["Checkpoint", "apply_checkpoint", "build_model", "detect_format",
 
 # Keys that mean an architecture this ViT does not implement.
 _UNSUPPORTED = {
-    "MAPHead": "attention-pooling (MAP) heads",
-    "fc_norm.": "timm's norm after pooling (fc_norm)",
-    "reg_token": "register tokens",
-    ".ls1.": "LayerScale",
+    "MAPHead": "big_vision's attention-pooling (MAP) head",
     "q_norm.": "QK normalisation",
-    "norm_pre.": "a pre-encoder norm",
-    "attn_pool.": "attention pooling",
-    "dist_token": "timm's distillation token (the Hugging Face DeiT file loads)",
 }
 
 _CONVERTERS = {"vit_jax": google.convert, "big_vision": google.convert,
@@ -59,21 +55,27 @@ def detect_format(tensors):
     )
 
 
-def _hf_files(path):
-    """The Hugging Face config.json and preprocessor_config.json beside `path`, if any."""
+def _side_files(path, fmt):
+    """The config.json (and for Hugging Face, preprocessor_config.json) beside `path`,
+    if any, as {"config": ..., "preprocessor": ...}; None for Google's formats."""
+    if fmt not in ("hf", "timm"):
+        return None
     folder = os.path.dirname(os.path.abspath(path))
+    names = {"config": "config.json"}
+    if fmt == "hf":
+        names["preprocessor"] = "preprocessor_config.json"
     files = {}
-    for key, name in (("config", "config.json"), ("preprocessor", "preprocessor_config.json")):
+    for key, name in names.items():
         if os.path.isfile(os.path.join(folder, name)):
-            files[key] = read_json(os.path.join(folder, name), f"Hugging Face {name}")
+            files[key] = read_json(os.path.join(folder, name), f"{fmt} {name}")
     return files
 
 
 def load_checkpoint(path):
     """Reads `path` and converts it; returns a `Checkpoint`.
 
-    A `.safetensors` file in the Hugging Face format reads the `config.json` and
-    `preprocessor_config.json` beside it when there are. Raises a ValueError naming the missing keys when the file lacks
+    A `.safetensors` file reads the `config.json` beside it when there is one (and in the
+    Hugging Face format, `preprocessor_config.json`). Raises a ValueError naming the missing keys when the file lacks
     some, the unsupported feature when it is another kind of model, or the first tensor
     that disagrees with the architecture read from the file.
     """
@@ -85,11 +87,11 @@ def load_checkpoint(path):
         for marker, feature in _UNSUPPORTED.items():
             if marker in key:
                 raise ValueError(
-                    f"{path!r} is a model with {feature} (key {key!r}), which the "
-                    "original ViT architecture does not have."
+                    f"{path!r} is a model with {feature} (key {key!r}), which "
+                    "keras_vit does not build."
                 )
     reader = Reader(tensors, fmt)
-    config = _CONVERTERS[fmt](reader, _hf_files(path) if fmt == "hf" else None)
+    config = _CONVERTERS[fmt](reader, _side_files(path, fmt))
     if reader.missing:
         listed = ", ".join(reader.missing[:10])
         raise ValueError(
@@ -97,6 +99,6 @@ def load_checkpoint(path):
             f"key(s): {listed}{', ...' if len(reader.missing) > 10 else ''}."
         )
     unexpected = sorted(set(tensors) - reader.used - reader.ignorable)
-    checkpoint = Checkpoint(path, fmt, reader.params, config, unexpected)
+    checkpoint = Checkpoint(path, fmt, reader.params, config, unexpected, reader.resample_method)
     check_against_tensors(checkpoint)
     return checkpoint

@@ -12,6 +12,11 @@ import numpy as np
 # HF without config.json) of another width need `num_heads=`.
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
+# How each format's reference resamples the position embedding (vit_jax and big_vision:
+# scipy zoom; timm: resample_abs_pos_embed; transformers: interpolate_pos_encoding).
+FORMAT_RESAMPLE_METHODS = {"vit_jax": "bilinear", "big_vision": "bilinear",
+                           "timm": "bicubic_antialias", "hf": "bicubic"}
+
 # Sane limits for numbers read from a file (the largest public ViTs are far below).
 MAX_LAYERS = 512
 MAX_IMAGE_SIDE = 16384
@@ -28,6 +33,8 @@ class Checkpoint:
     config: ViT constructor arguments read from the file (architecture, image_size,
         pooling, num_classes or None without a head, epsilon, GELU flavour).
     unexpected: names in the file that were not used.
+    resample_method: how the file's reference resamples the position embedding to another
+        image size (a `keras_vit.layers.RESAMPLE_METHODS` name).
     """
 
     path: str
@@ -35,6 +42,7 @@ class Checkpoint:
     params: dict
     config: dict
     unexpected: list
+    resample_method: str = "bilinear"
 
 
 class Reader:
@@ -42,11 +50,13 @@ class Reader:
 
     Every array that becomes a parameter must be a finite floating-point array without
     empty dimensions; `ndim` checks the rank where a converter relies on it.
+    `resample_method` starts as the format's and a converter may change it.
     """
 
     def __init__(self, tensors, fmt):
         self.tensors, self.format = tensors, fmt
         self.params, self.used, self.missing, self.ignorable = {}, set(), [], set()
+        self.resample_method = FORMAT_RESAMPLE_METHODS.get(fmt, "bilinear")
 
     def get(self, key, index=None, ndim=None):
         if key not in self.tensors:
@@ -205,7 +215,7 @@ def expected_shapes(config):
     if config.get("num_classes") and config.get("include_top", True):
         k = config["num_classes"]
         shapes["head/kernel"], shapes["head/bias"] = (width, k), (k,)
-        if config.get("distillation_token"):
+        if config.get("distillation_token") and config.get("distillation_head", True):
             shapes["head_dist/kernel"], shapes["head_dist/bias"] = (width, k), (k,)
     return shapes
 
@@ -231,3 +241,12 @@ def check_against_tensors(checkpoint):
                 f"(width {config['hidden_dim']}, {config['num_heads'] or 'unknown'} heads, MLP "
                 f"{config['mlp_dim']}) needs {shape}."
             )
+
+
+def number_list(value, name):
+    """`value` as a tuple of finite numbers; a ValueError naming `name` otherwise."""
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value):
+        raise ValueError(f"{name} must be a list of numbers, got {value!r}.")
+    return tuple(value)

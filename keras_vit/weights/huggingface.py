@@ -6,8 +6,9 @@
 - DINOv2 (`Dinov2Model`, `Dinov2WithRegistersModel`): layer scale, register tokens;
 - CLIP's image tower (`CLIPVisionModel`, `CLIPVisionModelWithProjection`): a norm before
   the encoder, no patch bias, quick GELU (OpenAI); the projection becomes the head;
-- DeiT distilled (`DeiTForImageClassificationWithTeacher`): a distillation token with its
-  own head; the model averages the two heads' logits, as transformers does;
+- DeiT (`DeiTForImageClassificationWithTeacher`, `DeiTForImageClassification`,
+  `DeiTModel`): a distillation token; with the teacher's head too, the model averages the
+  two heads' logits, as transformers does;
 - SigLIP's image tower (`SiglipVisionModel`): no class token, multi-head attention
   pooling (MAP) with a learned probe, the tanh GELU.
 
@@ -73,7 +74,7 @@ def _model_type(hf, keys):
             return "siglip_vision_model"
         if any(k.startswith("vision_model.embeddings.") for k in keys):
             return "clip_vision_model"
-        if "deit.embeddings.distillation_token" in keys:
+        if {"deit.embeddings.distillation_token", "embeddings.distillation_token"} & keys:
             return "deit"
         if any(".layer_scale1." in k for k in keys):
             return "dinov2_with_registers" if "embeddings.register_tokens" in keys else "dinov2"
@@ -185,7 +186,8 @@ def convert(r, files):
     if family == "clip":
         classes = _clip_projection(r)
     elif distilled:
-        classes = _deit_heads(r)
+        classes, distillation_head = _deit_heads(r)
+        representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
     elif family == "siglip":
         _map_head(r, f"{p}head.")
     else:
@@ -197,10 +199,12 @@ def convert(r, files):
                    gelu_approximate=hf["activation"] == "gelu_tanh")
     if family == "dinov2":
         options.update(layer_scale_init=1.0, num_register_tokens=registers)
+    if model_type == "dinov2_with_registers":
+        r.resample_method = "bicubic_antialias"
     if family == "clip":
         options.update(pre_norm=True)
     if distilled:
-        options.update(distillation_token=True)
+        options.update(distillation_token=True, distillation_head=distillation_head)
     return architecture(
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
         pooling="map" if family == "siglip" else "token", representation_size=representation, num_classes=classes,
@@ -234,14 +238,14 @@ def _clip_projection(r):
 
 
 def _deit_heads(r):
-    """The class-token and distillation heads of a distilled DeiT; returns their width."""
-    if "cls_classifier.weight" not in r.tensors:
-        raise ValueError(
-            "This DeiT checkpoint has no cls_classifier / distillation_classifier heads: "
-            "keras_vit loads DeiTForImageClassificationWithTeacher (the distilled models).")
-    classes = optional_dense(r, "head", "cls_classifier.", "weight", linear)
-    optional_dense(r, "head_dist", "distillation_classifier.", "weight", linear)
-    return classes
+    """The heads of a DeiT: (classes, whether the distillation token has a head).
+    `DeiTForImageClassificationWithTeacher` has both heads, `DeiTForImageClassification`
+    a head on the class token only, `DeiTModel` none."""
+    if "cls_classifier.weight" in r.tensors:
+        classes = optional_dense(r, "head", "cls_classifier.", "weight", linear)
+        optional_dense(r, "head_dist", "distillation_classifier.", "weight", linear)
+        return classes, True
+    return optional_dense(r, "head", "classifier.", "weight", linear), False
 
 
 def _siglip_embeddings(r, p):

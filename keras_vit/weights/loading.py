@@ -55,7 +55,7 @@ def targets(model):
             continue
         if name.startswith("head") and not model.include_top:
             continue
-        if name == "head_dist" and not model.distillation_token:
+        if name == "head_dist" and not (model.distillation_token and model.distillation_head):
             continue
         layer = model.get_layer(name)
         targets[f"{name}/kernel"], targets[f"{name}/bias"] = layer.kernel, layer.bias
@@ -65,9 +65,9 @@ def targets(model):
 def apply_checkpoint(model, checkpoint, load_head=True):
     """Assigns `checkpoint`'s arrays to `model`'s variables.
 
-    The position embedding is resampled to the model's patch grid (see
-    `keras_vit.layers.resample_position_embedding`). With `load_head=False` the head
-    keeps its fresh (zero) initialisation. Raises a ValueError at the first array whose
+    The position embedding is resampled to the model's patch grid the way the
+    checkpoint's reference does (see `keras_vit.layers.resample_position_embedding`).
+    With `load_head=False` the head keeps its fresh (zero) initialisation. Raises a ValueError at the first array whose
     shape does not fit, naming the key in the file and both shapes.
     """
     ckpt_layers = checkpoint.config.get("num_layers")
@@ -95,7 +95,8 @@ def apply_checkpoint(model, checkpoint, load_head=True):
             if array.shape[-1] == variable.shape[-1]:
                 array = vit_layers.resample_position_embedding(
                     array, old_grid, model.grid_size,
-                    model.get_layer("position_embedding").num_prefix_tokens
+                    model.get_layer("position_embedding").num_prefix_tokens,
+                    method=checkpoint.resample_method,
                 )
         expected = tuple(variable.shape)
         if array.shape != expected:

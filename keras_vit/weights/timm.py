@@ -1,10 +1,49 @@
-"""timm state dicts in `.safetensors`: PyTorch layouts (Linear weights (out, in), conv
-weights (D, C, p, p)) and a fused qkv projection; exact GELU, LayerNorm epsilon 1e-6."""
+"""timm state dicts in `.safetensors`, with timm's `config.json` beside the file when
+there is one (as timm's hub repos hold it).
+
+PyTorch layouts (Linear weights (out, in), conv weights (D, C, p, p)), a fused qkv
+projection, exact GELU, LayerNorm epsilon 1e-6 (1e-5 for CLIP). The keys say the
+family's parts:
+
+- `vit_*`, `deit_*`, MAE (`vit_*.mae`): the original ViT; `*_gap_*`: no class token,
+  average pooling, `fc_norm` after pooling, qkv without bias;
+- DeiT distilled: `dist_token` and `head_dist` (the model averages both heads);
+- DeiT III, DINOv2: layer scale (`ls1/ls2.gamma`), a position embedding without the
+  class-token slot (DeiT III, DINOv2 with registers), register tokens (`reg_token`);
+- CLIP (`vit_*_clip_*`): a norm before the encoder (`norm_pre`), no patch bias, the
+  projection as the head; quick GELU where the architecture name says `quickgelu`;
+- SigLIP (`vit_*_siglip_*`): no class token, attention pooling (`attn_pool`).
+
+config.json gives what the keys cannot: the heads (`model_args.num_heads`, else the
+architecture's size name), the image size, the activation, the pooling and the mean/std
+(`pretrained_cfg`, else the family's known values).
+"""
+
+import re
 
 import numpy as np
 
-from keras_vit.weights.checkpoint import architecture, count_blocks, position_embedding
+from keras_vit.weights.checkpoint import (
+    MAX_IMAGE_SIDE, architecture, count_blocks, number_list, position_embedding, square_grid)
 from keras_vit.weights.google import optional_dense
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+# timm's size names: (width, heads) of its ViT definitions.
+_SIZES = {"tiny": (192, 3), "small": (384, 6), "medium": (512, 8), "base": (768, 12),
+          "large": (1024, 16), "huge": (1280, 16), "so400m": (1152, 16)}
+_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu"}
+_POOLING = {"token": "token", "avg": "gap", "map": "map"}
+# model_args entries: read here, seen in the keys, or without effect at inference; a
+# value in _REQUIRED must be as given (another one is an architecture not built here).
+_MODEL_ARGS = {"img_size", "num_heads", "act_layer", "global_pool", "num_classes",
+               "patch_size", "embed_dim", "depth", "mlp_ratio", "in_chans", "class_token",
+               "no_embed_class", "reg_tokens", "init_values", "pre_norm", "fc_norm",
+               "qkv_bias", "dynamic_img_size", "dynamic_img_pad", "drop_rate", "pos_drop_rate",
+               "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
+               "weight_init"}
+_REQUIRED = {"qk_norm": False, "pos_embed": "learn", "final_norm": True}
 
 
 def conv_kernel(weight):
@@ -17,44 +56,220 @@ def linear(weight):
     return weight.T
 
 
-def split_fused_qkv(r, canonical, weight_key, bias_key):
-    """Reads a fused (3 * D, D) query/key/value projection (PyTorch layout) and its bias
-    into `{canonical}query/kernel`, `.../bias`, and the same for key and value."""
-    weight, bias = r.get(weight_key, ndim=2), r.get(bias_key, ndim=1)
-    if weight is None or bias is None:
+def split_fused_qkv(r, canonical, weight_key, bias_key, parts=("query", "key", "value")):
+    """Reads a fused (len(parts) * D, D) projection (PyTorch layout) and its bias into
+    `{canonical}{part}/kernel` and `.../bias` for each part; `bias_key=None`: no bias in
+    the file (zeros)."""
+    weight = r.get(weight_key, ndim=2)
+    bias = None if bias_key is None else r.get(bias_key, ndim=1)
+    if weight is None or (bias is None and bias_key is not None):
         return
-    if weight.shape[0] % 3 or bias.shape[0] != weight.shape[0]:
+    if bias is None:
+        bias = np.zeros(weight.shape[0], weight.dtype)
+    if weight.shape[0] % len(parts) or bias.shape[0] != weight.shape[0]:
         raise ValueError(f"{weight_key} has shape {weight.shape} and {bias_key} {bias.shape}: "
-                         "not a fused (3 x width) projection.")
-    for part, rows, values in zip(("query", "key", "value"), np.split(weight, 3), np.split(bias, 3)):
+                         f"not a fused ({len(parts)} x width) projection.")
+    for part, rows, values in zip(parts, np.split(weight, len(parts)), np.split(bias, len(parts))):
         r.put(f"{canonical}{part}/kernel", rows.T, f"{weight_key} ({part} rows)")
-        r.put(f"{canonical}{part}/bias", values, f"{bias_key} ({part})")
+        r.put(f"{canonical}{part}/bias", values, f"{bias_key or weight_key + ' (no bias)'} ({part})")
 
 
-def convert(r, _):
+def convert(r, files):
     keys = set(r.tensors)
+    cfg = _config_values((files or {}).get("config") or {})
     kernel = r.take("patch/kernel", "patch_embed.proj.weight", conv_kernel, ndim=4)
-    r.take("patch/bias", "patch_embed.proj.bias")
-    has_cls = "cls_token" in keys
+    if "patch_embed.proj.bias" in keys or kernel is None:
+        r.take("patch/bias", "patch_embed.proj.bias")
+    else:  # CLIP's patch conv has no bias
+        r.put("patch/bias", np.zeros(kernel.shape[-1], kernel.dtype), "patch_embed.proj (no bias)")
+    has_cls, distilled = "cls_token" in keys, "dist_token" in keys
     if has_cls:
         r.take("cls", "cls_token")
-    grid = position_embedding(r, "pos_embed", has_cls)
+    if distilled:
+        r.take("dist", "dist_token", ndim=3)
+    grid, class_position = _grid(r, kernel, cfg["image_size"], has_cls, distilled)
+    grid = position_embedding(r, "pos_embed", class_position, grid=grid, distilled=distilled)
+    registers = 0
+    if "reg_token" in keys:
+        registers = r.take("reg", "reg_token", ndim=3).shape[1]
+    pre_norm = "norm_pre.weight" in keys
+    if pre_norm:
+        r.take("pre_norm/scale", "norm_pre.weight")
+        r.take("pre_norm/bias", "norm_pre.bias")
     num_layers = count_blocks(keys, r"blocks\.(\d+)\.")
+    qkv_bias = "blocks.0.attn.qkv.bias" in keys
+    layer_scale = "blocks.0.ls1.gamma" in keys
     for i in range(num_layers):
         b = f"blocks.{i}."
-        split_fused_qkv(r, f"block{i}/", f"{b}attn.qkv.weight", f"{b}attn.qkv.bias")
+        split_fused_qkv(r, f"block{i}/", f"{b}attn.qkv.weight", f"{b}attn.qkv.bias" if qkv_bias else None)
         for part, name in (("out", "attn.proj"), ("mlp1", "mlp.fc1"), ("mlp2", "mlp.fc2")):
             r.take(f"block{i}/{part}/kernel", f"{b}{name}.weight", linear, ndim=2)
             r.take(f"block{i}/{part}/bias", f"{b}{name}.bias")
         for part, name in (("norm1", "norm1"), ("norm2", "norm2")):
             r.take(f"block{i}/{part}/scale", f"{b}{name}.weight")
             r.take(f"block{i}/{part}/bias", f"{b}{name}.bias")
-    r.take("norm/scale", "norm.weight")
-    r.take("norm/bias", "norm.bias")
+        if layer_scale:
+            r.take(f"block{i}/ls1", f"{b}ls1.gamma")
+            r.take(f"block{i}/ls2", f"{b}ls2.gamma")
+    pooling = _pooling(keys, cfg["pooling"])
+    pooled_norm = "fc_norm.weight" in keys
+    if pooled_norm and (pooling != "gap" or "norm.weight" in keys):
+        raise ValueError("This timm checkpoint has a norm after pooling (fc_norm) with "
+                         f"pooling {pooling!r}{' and a final norm' if 'norm.weight' in keys else ''}"
+                         ": keras_vit has it for average pooling without a final norm only.")
+    final = "fc_norm" if pooled_norm else "norm"
+    r.take("norm/scale", f"{final}.weight")
+    r.take("norm/bias", f"{final}.bias")
+    if pooling == "map":
+        _attention_pool(r)
     representation = optional_dense(r, "pre_logits", "pre_logits.fc.", "weight", linear)
     classes = optional_dense(r, "head", "head.", "weight", linear)
+    if distilled:
+        optional_dense(r, "head_dist", "head_dist.", "weight", linear)
+    if cfg["num_classes"] is not None and cfg["num_classes"] != (classes or 0):
+        raise ValueError(f"config.json says num_classes={cfg['num_classes']} but the file's "
+                         f"head has {classes or 0} classes.")
+    mean, std = cfg["normalization"] or _family_normalization(cfg["architecture"], cfg["tag"], keys)
+    activation = cfg["activation"]
+    width = None if kernel is None else int(kernel.shape[-1])
+    options = dict(image_mean=mean, image_std=std, mlp_activation=activation,
+                   gelu_approximate=activation == "gelu_tanh", pre_norm=pre_norm,
+                   pooled_norm=pooled_norm, num_register_tokens=registers,
+                   distillation_token=distilled, class_token_position=class_position or not has_cls)
+    if layer_scale:
+        options["layer_scale_init"] = 1.0
     return architecture(
-        r, kernel, grid, num_layers, pooling="token" if has_cls else "gap",
-        representation_size=representation, num_classes=classes, layer_norm_epsilon=1e-6,
-        gelu_approximate=False,
+        r, kernel, grid, num_layers, num_heads=cfg["num_heads"] or _heads_by_name(cfg["architecture"], width),
+        pooling=pooling, representation_size=representation, num_classes=classes,
+        layer_norm_epsilon=1e-5 if pre_norm else 1e-6, **options,
     )
+
+
+def _grid(r, kernel, image_size, has_cls, distilled):
+    """(patch grid or None, whether the class token has a position): config.json's image
+    size where it fits the position table, else the table's square grid; DeiT III's and
+    the register models' tables have no class-token slot (timm's `no_embed_class`)."""
+    pos = r.tensors.get("pos_embed")
+    if kernel is None or pos is None or pos.ndim != 3 or distilled or not has_cls:
+        grid = None if kernel is None or image_size is None else tuple(
+            s // p for s, p in zip(image_size, kernel.shape[:2]))
+        return grid, has_cls
+    tokens = pos.shape[1]
+    if image_size is not None:
+        grid = tuple(s // p for s, p in zip(image_size, kernel.shape[:2]))
+        if tokens - grid[0] * grid[1] in (0, 1):
+            return grid, tokens - grid[0] * grid[1] == 1
+    prefix, grid = square_grid(tokens, True)
+    return grid, prefix == 1
+
+
+def _pooling(keys, configured):
+    """"token", "gap" or "map": config.json's `global_pool` checked against the keys."""
+    from_keys = "map" if "attn_pool.latent" in keys else "token" if "cls_token" in keys else "gap"
+    if configured is not None and configured != from_keys:
+        raise ValueError(
+            f"config.json says global_pool={'avg' if configured == 'gap' else configured!r}, but the "
+            f"file's keys are those of a model with {from_keys!r} pooling"
+            + (" (keras_vit averages only models without a class token)." if configured == "gap" else "."))
+    return from_keys
+
+
+def _attention_pool(r):
+    """timm's AttentionPoolLatent: one latent query, q and fused kv projections, out
+    projection, then a LayerNorm'd MLP on a residual."""
+    r.take("map/probe", "attn_pool.latent", ndim=3)
+    r.take("map/query/kernel", "attn_pool.q.weight", linear, ndim=2)
+    r.take("map/query/bias", "attn_pool.q.bias")
+    split_fused_qkv(r, "map/", "attn_pool.kv.weight", "attn_pool.kv.bias", parts=("key", "value"))
+    for part, name in (("out", "proj"), ("mlp1", "mlp.fc1"), ("mlp2", "mlp.fc2")):
+        r.take(f"map/{part}/kernel", f"attn_pool.{name}.weight", linear, ndim=2)
+        r.take(f"map/{part}/bias", f"attn_pool.{name}.bias")
+    r.take("map/norm/scale", "attn_pool.norm.weight")
+    r.take("map/norm/bias", "attn_pool.norm.bias")
+
+
+def _heads_by_name(name, width):
+    """The heads of timm's size name in `name` (e.g. "vit_small_patch14_dinov2"), when
+    the file's width is that size's; else None."""
+    match = re.match(r"(?:vit|deit3?)_([a-z0-9]+)_", name or "")
+    size = _SIZES.get(match.group(1)) if match else None
+    return size[1] if size and size[0] == width else None
+
+
+def _family_normalization(name, tag, keys):
+    """The family's (mean, std): from the architecture name and tag in config.json, else
+    from the keys where they tell the family; (None, None) is 0.5 / 0.5."""
+    if name is not None:
+        if name.startswith("deit") or "dinov2" in name or (tag or "").startswith("mae"):
+            return IMAGENET
+        return CLIP if "_clip_" in name else (None, None)
+    if "norm_pre.weight" in keys:
+        return CLIP
+    if "dist_token" in keys or ("blocks.0.ls1.gamma" in keys and "cls_token" in keys):
+        return IMAGENET  # DeiT distilled, DeiT III, DINOv2
+    return None, None
+
+
+def _config_values(config):
+    """What the conversion uses from timm's config.json, checked."""
+    if not isinstance(config, dict):
+        raise ValueError("timm config.json must be an object.")
+    args = config.get("model_args") or {}
+    pretrained = config.get("pretrained_cfg") or {}
+    if not isinstance(args, dict) or not isinstance(pretrained, dict):
+        raise ValueError("timm config.json: model_args and pretrained_cfg must be objects.")
+    for name, value in args.items():
+        if name in _REQUIRED and value != _REQUIRED[name]:
+            raise ValueError(f"config.json: model_args {name}={value!r} is an architecture "
+                             "keras_vit does not build.")
+        if name not in _MODEL_ARGS and name not in _REQUIRED:
+            raise ValueError(f"config.json: model_args has {name!r}, which keras_vit does not "
+                             "read: it may change the architecture.")
+    name = config.get("architecture")
+    if name is not None and not isinstance(name, str):
+        raise ValueError(f"config.json: architecture must be a string, got {name!r}.")
+    act = args.get("act_layer", "quick_gelu" if "quickgelu" in (name or "") else "gelu")
+    if act not in _ACTIVATIONS:
+        raise ValueError(f"config.json: act_layer {act!r} is not one of {', '.join(_ACTIVATIONS)}.")
+    pool = args.get("global_pool", config.get("global_pool"))
+    if pool is not None and pool not in _POOLING:
+        raise ValueError(f"config.json: global_pool {pool!r} is not one keras_vit builds "
+                         f"(it builds {', '.join(_POOLING)}).")
+    size = args.get("img_size")
+    if size is None and isinstance(pretrained.get("input_size"), list) and len(pretrained["input_size"]) == 3:
+        size = pretrained["input_size"][1:]
+    classes = args.get("num_classes", config.get("num_classes"))
+    return dict(
+        architecture=name, tag=pretrained.get("tag") if isinstance(pretrained.get("tag"), str) else None,
+        num_heads=_positive_int(args.get("num_heads"), "model_args num_heads"),
+        activation=_ACTIVATIONS[act], pooling=None if pool is None else _POOLING[pool],
+        image_size=None if size is None else _image_size(size),
+        num_classes=None if classes is None else _positive_int(classes, "num_classes", zero=True),
+        normalization=_normalization(pretrained),
+    )
+
+
+def _positive_int(value, name, limit=None, zero=False):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1) or (
+            limit is not None and value > limit):
+        raise ValueError(f"config.json: {name} must be a {'non-negative' if zero else 'positive'} "
+                         f"integer{f' up to {limit}' if limit else ''}, got {value!r}.")
+    return value
+
+
+def _image_size(size):
+    pair = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    if len(pair) != 2:
+        raise ValueError(f"config.json: img_size must be an int or a pair, got {size!r}.")
+    return tuple(_positive_int(s, "img_size", MAX_IMAGE_SIDE) for s in pair)
+
+
+def _normalization(pretrained):
+    """(mean, std) from pretrained_cfg, or None where it does not say them."""
+    mean, std = pretrained.get("mean"), pretrained.get("std")
+    if mean is None and std is None:
+        return None
+    return (number_list(mean, "config.json pretrained_cfg mean"),
+            number_list(std, "config.json pretrained_cfg std"))
