@@ -257,6 +257,53 @@ PRESETS["deit_b16_distilled"] = {
 }
 
 
+_CLIP_NORMALIZATION = dict(image_mean=(0.48145466, 0.4578275, 0.40821073),
+                           image_std=(0.26862954, 0.26130258, 0.27577711))
+_B16 = dict(patch_size=16, hidden_dim=768, mlp_dim=3072, num_heads=12, num_layers=12,
+            gelu_approximate=False)
+PRESETS["deit3_b16"] = {
+    "description": ("DeiT III B/16 (Touvron et al., 2022): layer scale, no position for the "
+                    "class token; ImageNet-21k, then ImageNet-1k (timm's file)."),
+    "config": dict(_B16, layer_scale_init=1.0, class_token_position=False,
+                   layer_norm_epsilon=1e-6, **_IMAGENET_NORMALIZATION),
+    "weights": {"in22k_ft_in1k": _entry("hf://timm/deit3_base_patch16_224.fb_in22k_ft_in1k",
+                                        85.7, "DeiT III paper, Table 8 (224, IN-21k)", fmt="timm")},
+    "default_weights": "in22k_ft_in1k",
+}
+PRESETS["clip_b16"] = {
+    "description": ("OpenAI CLIP ViT-B/16 image tower (Radford et al., 2021): a norm before "
+                    "the encoder, quick GELU; the head is CLIP's 512-wide image projection "
+                    "(include_top=False: the 768-wide pooled features). Its top-1 is zero-shot."),
+    "config": dict(_B16, num_classes=512, pre_norm=True, mlp_activation="quick_gelu",
+                   layer_norm_epsilon=1e-5, **_CLIP_NORMALIZATION),
+    "weights": {"openai": _entry("hf://openai/clip-vit-base-patch16", 68.3,
+                                 "CLIP paper, zero-shot ImageNet (ViT-B/16)", num_classes=512,
+                                 fmt="hf")},
+    "default_weights": "openai",
+}
+PRESETS["siglip_b16"] = {
+    "description": ("SigLIP B/16 image tower at 224 (Zhai et al., 2023): no class token, "
+                    "attention pooling (MAP), tanh GELU; features, no head. Its top-1 is "
+                    "zero-shot."),
+    "config": dict(_B16, pooling="map", mlp_activation="gelu_tanh", gelu_approximate=True,
+                   layer_norm_epsilon=1e-6, include_top=False),
+    "weights": {"webli": _entry("hf://google/siglip-base-patch16-224", 76.2,
+                                "SigLIP paper, zero-shot ImageNet (B/16, 224)",
+                                num_classes=None, fmt="hf")},
+    "default_weights": "webli",
+}
+PRESETS["mae_b16"] = {
+    "description": ("MAE ViT-B/16 encoder (He et al., 2022), self-supervised on ImageNet-1k, "
+                    "no head: a starting point for fine-tuning (num_classes=...). Its top-1 is "
+                    "after the paper's full fine-tuning."),
+    "config": dict(_B16, layer_norm_epsilon=1e-12, include_top=False, **_IMAGENET_NORMALIZATION),
+    "weights": {"in1k": _entry("hf://facebook/vit-mae-base", 83.6,
+                               "MAE paper, ImageNet-1k fine-tuned (ViT-B)", num_classes=None,
+                               fmt="hf")},
+    "default_weights": "in1k",
+}
+
+
 def list_presets():
     """Returns {preset name: description}."""
     return {name: preset["description"] for name, preset in PRESETS.items()}
