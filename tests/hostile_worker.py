@@ -123,12 +123,34 @@ def mutate_config(path, rng, out_dir):
     field = ["image_size", "num_attention_heads", "intermediate_size", "layer_norm_eps",
              "hidden_act", "hidden_size"][rng.integers(6)]
     config[field] = (_WEIRD_NUMBERS + [float("nan"), 1e-30, -1e-6, "relu", 10**7])[rng.integers(16)]
+    return _copy_with_config(path, config, out_dir)
+
+
+def _copy_with_config(path, config, out_dir):
+    """Writes `config` as out_dir/config.json beside a copy of the weights at `path`."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f)
     out = os.path.join(out_dir, "model.safetensors")
     open(out, "wb").write(open(path, "rb").read())
     return out
+
+
+_TIMM_FIELDS = [("model_args", "num_heads"), ("model_args", "img_size"), ("model_args", "act_layer"),
+                ("model_args", "global_pool"), ("model_args", "qk_norm"), ("pretrained_cfg", "mean"),
+                ("pretrained_cfg", "input_size"), (None, "num_classes"), (None, "architecture"),
+                (None, "model_args"), (None, "pretrained_cfg")]
+
+
+def mutate_timm_config(path, rng, out_dir):
+    config = json.loads(open(os.path.join(os.path.dirname(path), "config.json")).read())
+    values = _WEIRD_NUMBERS + [float("nan"), "relu", "", [None, 1], {"a": 1}, [3, "x", 4], 10**7]
+    for _ in range(3):
+        section, field = _TIMM_FIELDS[rng.integers(len(_TIMM_FIELDS))]
+        target = config if section is None else config.get(section)
+        if isinstance(target, dict):
+            target[field] = values[rng.integers(len(values))]
+    return _copy_with_config(path, config, out_dir)
 
 
 def fuzz_case(bases, rng, workdir, index):
@@ -148,6 +170,8 @@ def fuzz_case(bases, rng, workdir, index):
         open(out, "wb").write(bytes(flipped))
     elif fmt == "hf" and kind == 3:
         return fmt, mutate_config(base, rng, os.path.join(workdir, f"fuzz{index}_hf"))
+    elif fmt == "timm_config" and kind >= 2:
+        return fmt, mutate_timm_config(base, rng, os.path.join(workdir, f"fuzz{index}_timm"))
     elif suffix == ".npz":
         mutate_npz(base, rng, out)
     elif suffix == ".safetensors":
@@ -161,6 +185,21 @@ def _overrides(fmt):
     return {"num_heads": cf.HEADS} if fmt == "timm" else {}  # timm files have no head count
 
 
+def _timm_with_config(folder, params):
+    """A timm file with a config.json as timm's save_for_hf writes it."""
+    os.makedirs(folder, exist_ok=True)
+    path = cf.write_timm(os.path.join(folder, "model.safetensors"), params)
+    config = {"architecture": "vit_base_patch16_224", "num_classes": cf.CLASSES,
+              "global_pool": "token",
+              "model_args": {"img_size": 32, "patch_size": cf.PATCH, "embed_dim": cf.D, "depth": cf.LAYERS,
+                             "num_heads": cf.HEADS, "num_classes": cf.CLASSES},
+              "pretrained_cfg": {"tag": "test", "input_size": [3, 32, 32],
+                                 "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    return path
+
+
 def base_files(workdir):
     """One valid tiny file per format (the HF one with its config.json)."""
     p = cf.google_params()
@@ -170,6 +209,7 @@ def base_files(workdir):
         "big_vision": cf.write_big_vision(os.path.join(workdir, "base_bv.npz"), p, scanned=True),
         "timm": cf.write_timm(os.path.join(workdir, "base.safetensors"), p),
         "hf": cf.write_hf(os.path.join(workdir, "hf"), p),
+        "timm_config": _timm_with_config(os.path.join(workdir, "timm"), p),
     }
     from keras_vit import ViT
 

@@ -110,7 +110,8 @@ def test_tiny_files_asking_for_huge_models_are_refused(worker_results, case, mes
 
 def test_fuzzed_checkpoints_load_or_fail_with_a_clear_error(worker_results):
     """Seeded truncations, byte flips and shape / offset / dtype / config edits of valid
-    vit_jax, big_vision, timm, Hugging Face and .keras files, under a memory cap."""
+    vit_jax, big_vision, timm (with and without its config.json), Hugging Face and .keras
+    files, under a memory cap."""
     assert all(o["result"] == "loaded" for o in worker_results["bases"].values()), worker_results["bases"]
     fuzz = worker_results["fuzz"]
     assert len(fuzz) >= 200, f"only {len(fuzz)} cases ran in {FUZZ_SECONDS} s"
@@ -118,7 +119,7 @@ def test_fuzzed_checkpoints_load_or_fail_with_a_clear_error(worker_results):
            or (o["result"] != "loaded" and len(o["message"]) < 20)]
     assert not bad, bad[:5]
     kinds = {o["file"].split("_", 1)[1].split(".")[0].split("/")[0] for o in fuzz}
-    assert kinds == {"vit_jax", "big_vision", "timm", "hf", "keras"}
+    assert kinds == {"vit_jax", "big_vision", "timm", "timm_config", "hf", "keras"}
     assert sum(o["result"] == "loaded" for o in fuzz) > 0  # byte flips in the weights load
 
 

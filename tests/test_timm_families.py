@@ -148,6 +148,8 @@ def _edit_config(folder, edit):
     ({"model_args.global_pool": ""}, "global_pool '' is not one"),
     ({"model_args.global_pool": "avg"}, "global_pool='avg'.*'token' pooling.*without a class token"),
     ({"model_args.act_layer": "relu"}, "act_layer 'relu'"),
+    ({"model_args.act_layer": ["gelu"]}, r"act_layer \['gelu'\]"),
+    ({"global_pool": {"avg": 1}, "model_args.global_pool": None}, "global_pool {'avg': 1}"),
     ({"model_args.num_classes": 7}, "num_classes=7 but the file's head has 5"),
     ({"model_args.img_size": [32, 32, 3]}, "img_size must be an int or a pair"),
     ({"model_args.num_heads": 0}, "num_heads must be a positive integer"),
@@ -173,3 +175,11 @@ def test_heads_come_from_the_architecture_name_or_must_be_given(tmp_path):
     with pytest.raises(ValueError, match="does not say how many attention heads.*num_heads="):
         ViT.from_preset(path, include_top=False)
     assert ViT.from_preset(path, include_top=False, num_heads=4).num_heads == 4
+
+
+@pytest.mark.parametrize("family", ["deit3", "vit_gap", "vit_fc_norm"])  # timm-only families
+def test_family_fine_tunes_with_a_new_head_and_round_trips(family, tmp_path):
+    from test_hf_families import fine_tunes_and_round_trips
+
+    _, path = _saved_model(family, tmp_path)
+    fine_tunes_and_round_trips(path, tmp_path)

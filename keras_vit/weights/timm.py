@@ -229,10 +229,10 @@ def _config_values(config):
     if name is not None and not isinstance(name, str):
         raise ValueError(f"config.json: architecture must be a string, got {name!r}.")
     act = args.get("act_layer", "quick_gelu" if "quickgelu" in (name or "") else "gelu")
-    if act not in _ACTIVATIONS:
+    if not isinstance(act, str) or act not in _ACTIVATIONS:
         raise ValueError(f"config.json: act_layer {act!r} is not one of {', '.join(_ACTIVATIONS)}.")
     pool = args.get("global_pool", config.get("global_pool"))
-    if pool is not None and pool not in _POOLING:
+    if pool is not None and (not isinstance(pool, str) or pool not in _POOLING):
         raise ValueError(f"config.json: global_pool {pool!r} is not one keras_vit builds "
                          f"(it builds {', '.join(_POOLING)}).")
     size = args.get("img_size")
