@@ -14,10 +14,18 @@ Measured for each model (warm-up excluded, median of `--repeats` timings):
 - predict img/s: `model.predict` on host (NumPy) images;
 - train img/s: `train_on_batch` steps (AdamW, sparse cross-entropy) on device-resident data;
 - peak memory: the device allocator's peak on GPU, the process's peak RSS on CPU;
-- params: the parameter count, checked to be equal across libraries.
+- params: the parameter count, checked against the architecture's (`expected_params`).
 keras-hub is `ViTBackbone` + `ViTImageClassifier` with the identical configuration; keras_vit
 is built with `gelu_approximate=False` and `include_preprocessing=False` so both compute the
 same function. timm is `vit_*` with `torch.compile` and, under mixed_bfloat16, bf16 autocast.
+
+DINOv2 (`--presets dinov2_b14`; `dinov2_tiny` for the tests) is a features model: keras_vit's
+ViT with layer scale, exact GELU and `include_top=False`, keras-hub's `DINOV2Backbone` (its
+class token read out of the normalised tokens) and timm's `vit_base_patch14_dinov2` with
+`num_classes=0`, all three at the benchmark's image size, returning the pooled class-token
+features (B, D). Having no head, each trains to regress fixed N(0, 1) feature targets with a
+mean squared error: the same loss, targets and parameters in every library. keras-hub's
+backbone holds two extra weights (`keras_hub_dinov2_extra`).
 """
 
 import argparse
@@ -52,9 +60,13 @@ _PRESETS = _load_presets()
 ARCH = {
     name: tuple(_PRESETS[name]["config"][key] for key in (
         "patch_size", "hidden_dim", "mlp_dim", "num_heads", "num_layers"))
-    for name in ("ti16", "s16", "s32", "b16", "b32", "l16")
+    for name in ("ti16", "s16", "s32", "b16", "b32", "l16", "dinov2_b14")
 }
 ARCH["tiny"] = (8, 32, 64, 4, 2)  # for the test of this script, not a real model
+ARCH["dinov2_tiny"] = ARCH["tiny"]
+DINOV2 = ("dinov2_b14", "dinov2_tiny")  # features models: DINOv2's layout, no head
+LAYER_SCALE_INIT = 1e-5  # DINOv2's and timm's; keras-hub's and keras_vit's presets use 1.0
+HUB_POSITION_SIZE = 518  # keras-hub's DINOv2 keeps a position table for 518 px images
 TIMM_NAMES = {
     "ti16": "vit_tiny_patch16_224",
     "s16": "vit_small_patch16_224",
@@ -62,18 +74,38 @@ TIMM_NAMES = {
     "b16": "vit_base_patch16_224",
     "b32": "vit_base_patch32_224",
     "l16": "vit_large_patch16_224",
+    "dinov2_b14": "vit_base_patch14_dinov2",
 }
 NUM_CLASSES = 1000
 
 
-def expected_params(preset, image_size, num_classes=NUM_CLASSES):
-    """The ViT parameter count, from the architecture alone (class token, 1 + N positions)."""
+def expected_params(preset, image_size, lib="keras_vit"):
+    """The parameter count from the architecture alone (class token, 1 + N positions): with
+    a 1000-class head, or for DINOv2 with two layer scales a block and no head, plus
+    `keras_hub_dinov2_extra` in keras-hub's."""
     patch, d, mlp, _, layers = ARCH[preset]
     tokens = 1 + (image_size // patch) ** 2
     block = 4 * d * d + 4 * d + 2 * d * mlp + mlp + d + 4 * d
-    return (patch * patch * 3 * d + d) + d + tokens * d + layers * block + 2 * d + (
-        d * num_classes + num_classes
-    )
+    embedding = (patch * patch * 3 * d + d) + d + tokens * d
+    if preset not in DINOV2:
+        return embedding + layers * block + 2 * d + d * NUM_CLASSES + NUM_CLASSES
+    extra = keras_hub_dinov2_extra(preset) if lib == "keras_hub" else 0
+    return embedding + layers * (block + 2 * d) + 2 * d + extra
+
+
+def keras_hub_dinov2_extra(preset):
+    """What keras-hub's DINOv2 holds beyond the function it computes: a mask token (for masked
+    training, unused here) and, non-trainable, the position table for 518 px images that the
+    trainable one in use was interpolated from."""
+    patch, d = ARCH[preset][:2]
+    return d + (1 + (HUB_POSITION_SIZE // patch) ** 2) * d
+
+
+def train_targets(preset, rng, n):
+    """Class labels, or for a features model (DINOv2) N(0, 1) vectors to regress."""
+    if preset in DINOV2:
+        return rng.standard_normal((n, ARCH[preset][1])).astype("float32")
+    return rng.integers(0, NUM_CLASSES, (n,)).astype("int32")
 
 
 def attention_spec(text):
@@ -171,9 +203,12 @@ class _Memory:
 
 def _build_keras_model(lib, preset, image_size):
     patch, d, mlp, heads, layers = ARCH[preset]
+    dinov2 = preset in DINOV2
     if lib.split(":")[0] == "keras_vit":
         from keras_vit import ViT
 
+        top = dict(include_top=False, layer_scale_init=LAYER_SCALE_INIT,
+                   mlp_activation="gelu") if dinov2 else dict(num_classes=NUM_CLASSES)
         model = ViT(
             image_size=image_size,
             patch_size=patch,
@@ -181,17 +216,33 @@ def _build_keras_model(lib, preset, image_size):
             num_layers=layers,
             num_heads=heads,
             mlp_dim=mlp,
-            num_classes=NUM_CLASSES,
             include_preprocessing=False,
             gelu_approximate=False,
+            layer_norm_epsilon=1e-6,
+            **top,
         )
         if ":" in lib:  # "keras_vit:plain", "keras_vit:fast:8": pick the attention path
             from keras_vit import attention
 
             attention.set_model_implementation(model, *attention_spec(lib.partition(":")[2]))
         return model
+    import keras
     import keras_hub
 
+    if dinov2:  # default mask token and 518 px position table, as its presets
+        backbone = keras_hub.models.DINOV2Backbone(
+            patch_size=patch,
+            num_layers=layers,
+            hidden_dim=d,
+            num_heads=heads,
+            intermediate_dim=mlp,
+            layer_scale_init_value=LAYER_SCALE_INIT,
+            num_register_tokens=0,
+            image_shape=(image_size, image_size, 3),
+            position_embedding_shape=(HUB_POSITION_SIZE, HUB_POSITION_SIZE, 3),
+        )
+        images = keras.Input((image_size, image_size, 3), name="images")
+        return keras.Model(images, backbone({"images": images})[:, 0], name="dinov2_features")
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(image_size, image_size, 3),
         patch_size=patch,
@@ -253,9 +304,13 @@ def _keras_phases(lib, spec, memory):
         phases["fwd"] = run_torch, sync_torch, bs
 
     # 2. model.predict on host images.
+    if spec["preset"] in DINOV2:
+        loss = keras.losses.MeanSquaredError()
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=loss,
         metrics=None,
         jit_compile=spec["jit_compile"],
     )
@@ -269,7 +324,7 @@ def _keras_phases(lib, spec, memory):
 
     # 3. Training steps on device-resident data; the loss is read back every step.
     xt = keras.ops.convert_to_tensor(rng.uniform(-1, 1, (tbs, size, size, 3)).astype("float32"))
-    yt = keras.ops.convert_to_tensor(rng.integers(0, NUM_CLASSES, (tbs,)).astype("int32"))
+    yt = keras.ops.convert_to_tensor(train_targets(spec["preset"], rng, tbs))
     losses = []
 
     def train():
@@ -356,11 +411,13 @@ def _timm_worker(spec, result, save):
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     result["device"] = "gpu" if dev == "cuda" else "cpu"
     torch.manual_seed(0)
+    dinov2 = spec["preset"] in DINOV2
     model = timm.create_model(
         TIMM_NAMES[spec["preset"]],
         pretrained=False,
-        num_classes=NUM_CLASSES,
+        num_classes=0 if dinov2 else NUM_CLASSES,
         img_size=spec["image_size"],
+        **(dict(init_values=LAYER_SCALE_INIT) if dinov2 else {}),
     ).to(dev)
     result["params"] = sum(p.numel() for p in model.parameters())
     bf16 = spec["precision"] == "mixed_bfloat16"
@@ -419,9 +476,10 @@ def _timm_worker(spec, result, save):
         if dev == "cuda":
             torch.cuda.reset_peak_memory_stats()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=dev == "cuda")
-        loss_fn = torch.nn.CrossEntropyLoss()
+        loss_fn = torch.nn.MSELoss() if dinov2 else torch.nn.CrossEntropyLoss()
         xt = torch.from_numpy(rng.uniform(-1, 1, (tbs, 3, size, size)).astype("float32")).to(dev)
-        yt = torch.from_numpy(rng.integers(0, NUM_CLASSES, (tbs,))).to(dev)
+        yt = torch.from_numpy(train_targets(spec["preset"], rng, tbs)).to(dev)
+        yt = yt if dinov2 else yt.long()
         losses = []
 
         def step():
@@ -548,7 +606,7 @@ def run_one(spec, timeout, log):
 def _fmt(value, digits=0):
     if value is None:
         return "-"
-    return f"{value:,.{digits}f}"
+    return f"{value:,.{digits + (0 < value < 1)}f}"  # one more digit below 1 (a B/14 on a CPU)
 
 
 def _label(spec):
@@ -581,8 +639,12 @@ def format_table(results):
                 parts.append(f"{a / b:.2f}" if a and b else "-")
             ratio = " / ".join(parts)
         note = res.get("error", "")
-        if not note and res.get("params") != expected_params(sp["preset"], sp["image_size"]):
-            note = f"param count differs from {expected_params(sp['preset'], sp['image_size']):,}"
+        expected = expected_params(sp["preset"], sp["image_size"], sp["lib"].partition(":")[0])
+        if not note and res.get("params") != expected:
+            note = f"param count differs from {expected:,}"
+        elif not note and sp["lib"] == "keras_hub" and sp["preset"] in DINOV2:
+            note = (f"+{keras_hub_dinov2_extra(sp['preset']):,} params: mask token, "
+                    f"{HUB_POSITION_SIZE} px position table")
         lines.append(
             f"| {backend} | {sp['preset']} {sp['image_size']} b{sp['batch_size']}/"
             f"{sp['train_batch_size']} | {sp['precision']} | {_label(sp)} "
@@ -603,7 +665,7 @@ def parse_args(argv=None):
                       help="GPU mode: b16 at 224, batch 256/128, mixed_bfloat16, JAX + timm")
     p.add_argument("--backends", help="comma list of tensorflow,jax,torch")
     p.add_argument("--libs", help="comma list of keras_vit,keras_hub,timm")
-    p.add_argument("--presets", help="comma list, e.g. ti16,s16")
+    p.add_argument("--presets", help="comma list, e.g. ti16,s16 or dinov2_b14")
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int, help="inference batch")
     p.add_argument("--train-batch-size", type=int)
@@ -690,9 +752,9 @@ def get_list(value):
 
 
 def _timm_importable():
-    from importlib.util import find_spec
-
-    return find_spec("timm") is not None and find_spec("torch") is not None
+    """Whether timm imports (an installed timm can fail to: it needs torchvision)."""
+    check = subprocess.run([sys.executable, "-c", "import timm"], capture_output=True)
+    return check.returncode == 0
 
 
 def _keras_hub_importable():
@@ -707,7 +769,7 @@ def main(argv=None):
         return worker_main(*args.worker)
     specs = build_specs(args)
     missing = set()
-    if not _timm_importable():
+    if any("timm" in spec["libs"] for spec in specs) and not _timm_importable():
         missing.add("timm")
     if not _keras_hub_importable():
         missing.add("keras_hub")

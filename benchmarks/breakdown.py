@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import ARCH, _median_time, attention_spec, attention_specs  # noqa: E402
+from bench import ARCH, DINOV2, _median_time, attention_spec, attention_specs  # noqa: E402
 
 
 def _flops(preset, image_size, batch):
@@ -251,7 +251,7 @@ def format_table(timed, failed=()):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="b16", choices=sorted(ARCH))
+    p.add_argument("--preset", default="b16", choices=sorted(set(ARCH) - set(DINOV2)))
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", default="mixed_bfloat16",

@@ -3,22 +3,29 @@
 # JAX, PyTorch and timm installed; no TensorFlow, no Keras). Keras, keras-hub and the two
 # pure dependencies missing there travel as wheels in .whl/ (see benchmarks/RESULTS.md):
 #
-#   device run, carry [".whl"], timeout_s 540:   bash benchmarks/gpu_run.sh
+#   device run, carry [".whl"], timeout_s 540:   DINOV2_DEADLINE=0 bash benchmarks/gpu_run.sh
+#   then the DINOv2 part alone, timeout_s 300:
+#       BENCH_DEADLINE=0 BREAKDOWN_TIMEOUT=0 bash benchmarks/gpu_run.sh
 #
+# (its three parts at their default limits can take 11 minutes, more than one call's 10).
 # ViT-B/16 at 224, mixed_bfloat16, batch 256 inference / 128 training: keras_vit on JAX with
 # the fast (padded cuDNN) attention and with Keras's plain attention, then keras-hub on JAX,
 # then timm + torch.compile + bf16 autocast. Each runs in its own process; the run starts no
 # new one after BENCH_DEADLINE seconds (default 280) and keeps what finished. Results land in
 # $OUT (or ./gpu_out). BENCH_ATTENTION=fast,fast:8,plain,head_major adds the fast path padded
 # to a multiple of 8 and the head-major variant; extra arguments go to bench.py (e.g. --libs
-# keras_vit,keras_hub). Then benchmarks/breakdown.py times keras_vit's parts (patch embedding,
+# keras_vit,keras_hub). Then the DINOv2-B/14 features models at 224, same settings (keras_vit
+# as built, keras-hub's DINOV2Backbone, timm's vit_base_patch14_dinov2; bench.py --presets
+# dinov2_b14), started within DINOV2_DEADLINE seconds (default 200; 0 skips it), into
+# $OUT/RESULTS_gpu_dinov2.md; DINOV2_ARGS replaces its arguments (default --presets dinov2_b14).
+# Then benchmarks/breakdown.py times keras_vit's parts (patch embedding,
 # attention paths incl. fast:1, fast:2 and fast:8, MLP, block, model) at batch 128, cut off after
 # BREAKDOWN_TIMEOUT seconds (default 180; 0 skips it), into $OUT/breakdown.*;
 # BREAKDOWN_ARGS replaces its arguments. PROFILE_TIMEOUT=240 (default 0: off) then runs
 # benchmarks/op_profile.py (keras_vit's device time by HLO op, timm's by kernel, the HLO) into
 # $OUT/op_profile.md and hlo.tar.gz; PROFILE_ARGS replaces its arguments. BENCH_DEADLINE=0
-# skips the comparison, so `BENCH_DEADLINE=0 PROFILE_TIMEOUT=240 bash benchmarks/gpu_run.sh`
-# is the diagnosis alone (breakdown + profile, at most 7 minutes).
+# skips the comparison, so `BENCH_DEADLINE=0 DINOV2_DEADLINE=0 PROFILE_TIMEOUT=240 bash
+# benchmarks/gpu_run.sh` is the diagnosis alone (breakdown + profile, at most 7 minutes).
 # A CPU dry run of the whole script (about 2 minutes):
 #
 #   OUT=/tmp/dry BENCH_NO_WHEELS=1 PYTHON=python BREAKDOWN_ARGS="--preset tiny --image-size 32
@@ -27,7 +34,10 @@
 #   --batch-size 2 --train-batch-size 2 --precision float32 --attention fast:8,plain
 #   --warmup 1 --repeats 1 --steps 1 --predict-batches 1
 #
-# with PROFILE_TIMEOUT=120 PROFILE_ARGS="--preset tiny --image-size 32 --batch-size 2
+# with DINOV2_ARGS="--presets dinov2_tiny --libs keras_vit,keras_hub --image-size 32
+# --batch-size 2 --train-batch-size 2 --precision float32 --warmup 1 --repeats 1 --steps 1
+# --predict-batches 1" in front for the DINOv2 part (or DINOV2_DEADLINE=0 to leave it out),
+# and PROFILE_TIMEOUT=120 PROFILE_ARGS="--preset tiny --image-size 32 --batch-size 2
 # --train-batch-size 2 --precision float32 --warmup 1 --steps 1" in front to include the profile.
 set -u
 cd "$(dirname "$0")/.."
@@ -48,6 +58,11 @@ if [ "${BENCH_DEADLINE:-280}" != 0 ]; then
     "$PYTHON" benchmarks/bench.py --gpu --attention "${BENCH_ATTENTION:-fast,plain}" \
         --deadline "${BENCH_DEADLINE:-280}" --out "$OUT/RESULTS_gpu.md" \
         --json "$OUT/results_gpu.json" --log "$OUT/bench_log.txt" "$@" || status=1
+fi
+if [ "${DINOV2_DEADLINE:-200}" != 0 ]; then
+    "$PYTHON" benchmarks/bench.py --gpu --deadline "${DINOV2_DEADLINE:-200}" \
+        ${DINOV2_ARGS:---presets dinov2_b14} --out "$OUT/RESULTS_gpu_dinov2.md" \
+        --json "$OUT/results_gpu_dinov2.json" --log "$OUT/bench_log.txt" || status=1
 fi
 if [ "${BREAKDOWN_TIMEOUT:-180}" != 0 ]; then
     KERAS_BACKEND=jax timeout "${BREAKDOWN_TIMEOUT:-180}" "$PYTHON" benchmarks/breakdown.py \

@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import ARCH, NUM_CLASSES, TIMM_NAMES, _build_keras_model  # noqa: E402
+from bench import ARCH, DINOV2, NUM_CLASSES, TIMM_NAMES, _build_keras_model  # noqa: E402
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?\b([a-z][\w\-]*)\(")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
@@ -349,7 +349,7 @@ def format_report(title, results, top):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="b16", choices=sorted(ARCH))
+    p.add_argument("--preset", default="b16", choices=sorted(set(ARCH) - set(DINOV2)))
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=256, help="forward pass batch")
     p.add_argument("--train-batch-size", type=int, default=128, help="gradient batch")

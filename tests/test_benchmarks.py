@@ -23,6 +23,11 @@ def test_expected_params_match_the_reference_and_the_presets():
     assert bench.expected_params("ti16", 224) == 5_717_416
     assert bench.expected_params("s16", 224) == 22_050_664
     assert bench.expected_params("b16", 224) == 86_567_656
+    # DINOv2-B/14 features: keras-hub's dinov2_base preset metadata says 87,632,640 at 518 px
+    # (its mask token and 518 px position table included); at 224 both tables are smaller.
+    assert bench.expected_params("dinov2_b14", 518, "keras_hub") == 87_632_640
+    assert bench.expected_params("dinov2_b14", 224) == 85_724_928
+    assert bench.expected_params("dinov2_b14", 224, "keras_hub") == 85_724_928 + 1_052_928
     # bench.ARCH is read from keras_vit/presets.py, not a copy of it.
     assert bench.ARCH["b16"] == tuple(presets.PRESETS["b16"]["config"][key] for key in (
         "patch_size", "hidden_dim", "mlp_dim", "num_heads", "num_layers"))
@@ -42,6 +47,9 @@ def test_modes_build_the_documented_jobs():
         (b, p) for b in ("tensorflow", "jax", "torch") for p in ("ti16", "s16")
     }
     assert all(s["libs"] == ["keras_vit", "keras_hub"] for s in quick if s["libs"] != ["timm"])
+    dinov2 = bench.build_specs(bench.parse_args(["--gpu", "--presets", "dinov2_b14"]))
+    assert [s["libs"] for s in dinov2] == [["keras_vit"], ["keras_hub"], ["timm"]]
+    assert bench.TIMM_NAMES["dinov2_b14"] == "vit_base_patch14_dinov2"
 
 
 def test_attention_specs():
@@ -55,21 +63,33 @@ def test_attention_specs():
             bench.parse_args(["--attention", f"plain,{bad}"])
 
 
+def _tiny_run(tmp, presets, libs, *extra):
+    """bench.main on `presets` at 32 px, batch 2, one step a phase; (status, results, report)."""
+    out, raw = tmp / "report.md", tmp / "results.json"
+    status = bench.main([
+        "--backends", keras.backend.backend(), "--libs", libs, "--presets", presets,
+        "--image-size", "32", "--batch-size", "2", "--train-batch-size", "2", "--warmup", "1",
+        "--repeats", "1", "--steps", "1", "--predict-batches", "1", "--timeout", "900",
+        "--out", str(out), "--json", str(raw), *extra,
+    ])
+    return status, json.loads(raw.read_text()), out.read_text()
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One run of the script on a 2-layer model: keras_vit's plain attention and its fast path
     padding to a multiple of 8, and keras-hub where it is installed, in one interleaved
     process."""
-    tmp = tmp_path_factory.mktemp("bench")
-    out, raw = tmp / "report.md", tmp / "results.json"
     libs = "keras_vit,keras_hub" if HAS_KERAS_HUB else "keras_vit"
-    status = bench.main([
-        "--backends", keras.backend.backend(), "--libs", libs, "--presets", "tiny",
-        "--attention", "plain,fast:8", "--image-size", "32", "--batch-size", "2",
-        "--train-batch-size", "2", "--warmup", "1", "--repeats", "1", "--steps", "1",
-        "--predict-batches", "1", "--timeout", "900", "--out", str(out), "--json", str(raw),
-    ])
-    return status, json.loads(raw.read_text()), out.read_text()
+    return _tiny_run(tmp_path_factory.mktemp("bench"), "tiny", libs,
+                     "--attention", "plain,fast:8")
+
+
+@pytest.fixture(scope="module")
+def tiny_dinov2_run(tmp_path_factory):
+    """The same for the 2-layer DINOv2 features model, keras_vit as built."""
+    libs = "keras_vit,keras_hub" if HAS_KERAS_HUB else "keras_vit"
+    return _tiny_run(tmp_path_factory.mktemp("bench_dinov2"), "dinov2_tiny", libs)
 
 
 def test_runs_keras_vit_with_both_attention_paths(tiny_run):
@@ -94,6 +114,60 @@ def test_runs_against_keras_hub_with_equal_params(tiny_run):
     line = next(line for line in report.splitlines() if "keras_vit (plain attention)" in line)
     ratios = line.split("|")[-3].split("/")
     assert len(ratios) == 3 and all(float(r) > 0 for r in ratios)
+
+
+def test_runs_the_dinov2_features_models(tiny_dinov2_run):
+    status, results, report = tiny_dinov2_run
+    assert status == 0, results
+    by_lib = {r["spec"]["lib"]: r for r in results}
+    for lib, res in by_lib.items():  # keras-hub's count includes its two extra weights
+        assert res["params"] == bench.expected_params("dinov2_tiny", 32, lib), res
+        for key in ("fwd_ips", "predict_ips", "train_ips"):
+            assert res[key] > 0
+    rows = {line.split("|")[4].strip(): line for line in report.splitlines()
+            if "| dinov2_tiny 32 b2/2 |" in line}
+    if HAS_KERAS_HUB:
+        assert all(float(r) > 0 for r in rows["keras_vit"].split("|")[-3].split("/"))
+        assert "mask token, 518 px position table" in rows["keras_hub"]
+
+
+# keras-hub DINOv2 weight path -> keras_vit's, by substring
+_HUB_TO_VIT = [
+    ("embeddings/patch_embeddings/", "patch_embedding/"),
+    ("embeddings/cls_token", "class_token/token"),
+    ("embeddings/interpolated_position_embeddings", "position_embedding/embedding"),
+    ("encoder/layers_", "encoder_block_"), ("layer_scale1/lambda1", "attention_scale"),
+    ("layer_scale2/lambda1", "mlp_scale"), ("norm1", "attention_norm"), ("norm2", "mlp_norm"),
+    ("attention/attention/", "attention/"), ("mlp/fc1", "mlp_dense_1"), ("mlp/fc2", "mlp_dense_2"),
+    ("layernorm/", "encoder_norm/"),
+]
+
+
+@pytest.mark.skipif(not HAS_KERAS_HUB, reason="keras-hub is not installed (requirements-bench.txt)")
+def test_dinov2_models_compute_the_same_function():
+    """With keras-hub's weights copied over, keras_vit's DINOv2 gives the same features: the
+    benchmark compares two implementations of one model, not two models."""
+    import numpy as np
+
+    ours = bench._build_keras_model("keras_vit", "dinov2_tiny", 32)
+    hub = bench._build_keras_model("keras_hub", "dinov2_tiny", 32)
+    by_path = {v.path: v for v in ours.weights}
+    rng = np.random.default_rng(0)
+    unused = []
+    for v in hub.weights:
+        path = v.path
+        for a, b in _HUB_TO_VIT:
+            path = path.replace(a, b)
+        if path not in by_path:
+            unused.append(v.path)
+            continue
+        value = 0.3 * rng.standard_normal(v.shape).astype("float32")  # layer scales too
+        v.assign(value)
+        by_path.pop(path).assign(value)
+    assert not by_path and unused == ["embeddings/mask_token", "embeddings/position_embeddings"]
+    x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)),
+                               keras.ops.convert_to_numpy(hub(x)), atol=1e-5)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="breakdown.py times JAX functions")
