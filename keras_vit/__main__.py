@@ -13,6 +13,7 @@ import sys
 
 COMMANDS = {
     "export": "keras_vit.export.cli",
+    "explain": "keras_vit.explain",
 }
 
 # Errors that mean the user's input was wrong: printed as one line, exit status 2.
