@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_vit import ViT, config, insight
 from reference_vit import _gelu, _layer_norm
+from test_zoo_options import randomised
 from tiny import TINY
 
 # Three sequence lengths only (16, 17 and 18 tokens): JAX compiles each eager op per shape.
@@ -24,15 +25,6 @@ CONFIGS = {
     "distillation_token": dict(distillation_token=True),
     "gap_registers": dict(pooling="gap", num_register_tokens=2),
 }
-
-
-def randomised(model, seed=0):
-    """Every variable random (norm scales and layer scales around 1)."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        base = 1.0 if variable.path.endswith(("gamma", "_scale")) else 0.0
-        variable.assign(base + rng.normal(0, 0.3, variable.shape).astype("float32"))
-    return {v.path: ops.convert_to_numpy(v).astype("float64") for v in model.weights}
 
 
 def reference(w, c, images):
