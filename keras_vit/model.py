@@ -273,6 +273,7 @@ class ViT(keras.Model):
             and keras.backend.backend() == "tensorflow"
             and not kwargs.get("run_eagerly")
             and not config.in_tf_distribution_strategy()
+            and getattr(self, "_distribute_strategy", None) is None  # built in a scope
         ):
             jit_compile = True
         super().compile(*args, jit_compile=jit_compile, **kwargs)
@@ -369,6 +370,16 @@ class ViT(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    @classmethod
+    def get_layout_map(cls, device_mesh, model_parallel_dim_name="model",
+                       data_parallel_dim_name="batch", config=None):
+        """A `keras.distribution.LayoutMap` sharding a ViT Megatron-style over the model
+        axis of `device_mesh`: see `keras_vit.distribution.layout_map`."""
+        from keras_vit import distribution
+
+        return distribution.layout_map(
+            device_mesh, model_parallel_dim_name, data_parallel_dim_name, config=config)
 
     @classmethod
     def from_preset(cls, preset, weights="default", **overrides):

@@ -1,0 +1,280 @@
+"""Training on many devices: `keras_vit.distribution`'s layout map and mesh checks (here, on
+every backend) and training on simulated CPU devices (tests/distribution_worker.py, in
+subprocesses: the JAX ones under KERAS_BACKEND=jax only, the TensorFlow one under
+KERAS_BACKEND=tensorflow only, each once per session, so `make test` pays for them once).
+"""
+
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import distribution_worker as worker
+from keras_vit import ViT, distribution, presets
+from tiny import TINY
+
+WORKER = Path(__file__).with_name("distribution_worker.py")
+BACKEND = keras.backend.backend()
+
+# Megatron-style: {variable of an encoder block or of the MAP head: axes}; all else whole.
+MEGATRON = {
+    **{f"attention/{p}/kernel": (None, "model", None) for p in ("query", "key", "value")},
+    **{f"attention/{p}/bias": ("model", None) for p in ("query", "key", "value")},
+    "attention/attention_output/kernel": ("model", None, None),
+    "mlp_dense_1/kernel": (None, "model"),
+    "mlp_dense_1/bias": ("model",),
+    "mlp_dense_2/kernel": ("model", None),
+}
+
+# Every option that adds, removes or renames variables, and every preset, at tiny sizes.
+OPTIONS = {
+    "token": {},
+    "gap_registers_layer_scale_pre_norm_pre_logits": dict(
+        pooling="gap", pooled_norm=True, num_register_tokens=2, layer_scale_init=0.1,
+        pre_norm=True, representation_size=16),
+    "map": dict(pooling="map"),
+    "distillation": dict(distillation_token=True),
+    "distillation_no_head": dict(distillation_token=True, distillation_head=False),
+    "token_without_position_registers": dict(class_token_position=False, num_register_tokens=1),
+    "no_top": dict(include_top=False),
+}
+SMALL = dict(image_size=32, patch_size=8, hidden_dim=32, num_heads=4, mlp_dim=64, num_layers=2)
+
+
+def tiny_configs():
+    """OPTIONS on TINY, and each preset at SMALL sizes unless another config is the same."""
+    configs = {name: {**TINY, **options} for name, options in OPTIONS.items()}
+    for name, preset in presets.PRESETS.items():
+        config = {**TINY, **preset["config"], **SMALL}
+        if config not in configs.values():
+            configs[f"preset_{name}"] = config
+    return configs
+
+
+CONFIGS = tiny_configs()
+
+
+def mesh(shape=(2, 4), axis_names=("batch", "model")):
+    """A mesh of named (not real) devices: enough for layouts and checks on any backend."""
+    devices = [f"cpu:{i}" for i in range(math.prod(shape))]
+    return keras.distribution.DeviceMesh(shape, axis_names, devices)
+
+
+def megatron_axes(path, rank):
+    owner, _, name = path.partition("/")
+    if re.fullmatch(r"encoder_block_\d+|pooling", owner) and name in MEGATRON:
+        return MEGATRON[name]
+    return (None,) * rank
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_variable_is_sharded_megatron_style_or_replicated_by_one_rule(name):
+    model = ViT(**CONFIGS[name])
+    layouts = ViT.get_layout_map(mesh())
+    rules = list(layouts) + list(distribution.REPLICATED_VARIABLES)
+    for variable in model.variables:
+        matching = [rule for rule in rules if re.fullmatch(rule, variable.path)]
+        assert len(matching) == 1, (variable.path, matching)
+        layout = layouts[variable.path]
+        axes = layout.axes if layout else (None,) * len(variable.shape)
+        assert axes == megatron_axes(variable.path, len(variable.shape)), variable.path
+        for size, axis in zip(variable.shape, axes):
+            assert axis is None or size % 4 == 0, (variable.path, variable.shape)
+
+
+def test_layout_map_finds_a_vit_nested_in_another_model():
+    layouts = ViT.get_layout_map(mesh())
+    assert layouts["classifier/vit/encoder_block_11/mlp_dense_2/kernel"].axes == ("model", None)
+    assert layouts["classifier/vit/encoder_block_11/mlp_dense_2/bias"] is None
+
+
+def test_layout_map_uses_the_axis_names_it_is_given():
+    layouts = ViT.get_layout_map(mesh(axis_names=("data", "tensor")), "tensor", "data")
+    assert layouts["encoder_block_0/attention/query/kernel"].axes == (None, "tensor", None)
+
+
+@pytest.mark.parametrize("make, message", [
+    pytest.param(lambda: ViT.get_layout_map(mesh(axis_names=("batch", "tensor"))),
+                 r"no axis named 'model': its axes are \('batch', 'tensor'\)", id="model_axis"),
+    pytest.param(lambda: ViT.get_layout_map(mesh(), data_parallel_dim_name="data"),
+                 r"no axis named 'data'", id="data_axis"),
+    pytest.param(lambda: ViT.get_layout_map([2, 4]),
+                 r"must be a keras.distribution.DeviceMesh, got list", id="not_a_mesh"),
+    pytest.param(lambda: ViT.get_layout_map(mesh(), config=presets.get_preset("ti16")["config"]),
+                 r"num_heads=3 is not divisible by the 4 devices of the 'model' axis", id="heads"),
+])
+def test_layout_map_refuses_a_mesh_it_cannot_use(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("config, shape, global_batch, message", [
+    ({"num_heads": 3}, (2, 4), None,
+     r"shape \(2, 4\) and axes \('batch', 'model'\): num_heads=3 is not divisible by the 4 "
+     r"devices of the 'model' axis\."),
+    ({"num_heads": 4, "mlp_dim": 66}, (2, 4), None,
+     r"mlp_dim=66 is not divisible by the 4 devices of the 'model' axis\."),
+    ({"num_heads": 4, "mlp_dim": 64}, (4, 2), 6,
+     r"the global batch 6 is not divisible by the 4 devices of the 'batch' axis\."),
+    ({"num_heads": 6, "mlp_dim": 90}, (1, 4), 8,
+     r"num_heads=6 is not divisible .*; mlp_dim=90 is not divisible .*\."),
+    (None, (8,), 12, r"the global batch 12 is not divisible by the 8 devices of the 'batch' axis"),
+])
+def test_check_mesh_names_the_numbers_that_clash(config, shape, global_batch, message):
+    axis_names = ("batch", "model")[:len(shape)]
+    with pytest.raises(ValueError, match=message):
+        distribution.check_mesh(config, mesh(shape, axis_names), global_batch)
+
+
+def test_check_mesh_accepts_what_divides():
+    distribution.check_mesh(ViT(**TINY), mesh(), global_batch=8)
+    distribution.check_mesh(presets.get_preset("b16")["config"], mesh((1, 4)), global_batch=1)
+    distribution.check_mesh({}, mesh((8,), ("batch",)), global_batch=16)  # defaults: ViT-B
+    with pytest.raises(ValueError, match="no axis named 'batch'"):
+        distribution.check_mesh({}, mesh((8,), ("data",)), global_batch=16)
+
+
+def test_model_parallel_and_data_parallel_check_their_inputs():
+    model_parallel = distribution.model_parallel(TINY, mesh(), global_batch=8)
+    assert isinstance(model_parallel, keras.distribution.ModelParallel)
+    assert model_parallel.batch_dim_name == "batch"
+    with pytest.raises(ValueError, match="global batch 5 is not divisible by the 2 devices"):
+        distribution.model_parallel(TINY, mesh(), global_batch=5)
+    devices = [f"cpu:{i}" for i in range(4)]
+    assert distribution.data_parallel(8, devices).device_mesh.shape == (4,)
+    with pytest.raises(ValueError, match=r"shape \(4,\) and axes \('batch',\): the global batch 6"):
+        distribution.data_parallel(6, devices)
+
+
+# ------------------------------------------------------------ training on simulated devices
+
+
+def run_worker(*args, backend, devices=None):
+    """Starts the worker; `devices`: the number of simulated JAX CPU devices."""
+    # Without LLVM's optimisations XLA compiles twice as fast; the workers run 3 steps.
+    flags = "--xla_backend_optimization_level=0"
+    if devices:
+        flags += f" --xla_force_host_platform_device_count={devices}"
+    env = dict(os.environ, KERAS_BACKEND=backend, XLA_FLAGS=flags)
+    return subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def outcome(process, timeout=300):
+    """The worker's JSON results, or the end of its stderr if it failed."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    if process.returncode:
+        return f"exit status {process.returncode}: {stderr[-3000:]}"
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def results(result):
+    assert isinstance(result, dict), result  # else the worker's error
+    return result
+
+
+def only_under(backend):
+    if BACKEND != backend:
+        pytest.skip(f"runs its subprocesses under KERAS_BACKEND={backend} only, once")
+
+
+@pytest.fixture(scope="session")
+def jax_runs(tmp_path_factory):
+    """Side by side: one process of 8 simulated devices (one device, DataParallel,
+    ModelParallel over (2, 4)), and two processes of 4 connected on 127.0.0.1."""
+    only_under("jax")
+    out = tmp_path_factory.mktemp("distribution_jax")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    processes = [run_worker("jax", out, backend="jax", devices=8)]
+    processes += [run_worker("jax_process", out, port, i, backend="jax", devices=4)
+                  for i in range(2)]
+    single, *pair = [outcome(p) for p in processes]
+    return {"out": out, "single": single, "pair": pair}
+
+
+@pytest.fixture
+def jax_results(jax_runs):
+    return results(jax_runs["single"])
+
+
+def assert_agrees(agreement):
+    """Within float32 rounding of the one-device run, after a real training update."""
+    assert agreement["allclose"] <= 1.0, agreement  # np.allclose(rtol=1e-5, atol=1e-7)
+    assert agreement["of_update"] < 1e-4, agreement
+    assert agreement["update_norm"] > 0.05, agreement
+
+
+@pytest.mark.slow  # the JAX workers take 60 to 110 s on 2 shared cores
+@pytest.mark.parametrize("strategy", ["data_parallel", "model_parallel"])
+@pytest.mark.parametrize("implementation", worker.IMPLEMENTATIONS)
+def test_distributed_training_agrees_with_one_device(jax_results, implementation, strategy):
+    assert jax_results["devices"] == 8
+    assert_agrees(jax_results["agreement"][f"{implementation}/{strategy}"])
+
+
+def assert_sharded(specs, model_parallel):
+    """Each variable and its momentum sharded as MEGATRON says (replicated without
+    model parallelism)."""
+    assert specs["variables"] and specs["momentums"]
+    for kind in ("variables", "momentums"):
+        for path, spec in specs[kind].items():
+            expected = megatron_axes(path, len(spec)) if model_parallel else (None,) * len(spec)
+            assert tuple(spec) == expected, (kind, path, spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["data_parallel", "model_parallel"])
+@pytest.mark.parametrize("implementation", worker.IMPLEMENTATIONS)
+def test_variables_are_sharded_as_the_layout_says(jax_results, implementation, strategy):
+    specs = jax_results["specs"][f"{implementation}/{strategy}"]
+    assert_sharded(specs, strategy == "model_parallel")
+    sharded = sum("model" in spec for spec in specs["variables"].values())
+    assert sharded == (3 * len(MEGATRON) if strategy == "model_parallel" else 0)  # 2 blocks, MAP
+
+
+@pytest.mark.slow
+def test_two_processes_agree_with_one_device(jax_runs, jax_results):
+    pair, out = [results(r) for r in jax_runs["pair"]], jax_runs["out"]
+    assert [r["local_devices"] for r in pair] == [4, 4]
+    assert [r["devices"] for r in pair] == [8, 8]
+    initial = dict(np.load(out / "initial.npz"))
+    one_device = dict(np.load(out / "one_device.npz"))
+    for i, result in enumerate(pair):
+        assert_sharded(result["specs"], model_parallel=True)
+        assert_agrees(worker.agreement(dict(np.load(out / f"process_{i}.npz")), one_device,
+                                       initial))
+
+
+@pytest.fixture(scope="session")
+def tensorflow_results(tmp_path_factory):
+    """tf.distribute.MirroredStrategy over 2 logical CPUs, and one device."""
+    only_under("tensorflow")
+    out = tmp_path_factory.mktemp("distribution_tensorflow")
+    return results(outcome(run_worker("tensorflow", out, backend="tensorflow")))
+
+
+def test_mirrored_strategy_agrees_with_one_device(tensorflow_results):
+    assert tensorflow_results["replicas"] == 2
+    # ViT.compile turns XLA on for one CPU and leaves it off under a strategy, as Keras does.
+    assert tensorflow_results["jit_compile"] == {"one_device": True, "mirrored": False}
+    assert_agrees(tensorflow_results["agreement"])
+
+
+def test_model_built_in_a_strategy_scope_trains_when_compiled_outside_it(tensorflow_results):
+    """ViT.compile checks the model's own strategy too: XLA would not reach the other
+    replica's variables."""
+    assert tensorflow_results["compiled_outside_scope"] == {"jit_compile": False, "error": None}
