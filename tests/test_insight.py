@@ -246,3 +246,28 @@ def test_array_helpers_check_their_inputs():
         insight.rollout_from_attention(np.ones((1, 1, 1, 5, 5)) / 5, 1, (2, 2), discard_ratio=1)
     with pytest.raises(ValueError, match="maps must be \\(batch, h, w\\)"):
         insight.upsample_map(np.ones((4, 4)), 32)
+
+
+def test_intermediate_model_exports_to_tflite(tmp_path):
+    """The features model converts like the ViT (TensorFlow backend: in-process)."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("converted in-process under TensorFlow; the other backends convert the same "
+                    "way, through a .keras file in a TensorFlow subprocess")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_vit import export
+
+    model = ViT(**TINY)
+    randomised(model)
+    features = insight.intermediate_model(model, blocks=(-1,), norm=True, reshape=True)
+    path = str(tmp_path / "features.tflite")
+    export.export_tflite(features, path)
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    image = np.random.default_rng(4).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+    interpreter.invoke()
+    exported = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    expected = ops.convert_to_numpy(features(image))
+    assert exported.shape == expected.shape == (1, 4, 4, TINY["hidden_dim"])
+    np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-4)
