@@ -142,6 +142,7 @@ def test_family_defaults_without_preprocessor_config(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     ({"model_type": "beit"}, "model_type 'beit' is not a family"),
     ({"use_swiglu_ffn": True}, "use_swiglu_ffn"),
+    ({"image_size": [None, 32]}, "image_size must be an int or a pair"),
 ])
 def test_unsupported_configs_are_refused(tmp_path, edit, message):
     _, path = _saved_model("dinov2", tmp_path)

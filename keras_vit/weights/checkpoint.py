@@ -17,6 +17,10 @@ HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 FORMAT_RESAMPLE_METHODS = {"vit_jax": "bilinear", "big_vision": "bilinear",
                            "timm": "bicubic_antialias", "hf": "bicubic"}
 
+# The families' known normalisations, (mean, std) in 0..1 units.
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
 # Sane limits for numbers read from a file (the largest public ViTs are far below).
 MAX_LAYERS = 512
 MAX_IMAGE_SIDE = 16384
@@ -250,3 +254,23 @@ def number_list(value, name):
             for v in value):
         raise ValueError(f"{name} must be a list of numbers, got {value!r}.")
     return tuple(value)
+
+
+def positive_int(value, name, limit=None, zero=False):
+    """`value` from a config.json, checked to be an integer >= 1 (>= 0 with `zero`) and at
+    most `limit`; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1) or (
+            limit is not None and value > limit):
+        raise ValueError(f"config.json: {name} must be a {'non-negative' if zero else 'positive'} "
+                         f"integer{f' up to {limit}' if limit else ''}, got {value!r}.")
+    return value
+
+
+def image_size_pair(size, name):
+    """A config.json image size (an int or a pair) as (height, width), each checked."""
+    pair = list(size) if isinstance(size, (list, tuple)) else [size, size]
+    if len(pair) != 2 or None in pair:
+        raise ValueError(f"config.json: {name} must be an int or a pair, got {size!r}.")
+    return tuple(positive_int(s, name, MAX_IMAGE_SIDE) for s in pair)

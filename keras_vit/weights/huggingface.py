@@ -24,14 +24,13 @@ import re
 import numpy as np
 
 from keras_vit.weights.checkpoint import (
-    MAX_IMAGE_SIDE, architecture, count_blocks, position_embedding)
+    CLIP, IMAGENET, architecture, count_blocks, image_size_pair, number_list, position_embedding,
+    positive_int)
 from keras_vit.weights.google import optional_dense
 from keras_vit.weights.timm import conv_kernel, linear, split_fused_qkv
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 _FAMILIES = {"vit": "vit", "vit_mae": "vit", "deit": "vit", "dinov2": "dinov2",
              "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip",
              "siglip_vision_model": "siglip", "siglip": "siglip"}
@@ -54,17 +53,6 @@ _BLOCK_NAMES = {
                  mlp2="mlp.fc2", norm1="layer_norm1", norm2="layer_norm2"),
 }
 _BLOCK_NAMES["siglip"] = _BLOCK_NAMES["clip"]
-
-
-def _positive_int(hf, name, limit=None):
-    value = hf.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or (
-            limit is not None and value > limit):
-        raise ValueError(f"config.json: {name} must be a positive integer"
-                         f"{f' up to {limit}' if limit else ''}, got {value!r}.")
-    return value
 
 
 def _model_type(hf, keys):
@@ -90,10 +78,7 @@ def _config_values(hf, model_type):
     """The config.json entries the conversion uses, checked."""
     size = hf.get("image_size")
     if size is not None:
-        pair = [size, size] if not isinstance(size, (list, tuple)) else list(size)
-        if len(pair) != 2:
-            raise ValueError(f"config.json: image_size must be an int or a pair, got {size!r}.")
-        size = tuple(_positive_int({"image_size": s}, "image_size", MAX_IMAGE_SIDE) for s in pair)
+        size = image_size_pair(size, "image_size")
     family = _FAMILIES[model_type]
     eps = hf.get("layer_norm_eps", {"clip": 1e-5, "siglip": 1e-6}.get(family, 1e-12))
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
@@ -104,8 +89,10 @@ def _config_values(hf, model_type):
         raise ValueError(f"Unsupported hidden_act {act!r} in the Hugging Face config.")
     if hf.get("use_swiglu_ffn"):
         raise ValueError("config.json: use_swiglu_ffn (DINOv2-g's SwiGLU MLP) is not supported.")
-    mlp_dim = None if model_type.startswith("dinov2") else _positive_int(hf, "intermediate_size")
-    return dict(image_size=size, num_heads=_positive_int(hf, "num_attention_heads"),
+    mlp_dim = None if model_type.startswith("dinov2") else positive_int(
+        hf.get("intermediate_size"), "intermediate_size")
+    return dict(image_size=size,
+                num_heads=positive_int(hf.get("num_attention_heads"), "num_attention_heads"),
                 mlp_dim=mlp_dim, eps=float(eps), activation=_ACTIVATIONS[act])
 
 
@@ -114,13 +101,8 @@ def _normalization(preprocessor, model_type):
     mean, std = (preprocessor or {}).get("image_mean"), (preprocessor or {}).get("image_std")
     if mean is None and std is None:
         return _DEFAULT_NORMALIZATION[model_type] or (None, None)
-    for name, value in (("image_mean", mean), ("image_std", std)):
-        if not isinstance(value, list) or not value or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in value):
-            raise ValueError(f"preprocessor_config.json: {name} must be a list of numbers, "
-                             f"got {value!r}.")
-    return tuple(mean), tuple(std)
+    return (number_list(mean, "preprocessor_config.json: image_mean"),
+            number_list(std, "preprocessor_config.json: image_std"))
 
 
 # Parts of whole-model checkpoints that are not the image tower: CLIP's and SigLIP's text

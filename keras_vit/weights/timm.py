@@ -24,11 +24,9 @@ import re
 import numpy as np
 
 from keras_vit.weights.checkpoint import (
-    MAX_IMAGE_SIDE, architecture, count_blocks, number_list, position_embedding, square_grid)
+    CLIP, IMAGENET, architecture, count_blocks, image_size_pair, number_list, position_embedding,
+    positive_int, square_grid)
 from keras_vit.weights.google import optional_dense
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
 
 # timm's size names: (width, heads) of its ViT definitions.
 _SIZES = {"tiny": (192, 3), "small": (384, 6), "medium": (512, 8), "base": (768, 12),
@@ -241,29 +239,12 @@ def _config_values(config):
     classes = args.get("num_classes", config.get("num_classes"))
     return dict(
         architecture=name, tag=pretrained.get("tag") if isinstance(pretrained.get("tag"), str) else None,
-        num_heads=_positive_int(args.get("num_heads"), "model_args num_heads"),
+        num_heads=positive_int(args.get("num_heads"), "model_args num_heads"),
         activation=_ACTIVATIONS[act], pooling=None if pool is None else _POOLING[pool],
-        image_size=None if size is None else _image_size(size),
-        num_classes=None if classes is None else _positive_int(classes, "num_classes", zero=True),
+        image_size=None if size is None else image_size_pair(size, "img_size"),
+        num_classes=positive_int(classes, "num_classes", zero=True),
         normalization=_normalization(pretrained),
     )
-
-
-def _positive_int(value, name, limit=None, zero=False):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if zero else 1) or (
-            limit is not None and value > limit):
-        raise ValueError(f"config.json: {name} must be a {'non-negative' if zero else 'positive'} "
-                         f"integer{f' up to {limit}' if limit else ''}, got {value!r}.")
-    return value
-
-
-def _image_size(size):
-    pair = list(size) if isinstance(size, (list, tuple)) else [size, size]
-    if len(pair) != 2:
-        raise ValueError(f"config.json: img_size must be an int or a pair, got {size!r}.")
-    return tuple(_positive_int(s, "img_size", MAX_IMAGE_SIDE) for s in pair)
 
 
 def _normalization(pretrained):
