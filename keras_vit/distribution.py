@@ -11,6 +11,8 @@ a mesh can run a given ViT; `model_parallel` and `data_parallel` build the check
 `keras.distribution` objects.
 """
 
+import contextlib
+import dataclasses
 import inspect
 
 import keras
@@ -58,15 +60,20 @@ def _require_axes(device_mesh, *names):
                          f"its axes are {tuple(device_mesh.axis_names)}.")
 
 
+def _config_values(config, *keys):
+    """The values of `keys` in a ViT config dict, the constructor's default where missing."""
+    from keras_vit.model import ViT
+
+    defaults = inspect.signature(ViT.__init__).parameters
+    return [config.get(key, defaults[key].default) for key in keys]
+
+
 def _architecture(model_or_config):
     """The ViT's `num_heads` and `mlp_dim`, from a model or a (possibly partial) config."""
+    keys = ("num_heads", "mlp_dim")
     if isinstance(model_or_config, dict):
-        from keras_vit.model import ViT
-
-        defaults = inspect.signature(ViT.__init__).parameters
-        return {key: model_or_config.get(key, defaults[key].default)
-                for key in ("num_heads", "mlp_dim")}
-    return {"num_heads": model_or_config.num_heads, "mlp_dim": model_or_config.mlp_dim}
+        return dict(zip(keys, _config_values(model_or_config, *keys)))
+    return {key: getattr(model_or_config, key) for key in keys}
 
 
 def check_mesh(model_or_config, device_mesh, global_batch=None,
@@ -101,6 +108,19 @@ def check_mesh(model_or_config, device_mesh, global_batch=None,
         raise ValueError(f"This ViT cannot be distributed over the device mesh of shape "
                          f"{tuple(device_mesh.shape)} and axes {tuple(device_mesh.axis_names)}: "
                          + "; ".join(clashes) + ".")
+
+
+def check_active_distribution(num_heads, mlp_dim):
+    """Under a `keras.distribution.ModelParallel` whose layout splits the blocks' MLP (as
+    `layout_map`'s does), `check_mesh` for a ViT of `num_heads` and `mlp_dim`: a ViT
+    checks this before it makes a variable, so a clash is this ValueError, not JAX's."""
+    active = keras.distribution.distribution()
+    if not isinstance(active, keras.distribution.ModelParallel):
+        return
+    layout = active.get_tensor_layout("encoder_block_0/mlp_dense_1/kernel")
+    if layout is not None and layout.axes[-1] is not None:
+        check_mesh({"num_heads": num_heads, "mlp_dim": mlp_dim}, active.device_mesh,
+                   model_parallel_dim_name=layout.axes[-1])
 
 
 def layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch",
@@ -146,3 +166,153 @@ def data_parallel(global_batch=None, devices=None):
     check_mesh(None, distribution.device_mesh, global_batch,
                data_parallel_dim_name=distribution.batch_dim_name)
     return distribution
+
+
+# --------------------------------------------------------------------------- training runs
+
+KINDS = ("none", "data", "model", "auto")
+# "auto" shards a model whose training state (a float32 weight, its gradient and two AdamW
+# moments: 16 bytes a parameter) would fill more than half of one device's memory.
+_TRAINING_BYTES_PER_PARAMETER = 16
+_MEMORY_FRACTION = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSetup:
+    """How one training run is spread over the devices (see `for_training`).
+
+    kind: "none", "data" or "model" (what "auto" chose); strategy: a
+    `keras.distribution.Distribution` (JAX), a `tf.distribute.Strategy` (TensorFlow) or
+    None; global_batch: examples per step over all devices; data_devices: how many ways
+    each batch is split; model_devices: how many ways each block is split.
+    """
+
+    kind: str
+    strategy: object
+    global_batch: int
+    data_devices: int = 1
+    model_devices: int = 1
+
+    def scope(self):
+        """Build, compile and fit the model within this."""
+        return contextlib.nullcontext() if self.strategy is None else self.strategy.scope()
+
+    def describe(self):
+        """A JSON-able summary, for logs and metrics."""
+        return {"kind": self.kind, "global_batch": self.global_batch,
+                "data_devices": self.data_devices, "model_devices": self.model_devices,
+                "per_replica_batch": self.global_batch // self.data_devices}
+
+
+def for_training(kind, model_config, batch_size=None, per_device_batch_size=None,
+                 model_devices=None):
+    """The `TrainingSetup` of a run on every device this process sees.
+
+    Args:
+        kind: "none" (one device); "data": the model copied on every device, each batch
+            split between them (JAX `DataParallel`, TensorFlow `MirroredStrategy` over the
+            GPUs, else the logical CPUs); "model" (JAX only): a (devices / model_devices,
+            model_devices) ("batch", "model") mesh with the blocks split Megatron-style
+            (`model_parallel`); "auto": "model" on JAX when the blocks' training state
+            would take more than half of one device's memory (with the smallest model
+            axis that brings it under half), else "data" when there are several devices,
+            else "none" (always under PyTorch).
+        model_config: the ViT's config dict (missing keys take the constructor's defaults).
+        batch_size: the global batch; or else
+        per_device_batch_size: the batch of each data-parallel replica, times the number
+            of replicas is the global batch.
+        model_devices: the model axis for "model" or "auto" (default for "model": the
+            largest that divides the devices, the heads and the MLP width).
+
+    Raises a ValueError that names the numbers when they do not divide.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"Unknown distribution {kind!r}; use one of {', '.join(KINDS)}.")
+    if (batch_size is None) == (per_device_batch_size is None):
+        raise ValueError("Give the global batch_size or the per_device_batch_size, not both.")
+    if model_devices is not None and kind not in ("model", "auto"):
+        raise ValueError(f"model_devices={model_devices} needs the 'model' or 'auto' "
+                         f"distribution, not {kind!r}.")
+    backend = keras.backend.backend()
+    if kind == "none" or (kind == "auto" and backend not in ("jax", "tensorflow")):
+        return TrainingSetup("none", None, batch_size or per_device_batch_size)
+    if backend == "jax":
+        return _jax_setup(kind, model_config, batch_size, per_device_batch_size, model_devices)
+    if backend == "tensorflow":
+        return _tensorflow_setup(kind, batch_size, per_device_batch_size)
+    raise ValueError(
+        f"Keras's {backend} backend has no keras.distribution, so there is no {kind!r} "
+        "distribution for it: under PyTorch use DistributedDataParallel (examples/torch_ddp.py), "
+        "or KERAS_BACKEND=jax or tensorflow.")
+
+
+def _jax_setup(kind, model_config, batch_size, per_device_batch_size, model_devices):
+    import jax
+
+    devices = keras.distribution.list_devices()
+    if kind == "auto":
+        memory = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+        model_devices = model_devices or model_devices_for_memory(
+            model_config, len(devices), memory)
+        if model_devices == 1 and len(devices) == 1:
+            return TrainingSetup("none", None, batch_size or per_device_batch_size)
+        kind = "model" if model_devices > 1 else "data"
+    if kind == "data":
+        global_batch = batch_size or per_device_batch_size * len(devices)
+        return TrainingSetup("data", data_parallel(global_batch, devices), global_batch,
+                             data_devices=len(devices))
+    model_devices = model_devices or max(_model_axes(model_config, len(devices)))
+    if len(devices) % model_devices:
+        raise ValueError(f"{model_devices} model-parallel devices do not divide the "
+                         f"{len(devices)} devices.")
+    data_devices = len(devices) // model_devices
+    global_batch = batch_size or per_device_batch_size * data_devices
+    mesh = keras.distribution.DeviceMesh((data_devices, model_devices), ("batch", "model"),
+                                         devices)
+    return TrainingSetup("model", model_parallel(model_config, mesh, global_batch),
+                         global_batch, data_devices, model_devices)
+
+
+def _model_axes(model_config, num_devices):
+    """The model axes (ascending) that divide the devices, the heads and the MLP width."""
+    architecture = _architecture(model_config)
+    return [m for m in range(1, num_devices + 1)
+            if num_devices % m == 0 and all(v % m == 0 for v in architecture.values())]
+
+
+def model_devices_for_memory(model_config, num_devices, device_memory):
+    """The model axis "auto" picks: 1 when the blocks' training state (float32 weights,
+    gradients and AdamW moments of their kernels) fits in half of `device_memory` bytes or
+    that is unknown (None, as on CPUs), else the smallest axis that makes it fit, else the
+    largest axis that divides the devices, heads and MLP width."""
+    if not device_memory:
+        return 1
+    width, mlp, layers = _config_values(model_config, "hidden_dim", "mlp_dim", "num_layers")
+    state = layers * (4 * width * width + 2 * width * mlp) * _TRAINING_BYTES_PER_PARAMETER
+    axes = _model_axes(model_config, num_devices)
+    return next((m for m in axes if state / m <= _MEMORY_FRACTION * device_memory), axes[-1])
+
+
+def _tensorflow_setup(kind, batch_size, per_device_batch_size):
+    if kind == "model":
+        raise ValueError("Model parallelism needs the JAX backend (keras.distribution): "
+                         "tf.distribute has no layout for Keras 3 models. Use 'data', or "
+                         "KERAS_BACKEND=jax.")
+    import tensorflow as tf
+
+    devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+               or [d.name for d in tf.config.list_logical_devices("CPU")])
+    if kind == "auto" and len(devices) == 1:
+        return TrainingSetup("none", None, batch_size or per_device_batch_size)
+    global_batch = batch_size or per_device_batch_size * len(devices)
+    if global_batch % len(devices):
+        raise ValueError(f"The global batch {global_batch} is not divisible by the "
+                         f"{len(devices)} replicas of tf.distribute.MirroredStrategy.")
+    return TrainingSetup("data", tf.distribute.MirroredStrategy(devices), global_batch,
+                         data_devices=len(devices))
+
+
+def sharded_variables(model):
+    """The paths of the model's variables split between devices (JAX)."""
+    return [v.path for v in model.variables
+            if not getattr(getattr(v.value, "sharding", None), "is_fully_replicated", True)]

@@ -3,7 +3,7 @@
 import keras
 
 from keras_vit import arguments
-from keras_vit import config
+from keras_vit import config, distribution
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
 
@@ -141,6 +141,7 @@ class ViT(keras.Model):
         if not isinstance(distillation_head, bool) or (not distillation_head and not distillation_token):
             raise ValueError("distillation_head must be True or False, and False only with "
                              f"distillation_token=True; got {distillation_head!r}.")
+        distribution.check_active_distribution(num_heads=num_heads, mlp_dim=mlp_dim)
         mean, std = arguments.normalization(image_mean, image_std, num_channels)
         grid_size = (image_size[0] // patch_size[0], image_size[1] // patch_size[1])
         policy = keras.dtype_policies.get(dtype) if dtype is not None else None
@@ -376,8 +377,6 @@ class ViT(keras.Model):
                        data_parallel_dim_name="batch", config=None):
         """A `keras.distribution.LayoutMap` sharding a ViT Megatron-style over the model
         axis of `device_mesh`: see `keras_vit.distribution.layout_map`."""
-        from keras_vit import distribution
-
         return distribution.layout_map(
             device_mesh, model_parallel_dim_name, data_parallel_dim_name, config=config)
 
