@@ -95,6 +95,7 @@ def main(argv=None):
     out = Path(args.output_dir)
     metrics = {"test_accuracy": results["accuracy"], "test_loss": results["loss"],
                "steps": config.total_steps, "train_seconds": round(run["train_seconds"], 1),
+               "distribution": run["distribution"],
                "preset": args.preset, "weights": args.weights, "recipe": config.to_dict()}
     common.write_json(out / "metrics.json", metrics)
     common.banner([f"{args.dataset}: test accuracy {results['accuracy']:.2%} after "

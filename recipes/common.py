@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_vit import data as vit_data
-from keras_vit import precision, training
+from keras_vit import distribution, precision, training
 from keras_vit.model import ViT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,20 @@ def base_parser(config, description):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--epochs", type=positive_int, default=config.epochs,
                    help="epochs (sizes the LR schedule)")
-    p.add_argument("--batch-size", type=positive_int, default=config.batch_size)
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch-size", type=positive_int, default=config.batch_size,
+                       help="the global batch, over all devices")
+    batch.add_argument("--per-device-batch-size", type=positive_int, default=None,
+                       help="the batch of each data-parallel replica: the global batch is "
+                            "this times the replicas")
+    p.add_argument("--distribute", choices=distribution.KINDS, default="none",
+                   help="data: data parallelism over every device (JAX DataParallel, TF "
+                        "MirroredStrategy); model: JAX model parallelism (blocks split "
+                        "Megatron-style) with data parallelism; auto: model parallelism if "
+                        "the model is too big for one device, else data parallelism if "
+                        "there are several devices (keras_vit.distribution.for_training)")
+    p.add_argument("--model-devices", type=positive_int, default=None,
+                   help="the devices each block is split over (--distribute model or auto)")
     p.add_argument("--learning-rate", type=positive_float, default=config.learning_rate)
     p.add_argument("--output-dir", default=str(REPO_ROOT / "runs" / config.name),
                    help="where the model, logs, plots and resume checkpoint go")
@@ -258,12 +271,21 @@ class ArrayBatches(keras.utils.PyDataset):
             self.rng.shuffle(self.order)
 
 
-def eval_batch_size(n, largest):
-    """The largest divisor of n up to `largest`, so evaluation batches all share a shape."""
-    for b in range(min(largest, n), 0, -1):
-        if n % b == 0 and b >= min(largest, n) // 4:
-            return b
-    return min(largest, n)
+def eval_batch_size(n, largest, multiple_of=1):
+    """The largest divisor of n up to `largest` that is a multiple of `multiple_of` (the
+    data-parallel replicas), so evaluation batches all share a shape and split evenly. With
+    one replica and no divisor above a quarter of `largest`, `largest` (a smaller last batch).
+    """
+    top = min(largest, n)
+    divisors = [b for b in range(multiple_of, top + 1, multiple_of) if n % b == 0]
+    if not divisors:
+        raise ValueError(
+            f"The {n} evaluation examples cannot be split into equal batches over the "
+            f"{multiple_of} data-parallel replicas: use a multiple of {multiple_of} "
+            "(e.g. --limit-test).")
+    if multiple_of == 1 and divisors[-1] < top // 4:
+        return top
+    return divisors[-1]
 
 
 def tf_available():
@@ -298,125 +320,148 @@ def train(
     """
     start = time.time()
     output_dir = Path(args.output_dir)
+    setup = distribution.for_training(
+        args.distribute, config.model, model_devices=args.model_devices,
+        **({"per_device_batch_size": args.per_device_batch_size} if args.per_device_batch_size
+           else {"batch_size": config.batch_size}))
+    config = dataclasses.replace(config, batch_size=setup.global_batch)
     prepare_output_dir(output_dir, ("model.keras", "history.csv", *outputs),
                        resume=not args.no_resume)
-    keras.utils.set_random_seed(args.seed)
-    policy = training.set_mixed_precision(args.mixed_precision)
-    if pipeline == "auto":
-        pipeline = "tf.data" if (train_dataset is not None or tf_available()) else "numpy"
-    if pipeline == "tf.data" and train_dataset is None:
-        train_dataset = vit_data.from_arrays(*train_arrays)
-        test_dataset = vit_data.from_arrays(*test_arrays)
-    num_classes = config.model["num_classes"]
+    with setup.scope():  # the model is built, compiled and fitted in it
+        keras.utils.set_random_seed(args.seed)
+        policy = training.set_mixed_precision(args.mixed_precision)
+        if pipeline == "auto":
+            pipeline = "tf.data" if (train_dataset is not None or tf_available()) else "numpy"
+        if pipeline == "tf.data" and train_dataset is None:
+            train_dataset = vit_data.from_arrays(*train_arrays)
+            test_dataset = vit_data.from_arrays(*test_arrays)
+        num_classes = config.model["num_classes"]
 
-    if model is None:
-        model = build_model(config)
-    elif callable(model) and not isinstance(model, keras.Model):
-        model = model()  # built here, under the precision policy just set
-    if pipeline == "numpy":
-        images, labels = train_arrays
-        _check_channels(model, images.shape[-1])
-        train_data = ArrayBatches(images, labels, config.batch_size, num_classes, seed=args.seed)
-        x_test, y_test = test_arrays
-        val_batch = eval_batch_size(len(x_test), config.eval_batch_size)
-        y_test_1h = np.eye(num_classes, dtype="float32")[y_test]
-        val_data = (x_test.astype("float32"), y_test_1h)
-        steps_per_epoch = len(train_data)
-        num_train = len(images)
-        fit_model = training.AugmentedModel(model, vit_data.make_augmenter(config.augment, seed=args.seed))
-        fit_kwargs = dict(validation_batch_size=val_batch, shuffle=False)  # shuffles itself
-    else:
-        channels = train_dataset.element_spec[0].shape[-1]
-        _check_channels(model, channels)
-        num_train = num_train or vit_data.dataset_size(train_dataset)
-        common = dict(num_classes=num_classes, image_size=model.image_size,
-                      num_channels=model.num_channels)
-        train_data = vit_data.build_pipeline(
-            train_dataset, training=True, batch_size=config.batch_size, augment=config.augment,
-            seed=args.seed, resize_size=resize_size, repeat=bool(config.total_steps), **common)
-        val_data = vit_data.build_pipeline(
-            test_dataset, training=False, **common, batch_size=eval_batch_size(
-                vit_data.dataset_size(test_dataset), config.eval_batch_size))
-        steps_per_epoch = num_train // config.batch_size
-        fit_model = model
-        fit_kwargs = dict(shuffle=False)  # the pipeline shuffles
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size {config.batch_size} is larger than the dataset ({num_train} examples)."
+        if model is None:
+            model = build_model(config)
+        elif callable(model) and not isinstance(model, keras.Model):
+            model = model()  # built here, under the precision policy just set
+        if pipeline == "numpy":
+            images, labels = train_arrays
+            _check_channels(model, images.shape[-1])
+            train_data = ArrayBatches(images, labels, config.batch_size, num_classes,
+                                      seed=args.seed)
+            x_test, y_test = test_arrays
+            val_batch = eval_batch_size(len(x_test), config.eval_batch_size, setup.data_devices)
+            y_test_1h = np.eye(num_classes, dtype="float32")[y_test]
+            val_data = (x_test.astype("float32"), y_test_1h)
+            steps_per_epoch = len(train_data)
+            num_train = len(images)
+            fit_model = training.AugmentedModel(
+                model, vit_data.make_augmenter(config.augment, seed=args.seed))
+            fit_kwargs = dict(validation_batch_size=val_batch, shuffle=False)  # shuffles itself
+        else:
+            channels = train_dataset.element_spec[0].shape[-1]
+            _check_channels(model, channels)
+            num_train = num_train or vit_data.dataset_size(train_dataset)
+            common = dict(num_classes=num_classes, image_size=model.image_size,
+                          num_channels=model.num_channels)
+            train_data = vit_data.build_pipeline(
+                train_dataset, training=True, batch_size=config.batch_size, augment=config.augment,
+                seed=args.seed, resize_size=resize_size, repeat=bool(config.total_steps), **common)
+            val_data = vit_data.build_pipeline(
+                test_dataset, training=False, **common, batch_size=eval_batch_size(
+                    vit_data.dataset_size(test_dataset), config.eval_batch_size,
+                    setup.data_devices))
+            steps_per_epoch = num_train // config.batch_size
+            fit_model = model
+            fit_kwargs = dict(shuffle=False)  # the pipeline shuffles
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size {config.batch_size} is larger than the dataset ({num_train} examples)."
+            )
+
+        epochs = config.epochs
+        if config.total_steps:
+            # A schedule in steps (fine-tuning): whole epochs of a repeated dataset that add up
+            # to exactly `total_steps`.
+            if pipeline != "tf.data":
+                raise ValueError("total_steps needs the tf.data pipeline.")
+            epochs = max(1, round(config.total_steps / steps_per_epoch))
+            steps_per_epoch = math.ceil(config.total_steps / epochs)
+            fit_kwargs["steps_per_epoch"] = steps_per_epoch
+        optimizer, schedule = build_optimizer(config, steps_per_epoch)
+        fit_model.compile(
+            optimizer=optimizer,
+            loss=training.make_loss(config.label_smoothing),
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+            # torch.compile (torch's jit_compile) is slow to start and no faster for small ViTs;
+            # TensorFlow's XLA cannot reach the other replicas' variables under a strategy.
+            jit_compile=not args.no_jit and keras.backend.backend() != "torch" and not (
+                keras.backend.backend() == "tensorflow" and setup.strategy is not None),
+            steps_per_execution=args.steps_per_execution,
         )
+        sample = np.zeros((1, *model.image_size, model.num_channels), "float32")
+        fit_model(sample)  # build before BackupAndRestore restores into it
+        budget = None
+        if args.time_budget_minutes:
+            budget = training.TimeBudget(
+                args.time_budget_minutes * 60, start_time=start, schedule=schedule,
+                steps_per_epoch=steps_per_epoch, reserve_seconds=45)
+        signature = {
+            "recipe": config.name,
+            "model": config.model,
+            "num_channels": model.num_channels,
+            "optimizer": config.optimizer,
+            "batch_size": config.batch_size,
+            "epochs": epochs,
+            "pipeline": pipeline,
+        }
+        callbacks = training.make_callbacks(
+            output_dir, signature, images_per_epoch=steps_per_epoch * config.batch_size,
+            time_budget=budget)
+        print(
+            f"[{config.name}] {model.count_params():,} parameters, {num_train} training images, "
+            f"{steps_per_epoch} steps/epoch x {epochs} epochs, batch {config.batch_size}, "
+            f"{config.optimizer} lr {config.learning_rate}, policy {policy}, pipeline {pipeline}, "
+            f"backend {keras.backend.backend()}, distribution: "
+            f"{describe_distribution(setup.describe())}",
+            flush=True,
+        )
+        train_start = time.time()
+        history = fit_model.fit(
+            train_data,
+            epochs=epochs,
+            validation_data=val_data,
+            validation_freq=config.validation_freq,
+            callbacks=callbacks,
+            verbose=args.verbose,
+            **fit_kwargs,
+        )
+        train_seconds = time.time() - train_start
 
-    epochs = config.epochs
-    if config.total_steps:
-        # A schedule in steps (fine-tuning): whole epochs of a repeated dataset that add up
-        # to exactly `total_steps`.
-        if pipeline != "tf.data":
-            raise ValueError("total_steps needs the tf.data pipeline.")
-        epochs = max(1, round(config.total_steps / steps_per_epoch))
-        steps_per_epoch = math.ceil(config.total_steps / epochs)
-        fit_kwargs["steps_per_epoch"] = steps_per_epoch
-    optimizer, schedule = build_optimizer(config, steps_per_epoch)
-    fit_model.compile(
-        optimizer=optimizer,
-        loss=training.make_loss(config.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        # torch.compile (torch's jit_compile) is slow to start and no faster for small ViTs.
-        jit_compile=not args.no_jit and keras.backend.backend() != "torch",
-        steps_per_execution=args.steps_per_execution,
-    )
-    sample = np.zeros((1, *model.image_size, model.num_channels), "float32")
-    fit_model(sample)  # build before BackupAndRestore restores into it
-    budget = None
-    if args.time_budget_minutes:
-        budget = training.TimeBudget(
-            args.time_budget_minutes * 60, start_time=start, schedule=schedule,
-            steps_per_epoch=steps_per_epoch, reserve_seconds=45)
-    signature = {
-        "recipe": config.name,
-        "model": config.model,
-        "num_channels": model.num_channels,
-        "optimizer": config.optimizer,
-        "batch_size": config.batch_size,
-        "epochs": epochs,
-        "pipeline": pipeline,
-    }
-    callbacks = training.make_callbacks(
-        output_dir, signature, images_per_epoch=steps_per_epoch * config.batch_size,
-        time_budget=budget)
-    print(
-        f"[{config.name}] {model.count_params():,} parameters, {num_train} training images, "
-        f"{steps_per_epoch} steps/epoch x {epochs} epochs, batch {config.batch_size}, "
-        f"{config.optimizer} lr {config.learning_rate}, policy {policy}, pipeline {pipeline}, "
-        f"backend {keras.backend.backend()}",
-        flush=True,
-    )
-    train_start = time.time()
-    history = fit_model.fit(
-        train_data,
-        epochs=epochs,
-        validation_data=val_data,
-        validation_freq=config.validation_freq,
-        callbacks=callbacks,
-        verbose=args.verbose,
-        **fit_kwargs,
-    )
-    train_seconds = time.time() - train_start
+        # Save first: whatever fails afterwards, the trained model is on disk.
+        training.set_mixed_precision(False)
+        plain = precision.as_float32(model)
+        plain.save(output_dir / "model.keras")
+        info = {
+            "policy": policy,
+            "pipeline": pipeline,
+            "train_seconds": train_seconds,
+            "epochs_planned": epochs,
+            "epochs_run": _epochs_in_csv(output_dir / "history.csv") or len(history.epoch),
+            "steps_per_epoch": steps_per_epoch,
+            "num_train": num_train,
+            "time_budget_stopped_early": bool(budget and budget.stopped_early),
+            "schedule_total_steps": schedule.total_steps,
+            "distribution": dict(setup.describe(),
+                                 sharded_variables=len(distribution.sharded_variables(model))),
+        }
+        return plain, _read_history(output_dir / "history.csv"), info
 
-    # Save first: whatever fails afterwards, the trained model is on disk.
-    training.set_mixed_precision(False)
-    plain = precision.as_float32(model)
-    plain.save(output_dir / "model.keras")
-    info = {
-        "policy": policy,
-        "pipeline": pipeline,
-        "train_seconds": train_seconds,
-        "epochs_planned": epochs,
-        "epochs_run": _epochs_in_csv(output_dir / "history.csv") or len(history.epoch),
-        "steps_per_epoch": steps_per_epoch,
-        "num_train": num_train,
-        "time_budget_stopped_early": bool(budget and budget.stopped_early),
-        "schedule_total_steps": schedule.total_steps,
-    }
-    return plain, _read_history(output_dir / "history.csv"), info
+
+def describe_distribution(summary):
+    """A line about `TrainingSetup.describe()`'s `summary`, for logs and model cards."""
+    if summary["kind"] == "none":
+        return "one device"
+    return (f"{summary['kind']} parallel: each batch of {summary['global_batch']} split over "
+            f"{summary['data_devices']} replicas, each block over "
+            f"{summary['model_devices']} devices")
 
 
 def _check_channels(model, channels):

@@ -134,6 +134,7 @@ def report_and_card(config, args, model, history, info, arrays, start):
         "hardware": training.hardware_description(),
         "mixed_precision": info["policy"],
         "pipeline": info["pipeline"],
+        "distribution": info["distribution"],
         "parameters": model.count_params(),
         "recipe": config.to_dict(),
     }
@@ -220,7 +221,8 @@ best monitored epoch {best}).
   pad-and-crop), horizontal flip{", random erasing p=" + str(aug.random_erasing) if aug.random_erasing else ""}.
 - Epochs: {metrics["epochs"]} (schedule sized for {info["schedule_total_steps"] // max(info["steps_per_epoch"], 1)}
   epochs{", shortened by the time budget" if info["time_budget_stopped_early"] else ""}).
-- Precision: {metrics["mixed_precision"]}; data pipeline: {metrics["pipeline"]}.
+- Precision: {metrics["mixed_precision"]}; data pipeline: {metrics["pipeline"]}; distribution:
+  {common.describe_distribution(metrics["distribution"])}.
 
 ## Cost
 

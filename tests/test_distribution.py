@@ -1,7 +1,8 @@
 """Training on many devices: `keras_vit.distribution`'s layout map and mesh checks (here, on
 every backend) and training on simulated CPU devices (tests/distribution_worker.py, in
 subprocesses: the JAX ones under KERAS_BACKEND=jax only, the TensorFlow one under
-KERAS_BACKEND=tensorflow only, each once per session, so `make test` pays for them once).
+KERAS_BACKEND=tensorflow only, each once per session, so `make test` pays for them once),
+and the recipes' `--distribute` (tests/recipe_distribution_worker.py, the same way).
 """
 
 import json
@@ -19,9 +20,11 @@ import pytest
 
 import distribution_worker as worker
 from keras_vit import ViT, distribution, presets
+from recipes import common
 from tiny import TINY
 
 WORKER = Path(__file__).with_name("distribution_worker.py")
+RECIPE_WORKER = Path(__file__).with_name("recipe_distribution_worker.py")
 BACKEND = keras.backend.backend()
 
 # Megatron-style: {variable of an encoder block or of the MAP head: axes}; all else whole.
@@ -157,14 +160,14 @@ def test_model_parallel_and_data_parallel_check_their_inputs():
 # ------------------------------------------------------------ training on simulated devices
 
 
-def run_worker(*args, backend, devices=None):
+def run_worker(*args, backend, devices=None, worker=WORKER):
     """Starts the worker; `devices`: the number of simulated JAX CPU devices."""
     # Without LLVM's optimisations XLA compiles twice as fast; the workers run 3 steps.
     flags = "--xla_backend_optimization_level=0"
     if devices:
         flags += f" --xla_force_host_platform_device_count={devices}"
     env = dict(os.environ, KERAS_BACKEND=backend, XLA_FLAGS=flags)
-    return subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], env=env,
+    return subprocess.Popen([sys.executable, str(worker), *map(str, args)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -278,3 +281,133 @@ def test_model_built_in_a_strategy_scope_trains_when_compiled_outside_it(tensorf
     """ViT.compile checks the model's own strategy too: XLA would not reach the other
     replica's variables."""
     assert tensorflow_results["compiled_outside_scope"] == {"jit_compile": False, "error": None}
+
+
+# ------------------------------------------------------------ the recipes' --distribute
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(kind="pipeline", batch_size=8), r"Unknown distribution 'pipeline'; use one of none, "),
+    (dict(kind="data", batch_size=8, per_device_batch_size=2), r"not both"),
+    (dict(kind="data"), r"not both"),
+    (dict(kind="data", batch_size=8, model_devices=2),
+     r"model_devices=2 needs the 'model' or 'auto' distribution, not 'data'"),
+])
+def test_for_training_refuses_what_it_cannot_do(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        distribution.for_training(model_config=TINY, **arguments)
+
+
+def test_for_training_on_this_backend():
+    """One device here: "none" and "auto" use it alone; "data" and "model" need what each
+    backend has (JAX: the devices, TensorFlow: no model parallelism, PyTorch: neither)."""
+    for kind in ("none", "auto"):
+        setup = distribution.for_training(kind, TINY, per_device_batch_size=4)
+        assert (setup.kind, setup.strategy, setup.global_batch) == ("none", None, 4)
+    data = {"jax": None, "tensorflow": None, "torch": "PyTorch use DistributedDataParallel"}
+    model = {"jax": r"2 model-parallel devices do not divide the 1 devices",
+             "tensorflow": r"Model parallelism needs the JAX backend",
+             "torch": r"torch backend has no keras.distribution"}
+    if data[BACKEND]:
+        with pytest.raises(ValueError, match=data[BACKEND]):
+            distribution.for_training("data", TINY, batch_size=8)
+    else:
+        setup = distribution.for_training("data", TINY, per_device_batch_size=8)
+        assert (setup.kind, setup.global_batch, setup.data_devices) == ("data", 8, 1)
+    with pytest.raises(ValueError, match=model[BACKEND]):
+        distribution.for_training("model", TINY, batch_size=8, model_devices=2)
+
+
+@pytest.mark.parametrize("memory, model_devices", [
+    (None, 1),              # unknown (a CPU): data parallelism
+    (16 * 2 ** 30, 1),      # ViT-B/16's blocks: 85M parameters, 1.36 GB of training state
+    (2 * 2 ** 30, 2),       # half of 2 GiB: 1.07 GB >= 1.36 GB / 2
+    (2 ** 30, 4),           # 0.54 GB >= 1.36 GB / 4
+    (2 ** 20, 4),           # nothing fits: the largest axis that divides 8 and 12 heads
+])
+def test_auto_splits_the_blocks_that_do_not_fit_in_half_a_device(memory, model_devices):
+    config = presets.get_preset("b16")["config"]
+    assert distribution.model_devices_for_memory(config, 8, memory) == model_devices
+
+
+def test_a_vit_built_under_a_model_parallel_layout_checks_the_mesh():
+    layouts = ViT.get_layout_map(mesh())
+    strategy = keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch")
+    with strategy.scope(), pytest.raises(
+            ValueError, match=r"num_heads=3 is not divisible by the 4 devices of the 'model'"):
+        ViT(**{**TINY, "num_heads": 3, "hidden_dim": 48})
+
+
+@pytest.fixture(scope="session")
+def recipe_results(tmp_path_factory):
+    """The recipes with --distribute (tests/recipe_distribution_worker.py): under JAX on 8
+    simulated devices, under TensorFlow on 2 logical CPUs."""
+    if BACKEND == "torch":
+        pytest.skip("Keras's torch backend has no keras.distribution")
+    out = tmp_path_factory.mktemp(f"recipes_distributed_{BACKEND}")
+    return results(outcome(run_worker(BACKEND, out, backend=BACKEND, worker=RECIPE_WORKER,
+                                      devices=8 if BACKEND == "jax" else None)))
+
+
+def assert_resumed(run, distribution_summary, devices):
+    assert run["interrupted"] and run["distribution"] == distribution_summary
+    assert run["history_epochs"] == ["0", "1"] and run["epochs"] == 2
+    steps = 64 // distribution_summary["global_batch"]  # 64 training images
+    assert run["start"] == {"epoch": 1, "step": steps, "devices": devices,
+                            "sharded": distribution_summary["sharded_variables"]}
+
+
+@pytest.mark.slow  # the JAX worker takes about 45 s
+def test_recipe_resumes_a_model_parallel_run_with_its_weights_still_sharded(recipe_results):
+    only_under("jax")
+    assert recipe_results["devices"] == 8
+    assert_resumed(recipe_results["model_resumed"], {
+        "kind": "model", "global_batch": 16, "data_devices": 4, "model_devices": 2,
+        "per_replica_batch": 4, "sharded_variables": len(MEGATRON)}, devices=8)  # one block
+
+
+@pytest.mark.slow
+def test_recipe_auto_on_cpus_is_data_parallel_and_keeps_the_time_budget(recipe_results):
+    only_under("jax")
+    run = recipe_results["auto_budget"]
+    assert run["distribution"] == {"kind": "data", "global_batch": 16, "data_devices": 8,
+                                   "model_devices": 1, "per_replica_batch": 2,
+                                   "sharded_variables": 0}
+    assert run["start"] == {"epoch": 0, "step": 0, "sharded": 0, "devices": 8}
+    assert run["epochs"] == 2 and run["history_epochs"] == ["0", "1"]  # 3 planned: shortened
+
+
+@pytest.mark.slow
+def test_pretrained_weights_load_into_a_sharded_model(recipe_results):
+    only_under("jax")
+    run = recipe_results["pretrained"]
+    assert run["weights_max_abs"] == 0.0 and run["logits_max_abs"] < 1e-5
+    blocks = [f"encoder_block_{i}/{name}" for i in range(TINY["num_layers"]) for name in MEGATRON]
+    assert run["sharded"] == sorted(blocks)
+    assert run["finetune"] == {"steps": 2, "distribution": {
+        "kind": "model", "global_batch": 8, "data_devices": 4, "model_devices": 2,
+        "per_replica_batch": 2, "sharded_variables": len(blocks)}}
+
+
+def test_recipe_resumes_a_mirrored_strategy_run(recipe_results):
+    only_under("tensorflow")
+    assert_resumed(recipe_results["data_resumed"], {
+        "kind": "data", "global_batch": 16, "data_devices": 2, "model_devices": 1,
+        "per_replica_batch": 8, "sharded_variables": 0}, devices=2)
+
+
+def test_recipe_refuses_a_global_batch_the_replicas_do_not_divide(recipe_results):
+    devices, batch = {"jax": (8, 12), "tensorflow": (2, 15)}[BACKEND]
+    run = recipe_results["refused"]
+    assert re.search(f"global batch {batch} is not divisible by the {devices} ", run["error"])
+    assert run["wrote"] == []  # refused before the output folder was made
+
+
+def test_eval_batches_split_evenly_over_the_replicas():
+    assert common.eval_batch_size(40, 1000, 8) == 40
+    assert common.eval_batch_size(10_000, 1000, 8) == 1000
+    assert common.eval_batch_size(10_000, 1000, 16) == 400
+    assert common.eval_batch_size(250, 1000) == 250
+    with pytest.raises(ValueError, match="The 250 evaluation examples cannot be split into "
+                                         "equal batches over the 8 data-parallel replicas"):
+        common.eval_batch_size(250, 1000, 8)

@@ -210,6 +210,11 @@ def test_schedule_option():
     ("fashion_mnist", ["--time-budget-minutes", "0"], "positive number"),
     ("fashion_mnist", ["--verbose", "3"], "invalid choice"),
     ("fashion_mnist", ["--model", "hidden_dim"], "expected KEY=VALUE"),
+    ("fashion_mnist", ["--distribute", "pipeline"], "invalid choice"),
+    ("fashion_mnist", ["--per-device-batch-size", "0"], "positive integer"),
+    ("cifar10_finetune", ["--model-devices", "0"], "positive integer"),
+    ("fashion_mnist", ["--batch-size", "64", "--per-device-batch-size", "8"],
+     "not allowed with argument --batch-size"),
     ("cifar10_finetune", ["--steps", "0"], "positive integer"),
     ("cifar10_finetune", ["--warmup-steps", "-1"], "integer >= 0"),
     ("imagenet_eval", ["--limit", "0"], "positive integer"),
@@ -221,7 +226,8 @@ def test_bad_options_are_usage_errors(capsys, recipe, argv, error):
         module.parse_args(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert f"argument {argv[0]}: " in err and error in err
+    option = [arg for arg in argv if arg.startswith("--")][-1]  # the one refused
+    assert f"argument {option}: " in err and error in err
 
 
 def test_unknown_recipe_name():
