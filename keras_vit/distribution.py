@@ -261,7 +261,13 @@ def _jax_setup(kind, model_config, batch_size, per_device_batch_size, model_devi
         global_batch = batch_size or per_device_batch_size * len(devices)
         return TrainingSetup("data", data_parallel(global_batch, devices), global_batch,
                              data_devices=len(devices))
-    model_devices = model_devices or max(_model_axes(model_config, len(devices)))
+    if model_devices is None:
+        model_devices = max(_model_axes(model_config, len(devices)))
+        if model_devices == 1 < len(devices):
+            heads, mlp = _architecture(model_config).values()
+            raise ValueError(f"No model axis above 1 divides the {len(devices)} devices, "
+                             f"num_heads={heads} and mlp_dim={mlp}: use the 'data' "
+                             "distribution, or give model_devices.")
     if len(devices) % model_devices:
         raise ValueError(f"{model_devices} model-parallel devices do not divide the "
                          f"{len(devices)} devices.")

@@ -20,7 +20,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from keras_vit import data as vit_data
-from keras_vit import training
+from keras_vit import presets, training
 from keras_vit.model import ViT
 from recipes import common
 
@@ -84,7 +84,9 @@ def main(argv=None):
     size = args.image_size
     model, history, run = common.train(
         config, args, train_dataset=train_ds, test_dataset=test_ds, pipeline="tf.data",
-        model=build, resize_size=size * 7 // 6, outputs=("metrics.json",))
+        model=build, resize_size=size * 7 // 6, outputs=("metrics.json",),
+        architecture={**presets.PRESETS[args.preset]["config"], **overrides}
+        if args.preset in presets.PRESETS else None)
     model.compile(loss=training.make_loss(0.0),
                   metrics=[common.keras.metrics.CategoricalAccuracy(name="accuracy")])
     results = model.evaluate(

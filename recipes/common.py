@@ -308,6 +308,7 @@ def train(
     model=None,
     resize_size=None,
     outputs=(),
+    architecture=None,
 ):
     """Trains `config` on arrays (numpy path, augmentation on the device) or on unbatched
     tf.data datasets (augmentation in tf.data), with resume, logs and a time budget.
@@ -315,13 +316,15 @@ def train(
     `model` is a ViT, a function returning one, or None for `ViT(**config.model)`.
     `outputs` names the files the recipe writes in the output folder after training: like
     model.keras and history.csv, they are checked before training (`prepare_output_dir`).
+    `architecture` is the model's config for `--distribute` (default `config.model`: give
+    it when that lacks the architecture, as a preset's does).
     Returns (plain model, history dict, info dict). The plain float32 model is saved as
     `output_dir/model.keras` before anything else happens after training.
     """
     start = time.time()
     output_dir = Path(args.output_dir)
     setup = distribution.for_training(
-        args.distribute, config.model, model_devices=args.model_devices,
+        args.distribute, architecture or config.model, model_devices=args.model_devices,
         **({"per_device_batch_size": args.per_device_batch_size} if args.per_device_batch_size
            else {"batch_size": config.batch_size}))
     config = dataclasses.replace(config, batch_size=setup.global_batch)

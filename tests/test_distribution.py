@@ -384,6 +384,9 @@ def test_pretrained_weights_load_into_a_sharded_model(recipe_results):
     assert run["weights_max_abs"] == 0.0 and run["logits_max_abs"] < 1e-5
     blocks = [f"encoder_block_{i}/{name}" for i in range(TINY["num_layers"]) for name in MEGATRON]
     assert run["sharded"] == sorted(blocks)
+    assert run["ti16_error"] == ("No model axis above 1 divides the 8 devices, num_heads=3 "
+                                 "and mlp_dim=768: use the 'data' distribution, or give "
+                                 "model_devices.")
     assert run["finetune"] == {"steps": 2, "distribution": {
         "kind": "model", "global_batch": 8, "data_devices": 4, "model_devices": 2,
         "per_replica_batch": 2, "sharded_variables": len(blocks)}}
