@@ -318,6 +318,27 @@ def _tensorflow_setup(kind, batch_size, per_device_batch_size):
                          data_devices=len(devices))
 
 
+def multi_worker_mirrored_strategy(*args, **kwargs):
+    """`tf.distribute.MultiWorkerMirroredStrategy(*args, **kwargs)` whose `reduce` takes
+    what Keras 3's `fit` gives it (keras-team/keras#20585): Keras reduces a whole (x, y)
+    batch before building the model and each scalar metric along axis 0, which TensorFlow's
+    multi-worker `reduce` refuses (MirroredStrategy's takes both). Here each value of a
+    structure is reduced on its own, a scalar along no axis. Make it before any other
+    TensorFlow op, with `TF_CONFIG` set."""
+    import tensorflow as tf
+
+    class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def one(v):
+                scalar = self.experimental_local_results(v)[0].shape.rank == 0
+                return super(MultiWorkerMirroredStrategy, self).reduce(
+                    reduce_op, v, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerMirroredStrategy(*args, **kwargs)
+
+
 def sharded_variables(model):
     """The paths of the model's variables split between devices (JAX)."""
     return [v.path for v in model.variables
