@@ -262,7 +262,7 @@ def _jax_setup(kind, model_config, batch_size, per_device_batch_size, model_devi
         return TrainingSetup("data", data_parallel(global_batch, devices), global_batch,
                              data_devices=len(devices))
     if model_devices is None:
-        model_devices = max(_model_axes(model_config, len(devices)))
+        model_devices = max(model_axes(model_config, len(devices)))
         if model_devices == 1 < len(devices):
             heads, mlp = _architecture(model_config).values()
             raise ValueError(f"No model axis above 1 divides the {len(devices)} devices, "
@@ -279,7 +279,7 @@ def _jax_setup(kind, model_config, batch_size, per_device_batch_size, model_devi
                          global_batch, data_devices, model_devices)
 
 
-def _model_axes(model_config, num_devices):
+def model_axes(model_config, num_devices):
     """The model axes (ascending) that divide the devices, the heads and the MLP width."""
     architecture = _architecture(model_config)
     return [m for m in range(1, num_devices + 1)
@@ -295,7 +295,7 @@ def model_devices_for_memory(model_config, num_devices, device_memory):
         return 1
     width, mlp, layers = _config_values(model_config, "hidden_dim", "mlp_dim", "num_layers")
     state = layers * (4 * width * width + 2 * width * mlp) * _TRAINING_BYTES_PER_PARAMETER
-    axes = _model_axes(model_config, num_devices)
+    axes = model_axes(model_config, num_devices)
     return next((m for m in axes if state / m <= _MEMORY_FRACTION * device_memory), axes[-1])
 
 

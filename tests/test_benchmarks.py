@@ -359,3 +359,36 @@ def test_jax_scripts_refuse_other_backends():
 
     with pytest.raises(SystemExit, match="op_profile.py measures JAX functions"):
         breakdown.jax_device_text("op_profile.py")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="scaling.py times JAX setups")
+def test_scaling_times_every_setup_on_simulated_devices(tmp_path):
+    import subprocess
+
+    out = tmp_path / "scaling.json"
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "scaling.py"), "--image-size",
+               "32", "--per-device-batch-size", "2", "--steps", "2", "--warmup", "1",
+               "--json", str(out)]
+    # 8 heads: the default setups include model:8 (the suite's TINY, 4 heads, would not).
+    for key, value in dict(hidden_dim=32, num_layers=1, num_heads=8, mlp_dim=64, patch_size=8,
+                           num_classes=10).items():
+        command += ["--model", f"{key}={value}"]
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_backend_optimization_level=0 "
+               "--xla_force_host_platform_device_count=8")
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {row["setup"]: row for row in json.loads(out.read_text())["rows"]}
+    # setup: (devices, data x model mesh, global batch = 2 per data replica)
+    assert {name: (r["devices"], r["mesh"], r["global_batch"]) for name, r in rows.items()} == {
+        "none": (1, [1, 1], 2), "data": (8, [8, 1], 16), "model:2": (8, [4, 2], 8),
+        "model:4": (8, [2, 4], 4), "model:8": (8, [1, 8], 2),
+    }
+    none = rows["none"]["images_per_s"]
+    for name, r in rows.items():
+        assert r["step_ms"] > 0 and r["images_per_s"] > 0 and r["final_loss"] > 0, r
+        assert r["efficiency"] == pytest.approx(r["images_per_s"] / (r["mesh"][0] * none))
+        assert r["peak_mib"] is None  # JAX reports no allocator peak on a CPU
+        assert r["params"] == rows["none"]["params"]
+        assert (r["sharded_variables"] > 0) == name.startswith("model:"), r
+    assert "| model:4 | 8 | 2 x 4 | 4 |" in proc.stdout
+    assert "| none | 1 | 1 x 1 | 2 |" in proc.stdout and "| 1.00 | n/a |" in proc.stdout
