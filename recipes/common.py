@@ -325,8 +325,8 @@ def train(
     output_dir = Path(args.output_dir)
     setup = distribution.for_training(
         args.distribute, architecture or config.model, model_devices=args.model_devices,
-        **({"per_device_batch_size": args.per_device_batch_size} if args.per_device_batch_size
-           else {"batch_size": config.batch_size}))
+        batch_size=None if args.per_device_batch_size else config.batch_size,
+        per_device_batch_size=args.per_device_batch_size)
     config = dataclasses.replace(config, batch_size=setup.global_batch)
     prepare_output_dir(output_dir, ("model.keras", "history.csv", *outputs),
                        resume=not args.no_resume)

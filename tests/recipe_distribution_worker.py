@@ -84,7 +84,8 @@ def interrupter(at_epoch):
 
 
 def fashion_mnist(data_dir, out, *options, callbacks=()):
-    """fashion_mnist's metrics.json and history.csv epochs after a run with `options`."""
+    """What fashion_mnist wrote in a run with `options`: from metrics.json, the epochs in
+    history.csv and the TensorBoard event files."""
     from recipes import fashion_mnist
 
     args = ["--data-dir", str(data_dir), "--output-dir", str(out), "--verbose", "0",
@@ -94,7 +95,8 @@ def fashion_mnist(data_dir, out, *options, callbacks=()):
     metrics = json.loads((out / "metrics.json").read_text())
     epochs = [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]]
     return {"distribution": metrics["distribution"], "epochs": metrics["epochs"],
-            "history_epochs": epochs}
+            "history_epochs": epochs,
+            "tensorboard": sorted({p.parent.name for p in (out / "logs").glob("*/events.out.*")})}
 
 
 def refused(data_dir, out, *options):

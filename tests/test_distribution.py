@@ -352,6 +352,7 @@ def recipe_results(tmp_path_factory):
 def assert_resumed(run, distribution_summary, devices):
     assert run["interrupted"] and run["distribution"] == distribution_summary
     assert run["history_epochs"] == ["0", "1"] and run["epochs"] == 2
+    assert run["tensorboard"] == ["train", "validation"]
     steps = 64 // distribution_summary["global_batch"]  # 64 training images
     assert run["start"] == {"epoch": 1, "step": steps, "devices": devices,
                             "sharded": distribution_summary["sharded_variables"]}
