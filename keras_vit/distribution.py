@@ -102,12 +102,17 @@ def check_mesh(model_or_config, device_mesh, global_batch=None,
         _require_axes(device_mesh, data_parallel_dim_name)
         data_devices = sizes[data_parallel_dim_name]
         if global_batch % data_devices:
-            clashes.append(f"the global batch {global_batch} is not divisible by the "
-                           f"{data_devices} devices of the {data_parallel_dim_name!r} axis")
+            clashes.append(_batch_clash(global_batch, f"{data_devices} devices of the "
+                                                      f"{data_parallel_dim_name!r} axis"))
     if clashes:
         raise ValueError(f"This ViT cannot be distributed over the device mesh of shape "
                          f"{tuple(device_mesh.shape)} and axes {tuple(device_mesh.axis_names)}: "
                          + "; ".join(clashes) + ".")
+
+
+def _batch_clash(global_batch, replicas):
+    """What is wrong with a global batch that `replicas` (a description) do not divide."""
+    return f"the global batch {global_batch} is not divisible by the {replicas}"
 
 
 def check_active_distribution(num_heads, mlp_dim):
@@ -204,6 +209,11 @@ class TrainingSetup:
                 "per_replica_batch": self.global_batch // self.data_devices}
 
 
+def _one_device(batch_size, per_device_batch_size):
+    """The setup of a run on one device: either batch is the global one."""
+    return TrainingSetup("none", None, batch_size or per_device_batch_size)
+
+
 def for_training(kind, model_config, batch_size=None, per_device_batch_size=None,
                  model_devices=None):
     """The `TrainingSetup` of a run on every device this process sees.
@@ -235,7 +245,7 @@ def for_training(kind, model_config, batch_size=None, per_device_batch_size=None
                          f"distribution, not {kind!r}.")
     backend = keras.backend.backend()
     if kind == "none" or (kind == "auto" and backend not in ("jax", "tensorflow")):
-        return TrainingSetup("none", None, batch_size or per_device_batch_size)
+        return _one_device(batch_size, per_device_batch_size)
     if backend == "jax":
         return _jax_setup(kind, model_config, batch_size, per_device_batch_size, model_devices)
     if backend == "tensorflow":
@@ -255,7 +265,7 @@ def _jax_setup(kind, model_config, batch_size, per_device_batch_size, model_devi
         model_devices = model_devices or model_devices_for_memory(
             model_config, len(devices), memory)
         if model_devices == 1 and len(devices) == 1:
-            return TrainingSetup("none", None, batch_size or per_device_batch_size)
+            return _one_device(batch_size, per_device_batch_size)
         kind = "model" if model_devices > 1 else "data"
     if kind == "data":
         global_batch = batch_size or per_device_batch_size * len(devices)
@@ -309,11 +319,11 @@ def _tensorflow_setup(kind, batch_size, per_device_batch_size):
     devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
                or [d.name for d in tf.config.list_logical_devices("CPU")])
     if kind == "auto" and len(devices) == 1:
-        return TrainingSetup("none", None, batch_size or per_device_batch_size)
+        return _one_device(batch_size, per_device_batch_size)
     global_batch = batch_size or per_device_batch_size * len(devices)
     if global_batch % len(devices):
-        raise ValueError(f"The global batch {global_batch} is not divisible by the "
-                         f"{len(devices)} replicas of tf.distribute.MirroredStrategy.")
+        raise ValueError("tf.distribute.MirroredStrategy cannot split this run: "
+                         + _batch_clash(global_batch, f"{len(devices)} replicas") + ".")
     return TrainingSetup("data", tf.distribute.MirroredStrategy(devices), global_batch,
                          data_devices=len(devices))
 

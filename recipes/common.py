@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 
+from keras_vit import config as vit_config
 from keras_vit import data as vit_data
 from keras_vit import distribution, precision, training
 from keras_vit.model import ViT
@@ -395,8 +396,8 @@ def train(
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
             # torch.compile (torch's jit_compile) is slow to start and no faster for small ViTs;
             # TensorFlow's XLA cannot reach the other replicas' variables under a strategy.
-            jit_compile=not args.no_jit and keras.backend.backend() != "torch" and not (
-                keras.backend.backend() == "tensorflow" and setup.strategy is not None),
+            jit_compile=not args.no_jit and keras.backend.backend() != "torch"
+            and not vit_config.in_tf_distribution_strategy(),
             steps_per_execution=args.steps_per_execution,
         )
         sample = np.zeros((1, *model.image_size, model.num_channels), "float32")
