@@ -24,19 +24,7 @@ import numpy as np
 TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS), str(TESTS.parent)]
 
-from tiny import TINY_FASHION_MNIST, recipe_model_args  # noqa: E402
-
-
-def write_fashion_mnist(folder, train=64, test=32):
-    from keras_vit import data
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("test", test)):
-        images, labels = data.FASHION_MNIST_FILES[split]
-        data.write_idx(folder / f"{images}.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        data.write_idx(folder / f"{labels}.gz", (np.arange(n) % 10).astype(np.uint8))
-    return folder
+from tiny import TINY_FASHION_MNIST, recipe_model_args, write_fashion_mnist  # noqa: E402
 
 
 def with_callbacks(*callbacks):
@@ -165,7 +153,7 @@ def pretrained_into_shards(out):
 def run_jax(out):
     import keras
 
-    data_dir = write_fashion_mnist(out / "fashion_mnist")
+    data_dir = write_fashion_mnist(out / "fashion_mnist", train=64, test=32)
     record = recorder()
     return {
         "devices": len(keras.distribution.list_devices()),
@@ -187,7 +175,7 @@ def run_tensorflow(out):
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    data_dir = write_fashion_mnist(out / "fashion_mnist")
+    data_dir = write_fashion_mnist(out / "fashion_mnist", train=64, test=32)
     return {
         "data_resumed": interrupted_and_resumed(
             data_dir, out / "data", "--distribute", "data", "--per-device-batch-size", "8"),

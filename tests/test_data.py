@@ -7,19 +7,9 @@ import numpy as np
 import pytest
 
 from keras_vit import data
+from tiny import write_fashion_mnist
 
 tf = pytest.importorskip("tensorflow")
-
-
-def write_fashion_mnist(folder, train=48, test=24, gz=True, seed=0):
-    """Tiny Fashion-MNIST idx files in the official format."""
-    rng = np.random.default_rng(seed)
-    suffix = ".gz" if gz else ""
-    for split, n in (("train", train), ("test", test)):
-        images, labels = data.FASHION_MNIST_FILES[split]
-        data.write_idx(folder / (images + suffix), rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        data.write_idx(folder / (labels + suffix), (np.arange(n) % 10).astype(np.uint8))
-    return folder
 
 
 @pytest.mark.parametrize("gz", [True, False])

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import distribution_worker as worker
+from test_distribution import assert_agrees
 
 WORKER = Path(__file__).with_name("multi_process_worker.py")
 
@@ -73,14 +74,6 @@ def loaded(out, name):
     return results, dict(np.load(weights)) if weights.exists() else None
 
 
-def assert_agrees(got, want, initial):
-    """tests/test_distribution.py's criteria: np.allclose(got, want, worker.RTOL,
-    worker.ATOL), under 1e-4 of the training update, and that update a real one."""
-    agreement = worker.agreement(got, want, initial)
-    assert agreement["allclose"] <= 1.0 and agreement["of_update"] < 1e-4, agreement
-    assert agreement["update_norm"] > 0.05, agreement
-
-
 def assert_processes_agree(out, reference, names, halves):
     """The runs `names` each agree with the run `reference`, all bit for bit the same, and
     their labels at each step make up that global batch, in `halves` (process i's labels at
@@ -90,7 +83,7 @@ def assert_processes_agree(out, reference, names, halves):
     reference, want = loaded(out, reference)
     processes = [loaded(out, name) for name in names]
     for _, weights in processes:
-        assert_agrees(weights, want, initial)
+        assert_agrees(worker.agreement(weights, want, initial))
     for path, value in processes[0][1].items():
         np.testing.assert_array_equal(processes[1][1][path], value, err_msg=path)
     labels = worker.data()[1].reshape(worker.STEPS, worker.BATCH)
@@ -164,5 +157,5 @@ def test_example_torch_loop_agrees_with_keras_fit(torch_ddp):
     """examples/torch_ddp.py's loop (torch's SGD on `model.parameters()`) takes the steps
     of Keras's own `fit` with SGD(0.05, momentum=0.9)."""
     initial = dict(np.load(torch_ddp / "initial.npz"))
-    assert_agrees(loaded(torch_ddp, "one_process")[1], loaded(torch_ddp, "keras_fit")[1],
-                  initial)
+    assert_agrees(worker.agreement(loaded(torch_ddp, "one_process")[1],
+                                   loaded(torch_ddp, "keras_fit")[1], initial))

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from tiny import TINY_FASHION_MNIST, TINY_ONE_BLOCK, recipe_model_args
+from tiny import TINY_FASHION_MNIST, TINY_ONE_BLOCK, recipe_model_args, write_fashion_mnist
 from keras_vit import data
 from recipes import common
 
@@ -24,13 +24,7 @@ OTHER_WIDTH = f"hidden_dim={TINY_FASHION_MNIST['hidden_dim'] // 2}"  # a differe
 
 @pytest.fixture(scope="module")
 def fmnist_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fashion-mnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 64), ("test", 40)):
-        images, labels = data.FASHION_MNIST_FILES[split]
-        data.write_idx(folder / f"{images}.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        data.write_idx(folder / f"{labels}.gz", (np.arange(n) % 10).astype(np.uint8))
-    return folder
+    return write_fashion_mnist(tmp_path_factory.mktemp("fashion-mnist"), train=64, test=40)
 
 
 def fmnist_args(fmnist_dir, out, *extra):

@@ -1,4 +1,5 @@
-"""The suite's tiny ViT configurations, in one place (conftest.py explains them)."""
+"""The suite's tiny ViT configurations, in one place (conftest.py explains them), and tiny
+Fashion-MNIST files."""
 
 import json
 
@@ -26,3 +27,20 @@ def recipe_model_args(config=None, keys=ARCHITECTURE_KEYS, **overrides):
     for key in [k for k in keys if k in config] + [k for k in overrides if k not in keys]:
         args += ["--model", f"{key}={json.dumps(config[key])}"]
     return args
+
+
+def write_fashion_mnist(folder, train=48, test=24, gz=True, seed=0):
+    """Tiny Fashion-MNIST idx files in the official format, in `folder` (made if missing)."""
+    import numpy as np
+
+    from keras_vit import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    suffix = ".gz" if gz else ""
+    for split, n in (("train", train), ("test", test)):
+        images, labels = data.FASHION_MNIST_FILES[split]
+        data.write_idx(folder / (images + suffix),
+                       rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        data.write_idx(folder / (labels + suffix), (np.arange(n) % 10).astype(np.uint8))
+    return folder
