@@ -122,13 +122,14 @@ def write_figures(model, images, output_dir, titles=None):
     os.makedirs(output_dir, exist_ok=True)
     paths = {name: os.path.join(output_dir, f"{name}.png") for name in (
         "overlays", "embedding_filters", "position_similarity", "attention_distance")}
-    rollout = insight.attention_rollout(model, images)
+    attention = insight.attention_maps(model, images)  # once, for two figures
+    rollout = insight.attention_rollout(model, attention=attention)
     plot_overlays(images, insight.upsample_map(rollout, model.image_size), paths["overlays"],
                   titles)
     plot_embedding_filters(*insight.patch_embedding_components(model), paths["embedding_filters"])
     plot_position_similarity(insight.position_embedding_similarity(model),
                              paths["position_similarity"])
-    plot_attention_distance(insight.mean_attention_distance(model, images),
+    plot_attention_distance(insight.mean_attention_distance(model, attention=attention),
                             paths["attention_distance"])
     return paths
 

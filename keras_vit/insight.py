@@ -122,13 +122,14 @@ def attention_maps(model, images, batch_size=32):
     return np.concatenate(maps)
 
 
-def attention_rollout(model, images, discard_ratio=0.0, batch_size=32):
+def attention_rollout(model, images=None, discard_ratio=0.0, batch_size=32, attention=None):
     """Attention rollout (Abnar & Zuidema, 2020) of the class token: images -> (B, h, w).
 
     See `rollout_from_attention`; the model needs a class token (pooling="token").
+    `attention`: the images' `attention_maps`, if computed already, instead of `images`.
     """
     _check_class_token(model)
-    return rollout_from_attention(attention_maps(model, images, batch_size),
+    return rollout_from_attention(_attention(model, images, attention, batch_size),
                                   _num_prefix_tokens(model), model.grid_size, discard_ratio)
 
 
@@ -201,6 +202,22 @@ def upsample_map(maps, image_size):
     return np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
 
 
+def _attention(model, images, attention, batch_size=32):
+    """The attention maps of `images` (`attention_maps`), or `attention`, given instead,
+    checked to be the model's (B, L, heads, T, T)."""
+    if (images is None) == (attention is None):
+        raise ValueError("Give the images or their attention maps (attention=), one of them.")
+    if attention is None:
+        return attention_maps(model, images, batch_size)
+    attention = np.asarray(attention)
+    tokens = _num_prefix_tokens(model) + model.grid_size[0] * model.grid_size[1]
+    expected = (model.num_layers, model.num_heads, tokens, tokens)
+    if attention.ndim != 5 or attention.shape[1:] != expected:
+        raise ValueError(f"attention must be {model.name}'s attention maps, of shape (batch, "
+                         f"{', '.join(map(str, expected))}), got {attention.shape}.")
+    return attention
+
+
 def _no_grad():
     """`torch.no_grad()` on PyTorch, where an eager call would record the backward graph."""
     if keras.backend.backend() != "torch":
@@ -269,13 +286,13 @@ def patch_embedding_components(model, count=28):
     Returns (components (count, p, p, C), explained variance ratio (count,)); count is
     capped at min(D, p * p * C)."""
     _check_vit(model)
+    if not arguments.is_int(count) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}.")
     kernel = ops.convert_to_numpy(model.get_layer("patch_embedding").projection.kernel)
     kernel = kernel.astype("float64")
     filters = kernel.reshape(-1, kernel.shape[-1]).T  # (D, p * p * C)
     filters = filters - filters.mean(axis=0)
     _, singular, components = np.linalg.svd(filters, full_matrices=False)
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-        raise ValueError(f"count must be a positive integer, got {count!r}.")
     count = min(count, len(singular))
     variance = singular**2 / np.sum(singular**2)
     return components[:count].reshape(count, *kernel.shape[:3]), variance[:count]
@@ -293,13 +310,15 @@ def position_embedding_similarity(model):
     return (table @ table.T).reshape(h, w, h, w)
 
 
-def mean_attention_distance(model, images):
+def mean_attention_distance(model, images=None, attention=None):
     """Mean attention distance in pixels per block and head (the ViT paper's Figure 7,
     right): for each patch query, the distance to every patch key weighted by its attention
-    (renormalised over the patch keys), averaged over queries and images.
+    (renormalised over the patch keys), averaged over queries and images. `attention`: the
+    images' `attention_maps`, if computed already, instead of `images`.
 
     Returns (layers, heads)."""
-    maps = attention_maps(model, images)
+    _check_vit(model)
+    maps = _attention(model, images, attention)
     prefix = _num_prefix_tokens(model)
     attention = maps[..., prefix:, prefix:].astype("float64")  # (B, L, H, N, N)
     attention = attention / np.maximum(attention.sum(-1, keepdims=True), 1e-12)

@@ -43,7 +43,7 @@ def test_position_embedding_similarity_is_cosine_over_patches_only():
     np.testing.assert_allclose(np.einsum("ijij->ij", similarity), 1.0, atol=1e-9)
 
 
-def test_mean_attention_distance_weighs_patch_distances(monkeypatch):
+def test_mean_attention_distance_weighs_patch_distances():
     model = ViT(**TINY)
     h, w = model.grid_size
     n, prefix = h * w, 1
@@ -52,8 +52,7 @@ def test_mean_attention_distance_weighs_patch_distances(monkeypatch):
     attention[:, 0, :, prefix:, prefix:] = np.eye(n)  # ... each patch itself: distance 0
     attention[:, 1, :, :, 0] = 0.5  # block 1: half on the class token, half uniform over
     attention[:, 1, :, prefix:, prefix:] = 0.5 / n  # patches (renormalised over the patches)
-    monkeypatch.setattr(insight, "attention_maps", lambda m, images: attention)
-    distance = insight.mean_attention_distance(model, np.zeros((2, 32, 32, 3), "float32"))
+    distance = insight.mean_attention_distance(model, attention=attention)
     centres = [(i * 8, j * 8) for i in range(h) for j in range(w)]
     uniform = np.mean([np.hypot(a[0] - b[0], a[1] - b[1]) for a in centres for b in centres])
     np.testing.assert_allclose(distance[0], 0.0, atol=1e-12)

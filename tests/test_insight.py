@@ -125,6 +125,18 @@ def test_class_token_maps_of_a_model_match_the_reference():
     rollout = insight.attention_rollout(model, images)
     np.testing.assert_allclose(rollout, insight.rollout_from_attention(attention, prefix, (4, 4)),
                                atol=1e-5)
+    maps = insight.attention_maps(model, images)
+    np.testing.assert_array_equal(insight.attention_rollout(model, attention=maps), rollout)
+    np.testing.assert_array_equal(insight.mean_attention_distance(model, attention=maps),
+                                  insight.mean_attention_distance(model, images))
+    for call in (insight.attention_rollout, insight.mean_attention_distance):
+        with pytest.raises(ValueError, match="Give the images or their attention maps"):
+            call(model, images, attention=maps)
+        with pytest.raises(ValueError, match="Give the images or their attention maps"):
+            call(model)
+        with pytest.raises(ValueError, match=r"attention maps, of shape \(batch, 2, 4, 18, "
+                                             r"18\), got \(2, 2, 4, 18\)"):
+            call(model, attention=maps[..., 0])
     last = attention[:, -1].mean(axis=1)[:, 0, prefix:]  # the class token's row over patches
     np.testing.assert_allclose(insight.class_token_attention(model, images),
                                (last / last.sum(axis=1, keepdims=True)).reshape(2, 4, 4), atol=1e-5)
