@@ -148,15 +148,13 @@ def _grid(r, kernel, image_size, has_cls, distilled):
     size where it fits the position table, else the table's square grid; DeiT III's and
     the register models' tables have no class-token slot (timm's `no_embed_class`)."""
     pos = r.tensors.get("pos_embed")
+    configured = None if kernel is None or image_size is None else tuple(
+        s // p for s, p in zip(image_size, kernel.shape[:2]))
     if kernel is None or pos is None or pos.ndim != 3 or distilled or not has_cls:
-        grid = None if kernel is None or image_size is None else tuple(
-            s // p for s, p in zip(image_size, kernel.shape[:2]))
-        return grid, has_cls
+        return configured, has_cls
     tokens = pos.shape[1]
-    if image_size is not None:
-        grid = tuple(s // p for s, p in zip(image_size, kernel.shape[:2]))
-        if tokens - grid[0] * grid[1] in (0, 1):
-            return grid, tokens - grid[0] * grid[1] == 1
+    if configured is not None and tokens - configured[0] * configured[1] in (0, 1):
+        return configured, tokens - configured[0] * configured[1] == 1
     prefix, grid = square_grid(tokens, True)
     return grid, prefix == 1
 
