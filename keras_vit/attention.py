@@ -24,6 +24,12 @@ load into it exactly as into the Keras layer. Only how the attention is computed
   batch 128) "fast" trained 1.32x faster than "plain", while for inference (batch 256)
   "plain" was 4 % faster than "fast" (benchmarks/RESULTS.md).
 
+Under `keras_vit.config.graph_form("integer")`, a batch of one (static) is computed one
+head at a time on 2-D tensors whatever the implementation: TFLite turns those matmuls into
+FULLY_CONNECTED and 2-D BATCH_MATMUL ops that its integer kernels and XNNPACK run fast,
+where the batched 4-D int8 BATCH_MATMUL has no fast kernel (in a full-int8 ViT-S/16 it
+took ~60 % of the time). The full-integer TFLite export traces the model that way.
+
 Attention masks, attention dropout in training, gated or windowed attention, quantized
 projections and returned scores always take the plain path. The default implementation is
 a switch of `keras_vit.config` (`set_attention_implementation`, `attention_implementation`,
@@ -109,6 +115,8 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         use_causal_mask=False,
     ):
         impl = self._resolved_implementation(training)
+        if config.get_graph_form() == "integer":
+            impl = "head_major"  # the own path's conditions, then one head at a time
         keras_masks = [private_apis.keras_mask(t) for t in (query, value, key)]
         masks = [query_mask, value_mask, key_mask, attention_mask, *keras_masks]
         if not self._takes_own_path(
@@ -127,6 +135,8 @@ class ViTAttention(keras.layers.MultiHeadAttention):
                 use_causal_mask=use_causal_mask,
             )
         key = value if key is None else key
+        if config.get_graph_form() == "integer" and query.shape[0] == 1 and key.shape[0] == 1:
+            return self._per_head_attention(query, key, value)
         if impl == "head_major":
             return self._head_major_attention(query, key, value)
         from keras_vit.backend.jax_attention import padded_dot_product_attention
@@ -157,6 +167,33 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         if self.use_bias:
             out = out + ops.cast(self.output_dense.bias, out.dtype)
         return out
+
+    def _per_head_attention(self, query, key, value):
+        """(1, T, D) query and (1, S, D) key and value -> (1, T, D), one head at a time on
+        2-D tensors, each head projected by its own slice of the kernels (the query scaled
+        through its kernel and bias)."""
+        q_tokens, k_tokens, v_tokens = (ops.reshape(x, tuple(x.shape[1:])) for x in (query, key, value))
+
+        def project(dense, tokens, head, factor=1.0):
+            y = ops.matmul(tokens, ops.cast(dense.kernel[:, head, :], tokens.dtype) * factor)
+            if self.use_bias:
+                y = y + ops.cast(dense.bias[head], y.dtype) * factor
+            return y
+
+        scale = 1.0 / math.sqrt(self.key_dim)
+        heads = []
+        for head in range(self.num_heads):
+            q = project(self.query_dense, q_tokens, head, scale)
+            k = project(self.key_dense, k_tokens, head)
+            v = project(self.value_dense, v_tokens, head)
+            probs = ops.softmax(ops.matmul(q, ops.transpose(k)), axis=-1)
+            heads.append(ops.matmul(probs, v))
+        out = ops.concatenate(heads, axis=-1)  # (T, heads * H)
+        kernel = ops.cast(self.output_dense.kernel, out.dtype)
+        out = ops.matmul(out, ops.reshape(kernel, (-1, kernel.shape[-1])))
+        if self.use_bias:
+            out = out + ops.cast(self.output_dense.bias, out.dtype)
+        return out[None]
 
     def get_config(self):
         return {

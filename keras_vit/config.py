@@ -14,6 +14,11 @@ before building the jitted function or compiling the model.
 - gradient materialization, in JAX training: `set_gradient_materialization`,
   `get_gradient_materialization`, `with gradient_materialization(...)`,
   `KERAS_VIT_MATERIALIZE_GRADIENT`.
+- graph form, what a traced graph is made of: `set_graph_form`, `get_graph_form`,
+  `with graph_form(...)`, `KERAS_VIT_GRAPH_FORM`. "standard" (the default) or "integer":
+  the forms that TFLite's integer kernels and XNNPACK run fast (attention one head at a
+  time on 2-D tensors for a batch of one, layer norm without SQUARED_DIFFERENCE); the
+  full-integer TFLite export traces the model under "integer".
 """
 
 import contextlib
@@ -26,13 +31,20 @@ from keras_vit.backend import private_apis
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "plain", "head_major", "fast")
 GRADIENT_MATERIALIZATIONS = ("auto", "on", "off")
+GRAPH_FORMS = ("standard", "integer")
 
 _ATTENTION = "attention implementation"
 _GRADIENT = "gradient materialization"
-_CHOICES = {_ATTENTION: ATTENTION_IMPLEMENTATIONS, _GRADIENT: GRADIENT_MATERIALIZATIONS}
+_GRAPH = "graph form"
+_CHOICES = {
+    _ATTENTION: ATTENTION_IMPLEMENTATIONS,
+    _GRADIENT: GRADIENT_MATERIALIZATIONS,
+    _GRAPH: GRAPH_FORMS,
+}
 _values = {
     _ATTENTION: os.environ.get("KERAS_VIT_ATTENTION", "auto"),
     _GRADIENT: os.environ.get("KERAS_VIT_MATERIALIZE_GRADIENT", "auto"),
+    _GRAPH: os.environ.get("KERAS_VIT_GRAPH_FORM", "standard"),
 }
 
 
@@ -127,6 +139,21 @@ def gradient_materialization(mode):
     """Context manager (or decorator): `set_gradient_materialization(mode)` inside the
     block."""
     return _scoped(_GRADIENT, mode)
+
+
+def set_graph_form(form):
+    """What traced graphs are made of: "standard" or "integer" (see the module docstring).
+    Both compute the same function; "integer" is for graphs that TFLite quantizes to int8."""
+    _set(_GRAPH, form)
+
+
+def get_graph_form():
+    return _check(_GRAPH, _values[_GRAPH])
+
+
+def graph_form(form):
+    """Context manager (or decorator): `set_graph_form(form)` inside the block."""
+    return _scoped(_GRAPH, form)
 
 
 def on_cpu():

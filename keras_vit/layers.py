@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_vit import config as vit_config
 from keras_vit.attention import ViTAttention
+from keras_vit.norm import LayerNormalization
 from keras_vit.pooling import AttentionPooling, TokenPooling  # noqa: F401  (public here)
 
 # config's switch under its old names here (README documents them).
@@ -336,8 +337,8 @@ def materializes_gradient(dtype):
 class TransformerEncoderBlock(keras.layers.Layer):
     """A pre-norm Transformer encoder block: (B, N, D) -> (B, N, D).
 
-        x = x + DropPath(LayerScale(Dropout(MHA(LayerNorm(x)))))
-        x = x + DropPath(LayerScale(MLP(LayerNorm(x))))
+        x = x + DropPath(LayerScale(Dropout(MHA(LayerNormalization(x)))))
+        x = x + DropPath(LayerScale(MLP(LayerNormalization(x))))
         MLP = Dense -> activation -> Dropout -> Dense -> Dropout
 
     `layer_scale_init` (DeiT III, DINOv2) adds a learned per-channel scale on both
@@ -390,7 +391,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.layer_scale_init = layer_scale_init
 
         policy = self.dtype_policy
-        self.attention_norm = keras.layers.LayerNormalization(
+        self.attention_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
         )
         self.attention = ViTAttention(
@@ -401,7 +402,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             dtype=policy,
             name="attention",
         )
-        self.mlp_norm = keras.layers.LayerNormalization(
+        self.mlp_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="mlp_norm"
         )
         mlp_init = dict(

@@ -6,6 +6,7 @@ from keras_vit import arguments
 from keras_vit import config, distribution
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
+from keras_vit.norm import LayerNormalization
 
 
 def block_activation(mlp_activation, gelu_approximate):
@@ -50,8 +51,8 @@ class ViT(keras.Model):
             token (DeiT III, big_vision): positions are added to the patch tokens only.
         num_register_tokens: learned register tokens after the class token (DINOv2 with
             registers); they get no position and pooling drops them.
-        pre_norm: a LayerNorm ("pre_norm") before the first block (CLIP).
-        pooled_norm: with pooling "gap", the final LayerNorm normalises the pooled vector
+        pre_norm: a LayerNormalization ("pre_norm") before the first block (CLIP).
+        pooled_norm: with pooling "gap", the final LayerNormalization normalises the pooled vector
             instead of the tokens (timm's `fc_norm`).
         layer_scale_init: if set, a learned per-channel scale on both residual branches
             of every block, initialised to this value (DeiT III, DINOv2).
@@ -173,7 +174,7 @@ class ViT(keras.Model):
                 name="register_tokens")(x)
         x = keras.layers.Dropout(dropout_rate, dtype=policy, name="embedding_dropout")(x)
         if pre_norm:
-            x = keras.layers.LayerNormalization(
+            x = LayerNormalization(
                 epsilon=layer_norm_epsilon, dtype=policy, name="pre_norm")(x)
         for i in range(num_layers):
             x = vit_layers.TransformerEncoderBlock(
@@ -190,7 +191,7 @@ class ViT(keras.Model):
                 dtype=policy,
                 name=f"encoder_block_{i}",
             )(x)
-        final_norm = keras.layers.LayerNormalization(
+        final_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy,
             name="pooled_norm" if pooled_norm else "encoder_norm")
         if not pooled_norm:

@@ -7,6 +7,8 @@ multi-head attention pooling (MAP) head of big_vision and SigLIP.
 import keras
 from keras import ops
 
+from keras_vit.norm import LayerNormalization
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class TokenPooling(keras.layers.Layer):
@@ -45,7 +47,7 @@ class AttentionPooling(keras.layers.Layer):
     """Multi-head attention pooling (MAP; SigLIP, big_vision): (B, N, D) -> (B, D).
 
         y = MHA(query=probe, key=value=tokens)       a learned probe token attends
-        y = y + MLP(LayerNorm(y))                    MLP = Dense -> activation -> Dense
+        y = y + MLP(LayerNormalization(y))                    MLP = Dense -> activation -> Dense
 
     `mlp_activation` as in `TransformerEncoderBlock`.
     """
@@ -67,7 +69,7 @@ class AttentionPooling(keras.layers.Layer):
             self.num_heads, d // self.num_heads, kernel_initializer=FlatXavierUniform(fan_in=d),
             dtype=policy, name="attention")
         self.attention.build((input_shape[0], 1, d), input_shape)
-        self.norm = keras.layers.LayerNormalization(
+        self.norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="norm")
         self.norm.build((input_shape[0], 1, d))
         self.mlp_dense_1 = keras.layers.Dense(self.mlp_dim, dtype=policy, name="mlp_dense_1")

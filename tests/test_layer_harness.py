@@ -38,6 +38,7 @@ CASES = {
                                  dict(hidden_dim=8, num_heads=2, mlp_dim=16,
                                       gelu_approximate=False, layer_norm_epsilon=1e-5),
                                  (2, 5, 8), (2, 5, 8)),
+    "layer_normalization": ("LayerNormalization", dict(epsilon=1e-5), (2, 5, 8), (2, 5, 8)),
     "drop_path": ("DropPath", dict(rate=0.25, seed=3), (2, 3, 4), (2, 3, 4)),
     "token_pooling": ("TokenPooling", dict(pooling="token"), (2, 5, 8), (2, 8)),
     "token_pooling_gap": ("TokenPooling", dict(pooling="gap"), (2, 5, 8), (2, 8)),
