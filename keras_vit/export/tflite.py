@@ -8,8 +8,9 @@ import time
 
 import numpy as np
 
+from keras_vit import config
 from keras_vit.backend.private_apis import tflite_op_names
-from keras_vit.export import arrays, checks, saved_model, worker
+from keras_vit.export import arrays, checks, saved_model, tflite_graph, worker
 
 
 def _pin_pixel_range(images):
@@ -26,13 +27,16 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
     """TFLite flatbuffer bytes of `model` (TensorFlow backend), batch 1, builtin ops only.
 
     `quantize` is a canonical mode (see `export_tflite`); "int8" calibrates on the
-    `representative` images (float32, N x H x W x C).
+    `representative` images (float32, N x H x W x C); its graph is traced in the
+    "integer" graph form (`keras_vit.config.graph_form`), which XNNPACK runs in int8.
     """
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
         graph_input = "float32" if quantize == "int8" else input_dtype
-        saved_model.write_saved_model(model, tmp, graph_input, batch_size=1)
+        form = "integer" if quantize == "int8" else "standard"
+        with config.graph_form(form):
+            saved_model.write_saved_model(model, tmp, graph_input, batch_size=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize != "float32":
@@ -47,7 +51,10 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.as_dtype(input_dtype)
             converter.inference_output_type = tf.float32
-        return converter.convert()
+        flatbuffer = converter.convert()
+        if quantize == "int8":
+            flatbuffer, _ = tflite_graph.symmetric_matmul_operands(flatbuffer)
+        return flatbuffer
 
 
 def export_tflite(

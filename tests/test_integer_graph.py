@@ -1,0 +1,133 @@
+"""The "integer" graph form (one attention head at a time on 2-D tensors, layer norm
+without SQUARED_DIFFERENCE) and the full-int8 TFLite pass that gives XNNPACK its matmuls:
+the same function as the standard form, checked against an independent NumPy forward pass."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_vit import ViT, config
+from keras_vit.norm import LayerNormalization
+from reference_vit import options_forward
+
+TINY = dict(image_size=16, patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32,
+            num_classes=3)
+CONFIGS = {
+    "original": dict(),
+    "registers_layer_scale_pre_norm": dict(num_register_tokens=2, layer_scale_init=0.1,
+                                           pre_norm=True, gelu_approximate=False),
+    "gap_pooled_norm": dict(pooling="gap", pooled_norm=True),
+}
+
+
+def random_weights(model, seed=0):
+    """Assigns every variable a random value (scales around 1); returns them in float64."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        centre = 1.0 if variable.path.endswith(("gamma", "_scale")) else 0.0
+        variable.assign(rng.normal(centre, 0.3, variable.shape).astype("float32"))
+    return {v.path: ops.convert_to_numpy(v).astype("float64") for v in model.weights}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_integer_form_computes_the_reference_function(name):
+    model_config = {**TINY, **CONFIGS[name]}
+    model = ViT(**model_config)
+    weights = random_weights(model)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    expected = options_forward(weights, model_config, images)
+    with config.graph_form("integer"):
+        one = np.concatenate([ops.convert_to_numpy(model(images[i:i + 1])) for i in range(2)])
+        batch = ops.convert_to_numpy(model(images))  # a batch of two: the batched path
+    for ours in (one, batch):
+        assert np.max(np.abs(ours - expected)) / np.max(np.abs(expected)) < 1e-4
+
+
+def test_integer_layer_norm_matches_numpy():
+    layer = LayerNormalization(epsilon=1e-3)
+    x = np.random.default_rng(2).normal(3.0, 2.0, (2, 5, 8)).astype("float32")
+    layer.build(x.shape)
+    gamma, beta = (np.random.default_rng(s).normal(size=8).astype("float32") for s in (3, 4))
+    layer.set_weights([gamma, beta])
+    centred = x.astype("float64") - x.mean(-1, keepdims=True)
+    expected = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-3) * gamma + beta
+    with config.graph_form("integer"):
+        np.testing.assert_allclose(ops.convert_to_numpy(layer(x)), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ops.convert_to_numpy(layer(x)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_graph_form_switch_checks_and_restores():
+    assert config.get_graph_form() == "standard"
+    with config.graph_form("integer"):
+        assert config.get_graph_form() == "integer"
+    assert config.get_graph_form() == "standard"
+    with pytest.raises(ValueError, match="graph form must be one of"):
+        config.set_graph_form("int8")
+
+
+def _interpreter(content):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _matmul_operands(interpreter):
+    """The quantization (scale, zero point) of each BATCH_MATMUL's right-hand operand."""
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [tensors[op["inputs"][1]]["quantization"]
+            for op in interpreter._get_ops_details() if op["op_name"] == "BATCH_MATMUL"]
+
+
+def _with_zero_point(content, zero_point):
+    """`content` with every BATCH_MATMUL right-hand operand moved to `zero_point`, its
+    scale kept: the asymmetric parameters TFLite's calibration gives."""
+    from ai_edge_litert import schema_py_generated as schema
+    import flatbuffers
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(content, 0))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        if codes[op.opcodeIndex] == schema.BuiltinOperator.BATCH_MATMUL:
+            graph.tensors[op.inputs[1]].quantization.zeroPoint = np.asarray([zero_point])
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="converts under TensorFlow in-process (once is enough: the "
+                    "other backends export through the same TensorFlow subprocess)")
+def test_full_int8_file_gives_xnnpack_its_matmuls(tmp_path):
+    from keras_vit import export
+    from keras_vit.export import tflite_graph
+
+    model = ViT(**{**TINY, "include_top": False, "num_heads": 4})
+    random_weights(model)
+    images = np.random.default_rng(5).integers(0, 256, (16, 16, 16, 3)).astype("float32")
+    path = export.export_tflite(model, tmp_path / "m.tflite", quantize="int8",
+                                representative_data=images)
+    assert "SQUARED_DIFFERENCE" not in export.tflite_ops(path)
+    with open(path, "rb") as f:
+        content = path_bytes = f.read()
+    operands = _matmul_operands(_interpreter(content))
+    assert len(operands) == TINY["num_layers"] * 4  # attention times values, one per head
+    assert all(zero_point == 0 for _, zero_point in operands)
+    features = ops.convert_to_numpy(model(images[:4]))
+    ours = export.run_tflite(path, images[:4])[0]
+    cosine = np.sum(ours * features, -1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(features, axis=-1)
+    assert np.min(cosine) > 0.98
+
+    # The pass itself: operands at zero point 9 come back at 0 with the span they had.
+    shifted = _with_zero_point(path_bytes, 9)
+    moved_content, moved = tflite_graph.symmetric_matmul_operands(shifted)
+    assert moved == len(operands)
+    for (scale, _), (new_scale, zero_point) in zip(operands, _matmul_operands(_interpreter(moved_content))):
+        assert zero_point == 0
+        assert math.isclose(new_scale, scale * (128 + 9) / 127, rel_tol=1e-6)
+    assert tflite_graph.symmetric_matmul_operands(moved_content)[1] == 0
