@@ -30,7 +30,7 @@ COMPRESSION_SLACK = 256 << 20
 _CHUNK = 16 << 20
 
 # idx type codes -> numpy dtypes (big-endian on disk).
-IDX_DTYPES = {
+_IDX_DTYPES = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -56,7 +56,7 @@ def max_data_bytes(max_bytes=None):
 
 
 def _reading(path, read, *args):
-    """`read(*args)`, any failure of a hostile file becoming one ValueError naming `path`."""
+    """`read(path, *args)`, any failure of a hostile file becoming one ValueError naming it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No data file at {path!r}.")
@@ -69,7 +69,7 @@ def _reading(path, read, *args):
         raise ValueError(f"Could not read the data file {path!r}: {reason}.") from e
 
 
-def check_ratio(declared, stored, what):
+def _check_ratio(declared, stored, what):
     """Refuses `declared` uncompressed bytes that `stored` compressed bytes cannot hold
     (more than MAX_COMPRESSION_RATIO times, plus the slack): a bomb or a corrupt file."""
     if declared > MAX_COMPRESSION_RATIO * stored + COMPRESSION_SLACK:
@@ -146,7 +146,7 @@ def npz_members(archive, size, what):
         if key in members:
             raise ValueError(f"array {key!r} is stored twice")
         members[key] = member
-    check_ratio(sum(m.file_size for m in members.values()), size, what)
+    _check_ratio(sum(m.file_size for m in members.values()), size, what)
     return members
 
 
@@ -191,9 +191,9 @@ def _idx(path, limit):
     gz = path.endswith(".gz")
     with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
         magic = f.read(4)
-        if len(magic) != 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
+        if len(magic) != 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
             raise ValueError(f"not an idx file (bad magic number {magic!r})")
-        dtype, ndim = IDX_DTYPES[magic[2]], magic[3]
+        dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
         dims = f.read(4 * ndim)
         if len(dims) != 4 * ndim:
             raise ValueError(f"truncated or corrupt: the header is cut short ({ndim} dimensions)")
@@ -201,7 +201,7 @@ def _idx(path, limit):
         expected = math.prod(shape) * dtype.itemsize
         what = f"the header (shape {shape})"
         if gz:
-            check_ratio(expected, size, what)
+            _check_ratio(expected, size, what)
         elif 4 + 4 * ndim + expected != size:
             raise ValueError(f"truncated or corrupt: its header says shape {shape} ({expected} "
                              f"bytes), found {size - 4 - 4 * ndim} bytes")
@@ -220,13 +220,13 @@ def read_idx(path, max_bytes=None):
 def write_idx(path, array):
     """Writes `array` as an idx file, gzipped if `path` ends in .gz (used by the tests)."""
     array = np.asarray(array)
-    codes = {v.newbyteorder("="): k for k, v in IDX_DTYPES.items()}
+    codes = {v.newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
     dtype = array.dtype.newbyteorder("=")
     if dtype not in codes:
         raise ValueError(f"idx can't store dtype {array.dtype}.")
     code = codes[dtype]
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = array.astype(IDX_DTYPES[code]).tobytes()
+    payload = array.astype(_IDX_DTYPES[code]).tobytes()
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(str(path), "wb") as f:
         f.write(header + payload)
