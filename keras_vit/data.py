@@ -2,8 +2,9 @@
 
 Sources:
     * `load_fashion_mnist`: Fashion-MNIST from its idx files (Debian's
-      `dataset-fashion-mnist` package, a folder of your own, or TFDS as a fallback). Pure
-      numpy, so it also works where TensorFlow is not installed.
+      `dataset-fashion-mnist` package, a folder of your own, or TFDS as a fallback), read
+      by `keras_vit.datafiles` (sizes bounded, hostile files refused). Pure numpy, so it
+      also works where TensorFlow is not installed.
     * `from_tfds`: any TensorFlow Datasets dataset by name.
     * `from_directory`: a folder with one sub-folder of images per class.
     * `from_arrays`: numpy arrays.
@@ -18,15 +19,14 @@ The per-image augmentation (`AugmentConfig`, `make_augmenter`, `augment_batch`) 
 the tf.data functions need it.
 """
 
-import gzip
 import os
-import struct
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from keras_vit.augment import AugmentConfig, augment_batch, make_augmenter  # noqa: F401
+from keras_vit.datafiles import read_idx, write_idx  # noqa: F401
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -47,16 +47,6 @@ FASHION_MNIST_FILES = {
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
-# idx type codes -> numpy dtypes (big-endian on disk).
-_IDX_DTYPES = {
-    0x08: np.dtype("u1"),
-    0x09: np.dtype("i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
 
 def _tf():
     try:
@@ -69,45 +59,7 @@ def _tf():
     return tf
 
 
-# --------------------------------------------------------------------------- idx files
-
-
-def _open(path):
-    path = str(path)
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-def read_idx(path):
-    """Reads an idx file (optionally gzipped) into a numpy array."""
-    with _open(path) as f:
-        header = f.read(4)
-        if len(header) != 4 or header[0] != 0 or header[1] != 0 or header[2] not in _IDX_DTYPES:
-            raise ValueError(f"{path} is not an idx file (bad magic number {header!r}).")
-        dtype, ndim = _IDX_DTYPES[header[2]], header[3]
-        shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
-        data = f.read()
-    count = int(np.prod(shape)) if shape else 1
-    if len(data) != count * dtype.itemsize:
-        raise ValueError(
-            f"{path} is truncated or corrupt: header says shape {shape} "
-            f"({count * dtype.itemsize} bytes), found {len(data)} bytes."
-        )
-    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def write_idx(path, array):
-    """Writes `array` as an idx file, gzipped if `path` ends in .gz (used by the tests)."""
-    array = np.asarray(array)
-    codes = {v.newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
-    dtype = array.dtype.newbyteorder("=")
-    if dtype not in codes:
-        raise ValueError(f"idx can't store dtype {array.dtype}.")
-    code = codes[dtype]
-    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = array.astype(_IDX_DTYPES[code]).tobytes()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(str(path), "wb") as f:
-        f.write(header + payload)
+# --------------------------------------------------------------------------- Fashion-MNIST
 
 
 def _find_idx(directory, stem):

@@ -1,16 +1,19 @@
-"""Loads hostile checkpoint files under a memory cap, in a process of its own; run by
-tests/test_hostile_files.py.
+"""Loads hostile checkpoint and data files under a memory cap, in a process of its own; run
+by tests/test_hostile_files.py.
 
     python tests/hostile_worker.py WORKDIR CASES.json MEMORY_CAP_MB FUZZ_CASES FUZZ_SECONDS
 
-CASES.json maps case names to file paths; each is loaded with `ViT.from_preset`. Then
-FUZZ_CASES seeded mutations (truncations, byte flips, shape / offset / dtype / config
-edits) of valid tiny files in every format are loaded, for at most FUZZ_SECONDS. Prints
-one JSON object: {"cases": {name: outcome}, "fuzz": [outcome, ...]}, where an outcome is
+CASES.json holds {"checkpoints": {case: path}, "data": {case: path}}: each checkpoint is
+loaded with `ViT.from_preset`, each data file with `keras_vit.export.load_arrays` (the
+reader of `keras-vit explain` and `export`). Then FUZZ_CASES seeded mutations
+(truncations, byte flips, shape / offset / dtype / config edits) of valid tiny files in
+every checkpoint format are loaded, for at most FUZZ_SECONDS, and FUZZ_CASES mutations of
+valid tiny data files (.npy, .npz, idx, idx.gz) are read. Prints one JSON object:
+{"cases": {name: outcome}, "data_cases": {name: outcome}, "fuzz": [outcome, ...],
+"data_fuzz": [outcome, ...], "bases": ..., "data_bases": ...}, where an outcome is
 {"result": "loaded" | exception class name, "message": ..., "seconds": ...}.
 """
 
-import io
 import json
 import os
 import resource
@@ -24,23 +27,35 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import checkpoint_files as cf  # noqa: E402
+import hostile_data  # noqa: E402
 
 
-def outcome(path, **overrides):
-    """What `ViT.from_preset(path, **overrides)` does with a file: "loaded" (a model with
-    finite weights) or the exception, with its message and the time taken."""
+def _load_model(path, **overrides):
+    """"loaded" (a model with finite weights) or why not."""
     from keras_vit import ViT
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ViT.from_preset(path, **overrides)
+    values = [np.asarray(w) for w in model.get_weights()]
+    if not all(np.isfinite(v).all() for v in values):
+        return "NonFiniteWeights", "the loaded model holds NaN or inf"
+    return "loaded", f"{model.count_params()} parameters"
+
+
+def _load_data(path):
+    from keras_vit.export import load_arrays
+
+    images, labels = load_arrays(path)
+    return "loaded", f"images {images.shape} {images.dtype}, labels {getattr(labels, 'shape', None)}"
+
+
+def outcome(path, load=_load_model, **overrides):
+    """What `load(path, **overrides)` does with a file: its (result, message) or the
+    exception, with its message and the time taken."""
     start = time.time()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = ViT.from_preset(path, **overrides)
-        values = [np.asarray(w) for w in model.get_weights()]
-        if not all(np.isfinite(v).all() for v in values):
-            result, message = "NonFiniteWeights", "the loaded model holds NaN or inf"
-        else:
-            result, message = "loaded", f"{model.count_params()} parameters"
+        result, message = load(path, **overrides)
     except MemoryError as e:
         result, message = "MemoryError", str(e)
     except Exception as e:  # noqa: BLE001 - the test asserts which kinds are allowed
@@ -62,15 +77,6 @@ def _write_npz(path, members):
             archive.writestr(name, data)
 
 
-def _npy_bytes(array, shape=None, descr=None):
-    """A .npy member holding `array`'s bytes under a (possibly edited) header."""
-    buffer = io.BytesIO()
-    header = {"descr": descr or np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
-              "shape": tuple(array.shape) if shape is None else shape}
-    np.lib.format.write_array_header_1_0(buffer, header)
-    return buffer.getvalue() + np.ascontiguousarray(array).tobytes()
-
-
 _WEIRD_SHAPES = [(0,), (10**9, 0), (1,), (3, 3), (10**6,), (2**31, 2), ()]
 _WEIRD_NUMBERS = [0, -1, 1, 3, 10**9, 2**62, 1.5, "8", None, [], True]
 
@@ -83,16 +89,16 @@ def mutate_npz(path, rng, out):
     kind = rng.integers(4)
     if kind == 0:  # the header declares another shape than the bytes hold
         shape = _WEIRD_SHAPES[rng.integers(len(_WEIRD_SHAPES))]
-        members[name] = _npy_bytes(array, shape=shape)
+        members[name] = hostile_data.npy_bytes(array, shape=shape)
     elif kind == 1:  # a valid array of another shape
-        members[name] = _npy_bytes(np.resize(array, _WEIRD_SHAPES[rng.integers(4)] or (1,)))
+        members[name] = hostile_data.npy_bytes(np.resize(array, _WEIRD_SHAPES[rng.integers(4)] or (1,)))
     elif kind == 2:  # another dtype
         dtype = ["float16", "float64", "int32", "bool", "complex64", "uint8"][rng.integers(6)]
-        members[name] = _npy_bytes(array.astype(dtype))
+        members[name] = hostile_data.npy_bytes(array.astype(dtype))
     else:  # NaN or inf in the values
         bad = array.astype("float32").copy()
         bad.reshape(-1)[rng.integers(bad.size)] = [np.nan, np.inf][rng.integers(2)]
-        members[name] = _npy_bytes(bad)
+        members[name] = hostile_data.npy_bytes(bad)
     _write_npz(out, members)
 
 
@@ -161,13 +167,8 @@ def fuzz_case(bases, rng, workdir, index):
     out = os.path.join(workdir, f"fuzz{index}_{fmt}{suffix}")
     data = open(base, "rb").read()
     kind = rng.integers(4)
-    if kind == 0:  # truncation
-        open(out, "wb").write(data[: rng.integers(len(data))])
-    elif kind == 1:  # byte flips
-        flipped = bytearray(data)
-        for position in rng.integers(len(data), size=rng.integers(1, 9)):
-            flipped[position] ^= 1 << rng.integers(8)
-        open(out, "wb").write(bytes(flipped))
+    if kind < 2:  # truncation or byte flips
+        open(out, "wb").write(hostile_data.damage(data, kind, rng))
     elif fmt == "hf" and kind == 3:
         return fmt, mutate_config(base, rng, os.path.join(workdir, f"fuzz{index}_hf"))
     elif fmt == "timm_config" and kind >= 2:
@@ -229,7 +230,9 @@ def main(workdir, cases_path, cap_mb, fuzz_cases, fuzz_seconds):
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     with open(cases_path) as f:
         cases = json.load(f)
-    results = {"cases": {name: outcome(path) for name, path in cases.items()}, "fuzz": []}
+    results = {"cases": {name: outcome(path) for name, path in cases["checkpoints"].items()},
+               "data_cases": {name: outcome(path, _load_data) for name, path in cases["data"].items()},
+               "fuzz": [], "data_fuzz": []}
     bases = base_files(workdir)
     results["bases"] = {fmt: outcome(path, **_overrides(fmt)) for fmt, path in bases.items()}
     rng = np.random.default_rng(0)
@@ -239,6 +242,15 @@ def main(workdir, cases_path, cap_mb, fuzz_cases, fuzz_seconds):
             break
         fmt, path = fuzz_case(bases, rng, workdir, index)
         results["fuzz"].append({"file": os.path.relpath(path, workdir), **outcome(path, **_overrides(fmt))})
+    data_bases = hostile_data.data_bases(workdir)
+    results["data_bases"] = {fmt: outcome(path, _load_data) for fmt, path in data_bases.items()}
+    formats, rng = sorted(data_bases), np.random.default_rng(1)
+    for index in range(fuzz_cases):
+        fmt = formats[rng.integers(len(formats))]
+        out = os.path.join(workdir, f"datafuzz{index}_{os.path.basename(data_bases[fmt])}")
+        hostile_data.mutate_data(fmt, data_bases[fmt], rng, out)
+        results["data_fuzz"].append({"file": os.path.basename(out), "format": fmt,
+                                     "path": out, **outcome(out, _load_data)})
     print(json.dumps(results))
 
 

@@ -1,6 +1,7 @@
-"""Hostile checkpoint files: tiny files that ask for huge models, broken safetensors headers,
-non-finite or complex weights, bad configs, and a seeded fuzz of every reader. Whatever the
-file, loading gives a model or a ValueError / FileNotFoundError that says what is wrong."""
+"""Hostile checkpoint and data files: tiny files that ask for huge models or arrays, compression
+bombs, pickles, broken safetensors headers, non-finite or complex weights, bad configs, and a
+seeded fuzz of every reader. Whatever the file, loading gives a model (or arrays) or a
+ValueError / FileNotFoundError that says what is wrong."""
 
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 
 from checkpoint_files import (
     HEADS, google_params, write_big_vision, write_hf, write_timm, write_vit_jax)
+from hostile_data import bomb_files
 from keras_vit import ViT
 
 WORKER = pathlib.Path(__file__).with_name("hostile_worker.py")
@@ -82,7 +84,9 @@ def worker_results(tmp_path_factory):
     """One capped subprocess loads the memory-bomb files, then fuzzes every reader."""
     tmp = tmp_path_factory.mktemp("hostile")
     cases = tmp / "cases.json"
-    cases.write_text(json.dumps(_memory_bomb_files(tmp)))
+    (tmp / "data").mkdir()
+    cases.write_text(json.dumps({"checkpoints": _memory_bomb_files(tmp),
+                                 "data": bomb_files(tmp / "data")}))
     work = tmp / "fuzz"
     work.mkdir()
     result = subprocess.run(
@@ -121,6 +125,48 @@ def test_fuzzed_checkpoints_load_or_fail_with_a_clear_error(worker_results):
     kinds = {o["file"].split("_", 1)[1].split(".")[0].split("/")[0] for o in fuzz}
     assert kinds == {"vit_jax", "big_vision", "timm", "timm_config", "hf", "keras"}
     assert sum(o["result"] == "loaded" for o in fuzz) > 0  # byte flips in the weights load
+
+
+def _clear_data_error(outcome, path):
+    """A ValueError (or FileNotFoundError) of one line that names the file, and no numpy
+    advice to unpickle."""
+    return (outcome["result"] in ("ValueError", "FileNotFoundError") and path in outcome["message"]
+            and "\n" not in outcome["message"] and "pickle=" not in outcome["message"])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("idx_gz_1gib_of_zeros", r"declares 1073741824 bytes in \d+ compressed bytes, more than 64x"),
+    ("idx_gz_10_bytes_declared_1gib_held", r"holds more data than the 10 bytes its header declares"),
+    ("idx_declaring_16tib", r"header says shape \(1048576, 4096, 4096\).*found 1000 bytes"),
+    ("npy_1kb_declaring_8_9gib", r"the file declares shape \(80000, 30000\) \(9600000000 bytes\) but holds 896 bytes"),
+    ("npy_of_random_bytes", r"the file is not a .npy array \(the magic string is not correct"),
+    ("npz_zip_bomb_1gib", r"the archive declares \d+ bytes in \d+ compressed bytes, more than 64x"),
+    ("npz_holding_a_pickle", r"array 'images' holds object values, not numbers"),
+])
+def test_data_files_declaring_huge_arrays_or_pickles_are_refused(worker_results, case, message):
+    """Refused before anything is allocated (under the worker's memory cap, in well under a
+    second each), in one line naming the file."""
+    outcome = worker_results["data_cases"][case]
+    assert outcome["result"] == "ValueError", outcome
+    assert re.search(message, outcome["message"]), outcome["message"]
+    assert re.match(r"Could not read the data file '/.+': ", outcome["message"]), outcome["message"]
+    assert _clear_data_error(outcome, outcome["message"].split("'")[1]), outcome
+    assert outcome["seconds"] < 5, outcome
+
+
+def test_fuzzed_data_files_load_or_fail_with_a_clear_error(worker_results):
+    """Seeded truncations, byte flips and shape / dtype / order / size edits of valid .npy,
+    .npz, idx and idx.gz files, read by `load_arrays` (the reader of `explain` and `export`)
+    under a memory cap."""
+    assert all(o["result"] == "loaded" for o in worker_results["data_bases"].values()), \
+        worker_results["data_bases"]
+    fuzz = worker_results["data_fuzz"]
+    assert len(fuzz) == FUZZ_CASES
+    bad = [o for o in fuzz if o["result"] != "loaded" and not _clear_data_error(o, o["path"])]
+    assert not bad, bad[:5]
+    assert {o["format"] for o in fuzz} == set(worker_results["data_bases"])
+    assert sum(o["result"] == "loaded" for o in fuzz) > 0  # byte flips in the pixels load
+    assert sum(o["result"] == "ValueError" for o in fuzz) > FUZZ_CASES // 2
 
 
 # ----------------------------------------------------------------------------- safetensors

@@ -5,33 +5,37 @@ import os
 
 import numpy as np
 
-from keras_vit.data import read_idx
+from keras_vit import datafiles
 
 _IMAGE_KEYS = ("images", "x", "x_test", "x_train", "image")
 _LABEL_KEYS = ("labels", "y", "y_test", "y_train", "label")
 
 
-def load_arrays(path):
+def load_arrays(path, max_bytes=None):
     """(images, labels or None) from a .npy, .npz or idx(.gz) file.
 
     A .npz file holds the images under `images` or `x` (or its only array), and the labels,
-    if any, under `labels` or `y`. An idx file holds either images or labels.
+    if any, under `labels` or `y`. An idx file holds either images or labels. The files are
+    read by `keras_vit.datafiles`: sizes are checked before anything is allocated, at most
+    `max_bytes` (else $KERAS_VIT_MAX_DATA_BYTES, else 4 GiB) are read, and a malformed file
+    is a ValueError naming it.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No data file at {path!r}.")
     if path.endswith(".npy"):
-        return np.load(path), None
+        return datafiles.read_npy(path, max_bytes), None
     if path.endswith(".npz"):
-        with np.load(path) as data:
-            keys = list(data.keys())
-            image_key = next((k for k in _IMAGE_KEYS if k in data), keys[0] if len(keys) == 1 else None)
-            if image_key is None:
-                raise ValueError(f"{path!r} holds {keys}: name the images array 'images' or 'x'.")
-            label_key = next((k for k in _LABEL_KEYS if k in data), None)
-            return data[image_key], (None if label_key is None else data[label_key])
+        keys = datafiles.npz_keys(path)
+        image_key = next((k for k in _IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
+        if image_key is None:
+            raise ValueError(f"{path!r} holds {keys}: name the images array 'images' or 'x'.")
+        label_key = next((k for k in _LABEL_KEYS if k in keys), None)
+        chosen = [key for key in (image_key, label_key) if key is not None]
+        arrays = datafiles.read_npz(path, chosen, max_bytes)
+        return arrays[image_key], arrays.get(label_key)
     if "idx" in os.path.basename(path):
-        return read_idx(path), None
+        return datafiles.read_idx(path, max_bytes), None
     raise ValueError(f"Unsupported data file {path!r}: use .npy, .npz or an idx(.gz) file.")
 
 

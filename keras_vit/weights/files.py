@@ -15,10 +15,8 @@ import zipfile
 import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy, for safetensors' BF16)
 import numpy as np
 
-# A .npz may declare at most this many times its size on disk (plus the slack below) in
-# uncompressed arrays: float weights barely compress, a zip bomb compresses enormously.
-MAX_COMPRESSION_RATIO = 64
-COMPRESSION_SLACK = 256 << 20
+from keras_vit.datafiles import npz_members, read_npy_stream
+
 MAX_CONFIG_BYTES = 1 << 20
 
 MAX_SAFETENSORS_HEADER = 100 << 20  # the safetensors package's own limit
@@ -47,49 +45,12 @@ def read_tensors(path):
 
 
 def _read_npz(path):
-    tensors = {}
     with zipfile.ZipFile(path) as archive:
-        members = archive.infolist()
-        declared = sum(m.file_size for m in members)
-        limit = MAX_COMPRESSION_RATIO * os.path.getsize(path) + COMPRESSION_SLACK
-        if declared > limit:
-            raise ValueError(
-                f"its members declare {declared} bytes, more than {MAX_COMPRESSION_RATIO}x the "
-                "file's size: not a checkpoint"
-            )
-        for member in members:
-            if not member.filename.endswith(".npy"):
-                raise ValueError(f"member {member.filename!r} is not a .npy array")
-            key = member.filename[: -len(".npy")]
-            if key in tensors:
-                raise ValueError(f"array {key!r} is stored twice")
+        tensors = {}
+        for key, member in npz_members(archive, os.path.getsize(path), "the checkpoint").items():
             with archive.open(member) as f:
-                tensors[key] = _read_npy(f, member)
-    return tensors
-
-
-def _read_npy(f, member):
-    """One .npy member, after checking that its header agrees with its size."""
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise ValueError(f"unknown .npy version {version}")
-    if dtype.hasobject:
-        raise ValueError(f"array {member.filename!r} holds Python objects")
-    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if f.tell() + expected != member.file_size:
-        raise ValueError(
-            f"array {member.filename!r} declares shape {shape} ({expected} bytes) but the "
-            f"member holds {member.file_size - f.tell()} bytes"
-        )
-    data = f.read(expected)
-    if len(data) != expected:
-        raise ValueError(f"array {member.filename!r} is cut short")
-    array = np.frombuffer(data, dtype=dtype)
-    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+                tensors[key] = read_npy_stream(f, member.file_size, f"array {member.filename!r}")
+        return tensors
 
 
 def _read_safetensors(path):
