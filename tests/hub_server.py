@@ -64,7 +64,8 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
     (of the GET, from the cdn for LFS files) is "trickle" (a byte every TRICKLE_SECONDS),
     "endless" (zeros without end, for ENDLESS_SECONDS), "cut" (a third of the bytes that
     Content-Length gives), "close-cut" (two thirds, no Content-Length), "trickle-cut" (10
-    bytes trickled, then the connection closes) or "loop" (a redirect to itself).
+    bytes trickled, then the connection closes), "loop" (a redirect to itself) or "busy"
+    (HTTP 429 asking to retry in an hour).
     """
 
     def do_HEAD(self):  # noqa: N802
@@ -118,6 +119,8 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
         mode = fault.get("body") if self.command == "GET" and status == 200 else None
         if mode == "loop":
             status, headers, body = 302, {"Location": self.path}, b""
+        elif mode == "busy":
+            status, headers, body = 429, {"Retry-After": "3600"}, b""
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)

@@ -78,6 +78,16 @@ def test_the_deadline_covers_every_attempt(fault, how, stand_in, monkeypatch, tm
     _no_partial_or_final_weights(tmp_path)
 
 
+def test_a_retry_asked_for_past_the_deadline_is_not_waited_for(stand_in, tmp_path):
+    stand_in.faults[WEIGHTS] = {"body": "busy"}  # HTTP 429, Retry-After: 3600
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="HTTP 429 and asks to wait 3600 s before trying "
+                                            "again, past the download deadline"):
+        hub.fetch("hf://test/vit", deadline=60)
+    assert time.monotonic() - start < 30
+    _no_partial_or_final_weights(tmp_path)
+
+
 def test_the_deadline_is_checked(stand_in, monkeypatch):
     with pytest.raises(ValueError, match="must be a positive number of seconds"):
         hub.fetch("hf://test/vit", deadline=0)
