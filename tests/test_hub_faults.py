@@ -170,3 +170,27 @@ def test_a_cached_file_outside_the_cache_is_not_read(name, stand_in, monkeypatch
         assert plain in message and str(outside / name) in message
         assert "remove " + str(tmp_path / "hf_home" / "hub" / "models--test--vit") in message
         assert (outside / name).read_bytes() == FILES[name]
+
+
+def test_a_client_factory_set_by_the_user_is_kept(stand_in):
+    """keras_vit's hooks go on the clients that huggingface_hub's factory in use makes
+    (the user's, with their proxies or certificates), read from a private name of
+    huggingface_hub: a release that renames it fails here."""
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub.utils import _http
+
+    previous, made = _http._GLOBAL_CLIENT_FACTORY, []
+
+    def users_factory():
+        made.append(httpx2.Client(follow_redirects=True, timeout=None))
+        return made[-1]
+
+    huggingface_hub.set_client_factory(users_factory)
+    try:
+        stand_in.faults[WEIGHTS] = {"headers": {"X-Linked-Etag": '"../../x"'}}
+        with pytest.raises(DownloadError, match="not a plain file name"):
+            hub.fetch("hf://test/vit")
+        assert made and huggingface_hub.get_session() is made[-1]
+    finally:
+        huggingface_hub.set_client_factory(previous)
