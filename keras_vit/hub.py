@@ -157,8 +157,9 @@ def _download(hub, handle, repo_id, filename, revision, offline):
     except (httpx2.HTTPError, httpx2.InvalidURL, OSError, ValueError) as e:
         raise DownloadError(
             f"{what} could not be downloaded from {endpoint} into the huggingface_hub cache "
-            f"({cache}): {str(e).rstrip('.')}. Nothing partial was kept. Try again; if it fails again, check "
-            "the connection, HF_ENDPOINT, and that the cache folder is writable and has room."
+            f"({cache}): {str(e).rstrip('.')}. Nothing partial was kept. Try again; if it "
+            "fails again, check the connection, HF_ENDPOINT, and that the cache folder is "
+            "writable and has room."
         ) from e
 
 

@@ -13,10 +13,12 @@ huggingface_hub sends from this thread (or task) goes through hooks on its HTTP 
 - an `X-Linked-Etag` / `ETag` that is not a plain file name, or an `X-Repo-Commit` that is
   not a commit hash, is refused before huggingface_hub makes a path of it (it stores a
   file at `blobs/<etag>` and `snapshots/<commit>/<name>`), so nothing is written.
+- a body without a length (ended by closing the connection) after metadata without a
+  size is refused: huggingface_hub would take a transfer cut short as the whole file.
 - the Xet headers are dropped, so the file comes over HTTP, where the above applies,
   rather than through hf_xet's own transfer, which nothing here could stop.
 
-Both raise `Refused`, which huggingface_hub does not catch or retry, so its own clean-up
+Each raises `Refused`, which huggingface_hub does not catch or retry, so its own clean-up
 runs: the temporary `.incomplete` file is removed and nothing reaches the cache's final
 location. Outside `guard`, the hooks do nothing.
 """
@@ -31,7 +33,7 @@ from huggingface_hub import constants, set_client_factory
 from huggingface_hub.utils import _http as hf_http
 from huggingface_hub.utils import parse_ratelimit_headers
 
-_BUDGET = contextvars.ContextVar("keras_vit_hub_budget", default=None)
+_GUARDED = contextvars.ContextVar("keras_vit_hub_guarded", default=None)
 # What huggingface_hub makes a path of: the blob name (the etag, quotes and `W/` removed)
 # and the commit (a folder under snapshots/).
 _BLOB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}", re.ASCII)
@@ -50,16 +52,20 @@ def guard(deadline):
     """Guards the huggingface_hub downloads made inside (see the module docstring);
     `deadline` is the seconds they may take together."""
     _hook_new_clients()
-    token = _BUDGET.set(_Budget(deadline))
+    token = _GUARDED.set(_Guarded(deadline))
     try:
         yield
     finally:
-        _BUDGET.reset(token)
+        _GUARDED.reset(token)
 
 
-class _Budget:
+class _Guarded:
+    """The deadline of the guarded downloads, and whether the last file metadata gave a
+    size (huggingface_hub then checks the body against it)."""
+
     def __init__(self, seconds):
         self.seconds, self.give_up_at = seconds, time.monotonic() + seconds
+        self.sized = True
 
     def left(self):
         """The seconds left; raises Refused when none are."""
@@ -93,10 +99,10 @@ def _hook_new_clients():
 
 
 def _on_request(request):
-    budget = _BUDGET.get()
-    if budget is None:
+    guarded = _GUARDED.get()
+    if guarded is None:
         return
-    left = budget.left()
+    left = guarded.left()
     timeouts = request.extensions.get("timeout") or {}
     request.extensions["timeout"] = {
         name: left if timeouts.get(name) is None else min(timeouts[name], left)
@@ -105,8 +111,8 @@ def _on_request(request):
 
 
 def _on_response(response):
-    budget = _BUDGET.get()
-    if budget is None:
+    guarded = _GUARDED.get()
+    if guarded is None:
         return
     headers = response.headers
     commit = headers.get(constants.HUGGINGFACE_HEADER_X_REPO_COMMIT)
@@ -124,15 +130,24 @@ def _on_response(response):
                 f"{_ENDPOINT_HINT}."
             )
         headers.pop(constants.HUGGINGFACE_HEADER_X_XET_HASH, None)
+        guarded.sized = constants.HUGGINGFACE_HEADER_X_LINKED_SIZE in headers or (
+            not response.is_redirect and "Content-Length" in headers)
+    elif (response.status_code == 200 and not guarded.sized and "Content-Length" not in headers
+          and headers.get("Transfer-Encoding", "").lower() != "chunked"):
+        raise Refused(
+            f"{response.url.host} sends a body without a length, after metadata without a "
+            "size, so a transfer cut short could not be told from a whole file. "
+            f"{_ENDPOINT_HINT} to the cache."
+        )
     if response.status_code in _RETRIED_STATUS:
-        wait, left = _asked_wait(headers), budget.left()
+        wait, left = _asked_wait(headers), guarded.left()
         if wait is not None and wait >= left:
             raise Refused(
                 f"{response.url.host} answered HTTP {response.status_code} and asks to wait "
                 f"{wait} s before trying again, past the download deadline ({left:.0f} s "
                 "left). Try again later, or set KERAS_VIT_DOWNLOAD_DEADLINE to more seconds."
             )
-    response.stream = _DeadlineStream(response.stream, budget)
+    response.stream = _DeadlineStream(response.stream, guarded)
 
 
 def _asked_wait(headers):
@@ -151,16 +166,16 @@ def _asked_wait(headers):
 class _DeadlineStream(httpx2.SyncByteStream):
     """A response body that stops at the first chunk after the deadline."""
 
-    def __init__(self, stream, budget):
-        self._stream, self._budget = stream, budget
+    def __init__(self, stream, guarded):
+        self._stream, self._guarded = stream, guarded
 
     def __iter__(self):
         try:
             for chunk in self._stream:
-                self._budget.left()
+                self._guarded.left()
                 yield chunk
         except httpx2.TimeoutException:
-            self._budget.left()  # past the deadline: say so, rather than be retried
+            self._guarded.left()  # past the deadline: say so, rather than be retried
             raise
 
     def close(self):

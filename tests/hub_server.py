@@ -59,7 +59,8 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
     RevisionNotFound, EntryNotFound. A file stored as an int is answered with that status.
 
     `faults[file name]` makes the answers about that file misbehave: "headers" replaces
-    headers of the hub's answers (e.g. a hostile X-Linked-Etag or X-Repo-Commit); "head"
+    headers of the hub's answers (e.g. a hostile X-Linked-Etag or X-Repo-Commit; None
+    leaves a header out); "head"
     is "loop" (a redirect to itself) or "stall" (no answer for ENDLESS_SECONDS); "body"
     (of the GET, from the cdn for LFS files) is "trickle" (a byte every TRICKLE_SECONDS),
     "endless" (zeros without end, for ENDLESS_SECONDS), "cut" (a third of the bytes that
@@ -116,6 +117,7 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
     def _send(self, status, headers=(), body=b"", fault=None):
         fault = fault or {}
         headers = {**dict(headers), **fault.get("headers", {})}
+        headers = {name: value for name, value in headers.items() if value is not None}
         mode = fault.get("body") if self.command == "GET" and status == 200 else None
         if mode == "loop":
             status, headers, body = 302, {"Location": self.path}, b""

@@ -102,7 +102,9 @@ def test_the_deadline_is_checked(stand_in, monkeypatch):
     ({"body": "loop"}, "redirects in a loop"),
     ({"body": "cut"}, "Nothing partial was kept. Try again"),
     ({"body": "close-cut"}, "Nothing partial was kept. Try again"),
-], ids=["head-loop", "body-loop", "cut", "close-cut"])
+    ({"body": "close-cut", "headers": {"X-Linked-Size": None}},  # no length anywhere
+     "a transfer cut short could not be told from a whole file"),
+], ids=["head-loop", "body-loop", "cut", "close-cut", "close-cut-unsized"])
 def test_transfer_failures_are_download_errors(fault, message, stand_in, no_retry_pause,
                                                tmp_path):
     stand_in.faults[WEIGHTS] = fault
