@@ -126,7 +126,7 @@ def _on_response(response):
         if etag is not None and not _BLOB_NAME.fullmatch(etag.lstrip("W/").strip('"')):
             raise Refused(
                 f"{response.url.host} answered an ETag of {etag!r}, which is not a plain file "
-                "name, so huggingface_hub would store the file outside its cache. "
+                "name, so huggingface_hub could store the file outside its cache. "
                 f"{_ENDPOINT_HINT}."
             )
         headers.pop(constants.HUGGINGFACE_HEADER_X_XET_HASH, None)
