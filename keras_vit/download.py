@@ -131,7 +131,7 @@ def download(url, subdir=None, sha256=None, size=None, progress=True, timeout=60
     path = cached_path(url, subdir)
     if os.path.isfile(path):
         return path
-    deadline = _deadline_seconds(deadline)
+    deadline = deadline_seconds(deadline)
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     hint = (
@@ -198,7 +198,7 @@ def download_checkpoint(url, subdir=None, progress=True):
     return download(url, subdir, progress=progress)
 
 
-def _deadline_seconds(deadline):
+def deadline_seconds(deadline):
     """`deadline`, else $KERAS_VIT_DOWNLOAD_DEADLINE, else DEFAULT_DEADLINE, checked > 0."""
     if deadline is None:
         value = os.environ.get("KERAS_VIT_DOWNLOAD_DEADLINE")

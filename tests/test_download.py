@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from keras import ops
 
+from hub_server import serve, stop, trickle
 from keras_vit import ViT, presets
 from keras_vit.download import (
     DownloadError, cache_dir, cached_path, download, download_checkpoint,
 )
 
 PAYLOAD = np.random.default_rng(0).bytes(300_000)
-TRICKLE_SECONDS = 0.02  # between the bytes of a /trickle/ body
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -30,7 +30,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     The first path segment says how: files (Content-Length), cut (Content-Length, a third
     of the body), chunked-cut / chunked-mid (chunked, closed at or inside a chunk), close
     / close-cut (no length: the whole body or two thirds, then the connection closes),
-    trickle (a byte every TRICKLE_SECONDS).
+    trickle (a byte every hub_server.TRICKLE_SECONDS).
     """
 
     def do_GET(self):  # noqa: N802
@@ -73,12 +73,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _trickle(self, body):
         try:
-            for i in range(len(body)):
-                self.wfile.write(body[i : i + 1])
-                self.wfile.flush()
-                time.sleep(TRICKLE_SECONDS)
-        except OSError:  # the client gave up and closed the connection
-            pass
+            trickle(self.wfile, body)
         finally:
             self.server.trickle_done.set()
 
@@ -90,16 +85,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server(monkeypatch, tmp_path):
     """An HTTP server on 127.0.0.1; `server.files` maps file names to bytes."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.files = {"weights.npz": PAYLOAD}
-    httpd.errors = {}
-    httpd.trickle_done = threading.Event()
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd = serve(_Handler, files={"weights.npz": PAYLOAD}, errors={},
+                  trickle_done=threading.Event())
     yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    stop(httpd)
 
 
 def _cache_files(tmp_path):
@@ -116,8 +105,7 @@ def test_first_download_then_cached_reuse_offline(server, tmp_path, capsys):
     with open(path, "rb") as f:
         assert f.read() == PAYLOAD
     assert "Downloading" in capsys.readouterr().out
-    server.shutdown()
-    server.server_close()
+    stop(server)
     assert download(url, subdir="b16/test", sha256=sha) == path  # no server needed now
 
 
@@ -169,8 +157,7 @@ def test_from_preset_downloads_once_and_works_offline(server, monkeypatch, tmp_p
         "config": dict(patch_size=PATCH, hidden_dim=D, mlp_dim=MLP, num_heads=HEADS, num_layers=LAYERS),
     })
     first = ViT.from_preset("tiny")
-    server.shutdown()
-    server.server_close()
+    stop(server)
     second = ViT.from_preset("tiny")
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -239,7 +226,7 @@ def test_from_preset_url_writes_nothing_outside_keras_home(escape, server, tmp_p
 
 def test_a_stalled_download_gives_up_at_its_deadline(server, monkeypatch, tmp_path):
     """A server trickling bytes (well within the per-read timeout) hits the deadline."""
-    server.files["slow.npz"] = bytes(40)  # 40 * TRICKLE_SECONDS = 0.8 s to send it all
+    server.files["slow.npz"] = bytes(40)  # 2 s to send it all, a byte at a time
     url = f"{server.url}/trickle/slow.npz"
     monkeypatch.setenv("KERAS_VIT_DOWNLOAD_DEADLINE", "0.2")
     start = time.monotonic()
@@ -335,8 +322,7 @@ def test_hugging_face_url_fetches_its_config_json(server, tmp_path, images):
         os.path.relpath(os.path.join(folder, name), tmp_path / "keras_home")
         for name in ("config.json", "model.safetensors")
     ]
-    server.shutdown()
-    server.server_close()
+    stop(server)
     assert download_checkpoint(url) == cached_path(url)  # offline: the config is not refetched
 
 

@@ -1,33 +1,23 @@
 """`hf://owner/repo[@revision]` handles against a local stand-in for the Hugging Face Hub
-on 127.0.0.1: a transformers ViT loads like in transformers, a revision is asked for, the
-huggingface_hub cache serves it again offline, and a missing or gated repository, a
-missing revision or weights file and malformed handles fail clearly.
-
-huggingface_hub reads HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE and the like
-once, when it is imported, into `huggingface_hub.constants`, which its download code then
-reads at every call. It is usually imported already (transformers imports it), so
-`_use_test_hub` sets both the environment variables and those constants, with
-monkeypatch, which restores them after each test.
+on 127.0.0.1 (tests/hub_server.py): a transformers ViT loads like in transformers, a
+revision is asked for, the huggingface_hub cache serves it again offline, and a missing or
+gated repository, a missing revision or weights file and malformed handles fail clearly.
 """
 
-import hashlib
-import http.server
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
-import urllib.parse
 
 import numpy as np
 import pytest
 from keras import ops
 
+from hub_server import TOKEN, StandInHub, use_stand_in_hub
 from keras_vit import ViT, hub, presets
 from keras_vit.download import DownloadError
 
-TOKEN = "hf_test_token"
 COMMIT = "0123456789abcdef" * 2 + "01234567"
 WEIGHTS = hub.WEIGHTS
 PREPROCESSOR = json.dumps({"image_processor_type": "ViTImageProcessor", "image_mean": [0.5] * 3,
@@ -62,122 +52,15 @@ def hf_models(tmp_path_factory):
             "v1": (v1, v1_files)}
 
 
-class _HubHandler(http.server.BaseHTTPRequestHandler):
-    """Answers huggingface_hub's file requests as the Hub does.
-
-    HEAD and GET /{owner}/{repo}/resolve/{revision}/{file} (revision: a branch, tag or
-    commit) answer with X-Repo-Commit, ETag and Content-Length; a `.safetensors` file is
-    stored with LFS, so it is a 302 to the "cdn" server (another origin) carrying
-    X-Linked-Etag (its sha256) and X-Linked-Size, and its bytes come from GET /{sha256}
-    there. Errors carry the X-Error-Code huggingface_hub maps to its exceptions:
-    RepoNotFound, GatedRepo (401 without a token, 403 with another token than TOKEN),
-    RevisionNotFound, EntryNotFound. A file stored as an int is answered with that status.
-    """
-
-    def do_HEAD(self):  # noqa: N802
-        state = self.server.state
-        state.requests.append((self.command, self.server.origin, self.path))
-        if self.server.origin == "cdn":
-            blob = state.blobs.get(self.path[1:])
-            return self._send(404) if blob is None else self._send(200, body=blob)
-        match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/([^/]+)", self.path)
-        repo = match and state.repos.get(match[1])
-        if repo is None:
-            return self._send(404, {"X-Error-Code": "RepoNotFound"})
-        auth = self.headers.get("Authorization")
-        if repo["gated"] and auth != f"Bearer {TOKEN}":
-            message = f"Access to model {match[1]} is restricted. You must be authenticated."
-            return self._send(401 if auth is None else 403,
-                              {"X-Error-Code": "GatedRepo", "X-Error-Message": message})
-        revision, name = urllib.parse.unquote(match[2]), urllib.parse.unquote(match[3])
-        commit = repo["refs"].get(revision, revision)
-        if commit not in repo["commits"]:
-            return self._send(404, {"X-Error-Code": "RevisionNotFound"})
-        data = repo["commits"][commit].get(name)
-        headers = {"X-Repo-Commit": commit}
-        if data is None:
-            return self._send(404, {**headers, "X-Error-Code": "EntryNotFound"})
-        if isinstance(data, int):
-            return self._send(data, headers)
-        if name.endswith(".safetensors"):
-            sha256 = hashlib.sha256(data).hexdigest()
-            state.blobs[sha256] = data
-            return self._send(302, {**headers, "Location": f"{state.cdn_url}/{sha256}",
-                                    "X-Linked-Etag": f'"{sha256}"',
-                                    "X-Linked-Size": str(len(data))})
-        self._send(200, {**headers, "ETag": f'"{hashlib.sha1(data).hexdigest()}"'}, data)
-
-    do_GET = do_HEAD  # noqa: N815
-
-    def _send(self, status, headers=(), body=b""):
-        self.send_response(status)
-        for name, value in dict(headers).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command == "GET":
-            self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class _TestHub:
-    """The stand-in Hub: `add(repo_id, {ref: files})`, the `requests` it got, `stop()`."""
-
-    def __init__(self):
-        self.repos, self.blobs, self.requests, self._servers = {}, {}, [], []
-        for origin in ("hub", "cdn"):
-            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubHandler)
-            httpd.state, httpd.origin = self, origin
-            threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-            self._servers.append(httpd)
-        self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
-
-    def add(self, repo_id, refs, gated=False):
-        """Adds a repository; returns {ref: commit hash}."""
-        commits = {ref: hashlib.sha1(f"{repo_id}@{ref}".encode()).hexdigest() for ref in refs}
-        self.repos[repo_id] = {"gated": gated, "refs": commits,
-                               "commits": {commits[ref]: files for ref, files in refs.items()}}
-        return commits
-
-    def stop(self):
-        for httpd in self._servers:
-            httpd.shutdown()
-            httpd.server_close()
-        self._servers = []
-
-
-def _use_test_hub(monkeypatch, constants, endpoint, home):
-    """Points huggingface_hub at `endpoint`, with its cache and token file in `home` and no
-    token or offline mode from the environment."""
-    paths = {"HF_HOME": home, "HF_HUB_CACHE": home / "hub", "HF_TOKEN_PATH": home / "token"}
-    for name, value in {"HF_ENDPOINT": endpoint, **paths}.items():
-        monkeypatch.setenv(name, str(value))
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                 "HF_OIDC_RESOURCE"):
-        monkeypatch.delenv(name, raising=False)
-    template = constants.HUGGINGFACE_CO_URL_TEMPLATE.replace(constants.ENDPOINT, endpoint, 1)
-    settings = {
-        "ENDPOINT": endpoint, "HUGGINGFACE_CO_URL_TEMPLATE": template,
-        **{name: str(path) for name, path in paths.items()},
-        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"), "HF_HUB_OFFLINE": False,
-        # Telemetry off: no agent-detection request to {ENDPOINT}/api/agent-harnesses.
-        "HF_HUB_DISABLE_TELEMETRY": True,
-    }
-    for name, value in settings.items():
-        monkeypatch.setattr(constants, name, value)
-
-
 @pytest.fixture
 def test_hub(monkeypatch, tmp_path, hf_models):
     """The stand-in Hub with test/vit (main: the 5-class model with a preprocessor config;
     v1.0: the 2-class model, without), test/gated, test/pytorch-only (no model.safetensors)
     and test/config-403 (its config.json answers 403)."""
-    constants = pytest.importorskip("huggingface_hub.constants")
+    pytest.importorskip("huggingface_hub")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    server = _TestHub()
-    _use_test_hub(monkeypatch, constants, server.url, tmp_path / "hf_home")
+    server = StandInHub()
+    use_stand_in_hub(monkeypatch, server.url, tmp_path / "hf_home")
     main, v1 = hf_models["main"][1], hf_models["v1"][1]
     server.commits = server.add("test/vit", {"main": main, "v1.0": v1})
     server.add("test/gated", {"main": main}, gated=True)
