@@ -25,10 +25,12 @@ load into it exactly as into the Keras layer. Only how the attention is computed
   "plain" was 4 % faster than "fast" (benchmarks/RESULTS.md).
 
 Under `keras_vit.config.graph_form("integer")`, a batch of one (static) is computed one
-head at a time on 2-D tensors whatever the implementation: TFLite turns those matmuls into
-FULLY_CONNECTED and 2-D BATCH_MATMUL ops that its integer kernels and XNNPACK run fast,
-where the batched 4-D int8 BATCH_MATMUL has no fast kernel (in a full-int8 ViT-S/16 it
-took ~60 % of the time). The full-integer TFLite export traces the model that way.
+head at a time whatever the implementation: TFLite turns the per-head projections into
+FULLY_CONNECTED ops and the two attention products into unbatched BATCH_MATMUL ops, which
+XNNPACK runs in int8 (once `keras_vit.export.tflite_graph` has given their right-hand
+operands zero point 0); the batched 4-D int8 BATCH_MATMUL runs in TFLite's slow reference
+kernel (in a full-int8 ViT-S/16 it took ~60 % of the time). The full-integer TFLite
+export traces the model that way.
 
 Attention masks, attention dropout in training, gated or windowed attention, quantized
 projections and returned scores always take the plain path. The default implementation is
@@ -186,14 +188,18 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             q = project(self.query_dense, q_tokens, head, scale)
             k = project(self.key_dense, k_tokens, head)
             v = project(self.value_dense, v_tokens, head)
-            probs = ops.softmax(ops.matmul(q, ops.transpose(k)), axis=-1)
+            # (1, T, H) x (1, H, S): a matmul TFLite keeps as BATCH_MATMUL (in 2-D it
+            # becomes a FULLY_CONNECTED with computed weights, which XNNPACK leaves out).
+            q, k = (ops.reshape(t, (1,) + tuple(t.shape)) for t in (q, k))  # a RESHAPE op
+            scores = ops.matmul(q, ops.swapaxes(k, -1, -2))
+            probs = ops.softmax(ops.reshape(scores, scores.shape[1:]), axis=-1)
             heads.append(ops.matmul(probs, v))
         out = ops.concatenate(heads, axis=-1)  # (T, heads * H)
         kernel = ops.cast(self.output_dense.kernel, out.dtype)
         out = ops.matmul(out, ops.reshape(kernel, (-1, kernel.shape[-1])))
         if self.use_bias:
             out = out + ops.cast(self.output_dense.bias, out.dtype)
-        return out[None]
+        return ops.reshape(out, (1,) + tuple(out.shape))
 
     def get_config(self):
         return {

@@ -116,7 +116,7 @@ def test_full_int8_file_gives_xnnpack_its_matmuls(tmp_path):
     with open(path, "rb") as f:
         content = path_bytes = f.read()
     operands = _matmul_operands(_interpreter(content))
-    assert len(operands) == TINY["num_layers"] * 4  # attention times values, one per head
+    assert len(operands) == TINY["num_layers"] * 4 * 2  # both attention products, per head
     assert all(zero_point == 0 for _, zero_point in operands)
     features = ops.convert_to_numpy(model(images[:4]))
     ours = export.run_tflite(path, images[:4])[0]
@@ -125,9 +125,10 @@ def test_full_int8_file_gives_xnnpack_its_matmuls(tmp_path):
 
     # The pass itself: operands at zero point 9 come back at 0 with the span they had.
     shifted = _with_zero_point(path_bytes, 9)
-    moved_content, moved = tflite_graph.symmetric_matmul_operands(shifted)
-    assert moved == len(operands)
+    moved_content, moved = tflite_graph.xnnpack_ranges(shifted)
+    assert moved["matmul_operands"] == len(operands)
     for (scale, _), (new_scale, zero_point) in zip(operands, _matmul_operands(_interpreter(moved_content))):
         assert zero_point == 0
         assert math.isclose(new_scale, scale * (128 + 9) / 127, rel_tol=1e-6)
-    assert tflite_graph.symmetric_matmul_operands(moved_content)[1] == 0
+    assert tflite_graph.xnnpack_ranges(moved_content)[1] == {"matmul_operands": 0,
+                                                             "concatenated_inputs": 0}

@@ -53,7 +53,7 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
             converter.inference_output_type = tf.float32
         flatbuffer = converter.convert()
         if quantize == "int8":
-            flatbuffer, _ = tflite_graph.symmetric_matmul_operands(flatbuffer)
+            flatbuffer, _ = tflite_graph.xnnpack_ranges(flatbuffer)
         return flatbuffer
 
 

@@ -1,68 +1,101 @@
-"""A pass over a converted full-integer TFLite flatbuffer that lets XNNPACK run its matmuls.
+"""A pass over a converted int8 TFLite flatbuffer that lets XNNPACK take more of its ops.
 
-XNNPACK takes an int8 `BATCH_MATMUL` only when its right-hand operand has zero point 0
-(a symmetric range); TFLite's calibration gives activations asymmetric ranges, so every
-attention-times-values matmul fell back to TFLite's own int8 kernel, 16x slower
-(0.37 ms against 0.023 ms for one 197-token head on our CPU). `symmetric_matmul_operands`
-re-expresses each such operand in a symmetric range of the same span, where the op that
-produces it requantizes to any output range anyway, so only the rounding step changes.
+XNNPACK's int8 kernels refuse two things TFLite's calibration produces:
+- a `BATCH_MATMUL` whose right-hand operand has a zero point other than 0: every attention
+  product then ran in TFLite's own int8 kernel, 16x slower (0.37 ms against 0.023 ms for
+  one 197-token head on our CPU);
+- a `CONCATENATION` whose inputs have different ranges (the heads before the output
+  projection).
+`xnnpack_ranges` re-expresses those tensors' ranges: a right-hand operand gets the
+symmetric range of the same span, a concatenated input the output's range (which covers
+it). Only where the op that makes the tensor requantizes to any output range anyway (a
+matmul, an addition...), directly or through layout ops that feed nothing else, and every
+op that reads it reads its parameters: the function is unchanged up to rounding.
 """
 
 import numpy as np
 
 # Ops whose int8 kernels requantize their output to the output tensor's own parameters.
 _REQUANTIZING = {"FULLY_CONNECTED", "CONV_2D", "ADD", "SUB", "MUL", "BATCH_MATMUL"}
-# Ops whose int8 kernels read each input's own parameters (unlike RESHAPE, TRANSPOSE and
-# other layout ops, which assume their output shares the input's).
-_PARAMETER_READING = _REQUANTIZING | {"SOFTMAX", "DEQUANTIZE", "QUANTIZE"}
+# Ops whose int8 kernels read each input's own parameters.
+_PARAMETER_READING = _REQUANTIZING | {"SOFTMAX", "DEQUANTIZE", "QUANTIZE", "CONCATENATION"}
+# Layout ops: their int8 kernels copy bytes, so input and output share their parameters.
+_LAYOUT = {"RESHAPE", "TRANSPOSE", "EXPAND_DIMS", "SQUEEZE"}
 
 
-def _op_names(model):
-    from ai_edge_litert import schema_py_generated as schema
-
-    by_code = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
-    return [by_code[max(code.builtinCode, code.deprecatedBuiltinCode)] for code in model.operatorCodes]
-
-
-def symmetric_matmul_operands(flatbuffer):
-    """Returns `flatbuffer` (bytes of a TFLite model) with the int8 right-hand operands of
-    its BATCH_MATMUL ops moved to zero point 0, where that is safe: the operand is made by
-    a requantizing op and every op that reads it reads its parameters. The new scale is
-    max(|lowest|, |highest|) / 127 of the old range. Returns (bytes, number of operands moved).
-    """
+def xnnpack_ranges(flatbuffer):
+    """Returns (bytes, {"matmul_operands": n, "concatenated_inputs": m}): `flatbuffer`
+    (a TFLite model's bytes) with the ranges described in the module docstring moved, and
+    how many tensors (or chains of them) were moved."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
-    names = _op_names(model)
-    moved = 0
+    by_code = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    names = [by_code[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in model.operatorCodes]
+    moved = {"matmul_operands": 0, "concatenated_inputs": 0}
     for graph in model.subgraphs:
         producers, consumers = {}, {}
         for op in graph.operators:
             name = names[op.opcodeIndex]
             for t in op.outputs:
-                producers[t] = name
+                producers[t] = (name, op.inputs[0] if len(op.inputs) else -1)
             for t in op.inputs:
                 consumers.setdefault(t, []).append(name)
         for op in graph.operators:
-            if names[op.opcodeIndex] != "BATCH_MATMUL":
-                continue
-            tensor = graph.tensors[op.inputs[1]]
-            q = tensor.quantization
-            if tensor.type != schema.TensorType.INT8 or q is None or q.scale is None:
-                continue
-            if len(q.scale) != 1 or int(q.zeroPoint[0]) == 0:
-                continue
-            if producers.get(op.inputs[1]) not in _REQUANTIZING:
-                continue
-            if not set(consumers[op.inputs[1]]) <= _PARAMETER_READING:
-                continue
-            scale, zero_point = float(q.scale[0]), int(q.zeroPoint[0])
-            span = max(abs(-128 - zero_point), abs(127 - zero_point)) * scale
-            q.scale = np.asarray([span / 127.0], dtype=np.float32)
-            q.zeroPoint = np.asarray([0], dtype=np.int64)
-            q.min = q.max = None
-            moved += 1
+            name = names[op.opcodeIndex]
+            if name == "BATCH_MATMUL":
+                chain = _movable_chain(graph, op.inputs[1], producers, consumers)
+                if chain is not None and _parameters(graph.tensors[chain[0]])[1] != 0:
+                    scale, zero_point = _parameters(graph.tensors[chain[0]])
+                    span = max(-128 - zero_point, 127 - zero_point, key=abs) * scale
+                    _set_parameters(graph, chain, abs(span) / 127.0, 0)
+                    moved["matmul_operands"] += 1
+            elif name == "CONCATENATION" and _per_tensor_int8(graph.tensors[op.outputs[0]]):
+                scale, zero_point = _parameters(graph.tensors[op.outputs[0]])
+                for t in op.inputs:
+                    chain = _movable_chain(graph, t, producers, consumers)
+                    if chain is not None and _parameters(graph.tensors[t]) != (scale, zero_point):
+                        _set_parameters(graph, chain, scale, zero_point)
+                        moved["concatenated_inputs"] += 1
     builder = flatbuffers.Builder(len(flatbuffer) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), moved
+
+
+def _per_tensor_int8(tensor):
+    from ai_edge_litert import schema_py_generated as schema
+
+    q = tensor.quantization
+    return (tensor.type == schema.TensorType.INT8 and q is not None and q.scale is not None
+            and len(q.scale) == 1)
+
+
+def _parameters(tensor):
+    q = tensor.quantization
+    return float(q.scale[0]), int(q.zeroPoint[0])
+
+
+def _set_parameters(graph, chain, scale, zero_point):
+    for index in chain:
+        q = graph.tensors[index].quantization
+        q.scale = np.asarray([scale], dtype=np.float32)
+        q.zeroPoint = np.asarray([zero_point], dtype=np.int64)
+        q.min = q.max = None
+
+
+def _movable_chain(graph, index, producers, consumers):
+    """The tensors from `index` back through layout ops to the requantizing op that makes
+    them, if their range can move: per-tensor int8, each earlier tensor feeding only the
+    next layout op, and every op reading `index` reading its parameters; else None."""
+    if not _per_tensor_int8(graph.tensors[index]):
+        return None
+    chain = [index]
+    while True:
+        name, source = producers.get(chain[-1], (None, -1))
+        if name in _REQUANTIZING:
+            break
+        if name not in _LAYOUT or len(consumers[source]) != 1:
+            return None
+        chain.append(source)
+    return chain if set(consumers[index]) <= _PARAMETER_READING else None
