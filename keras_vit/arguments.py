@@ -51,7 +51,33 @@ def normalization(mean, std, channels):
         pairs.append(tuple(float(v) for v in values))
     if not all(s > 0 for s in pairs[1]):
         raise ValueError(f"image_std must be positive, got {std!r}.")
+    check_normalization(*pairs)
     return pairs
+
+
+# Plausible per-channel normalisations, in 0..1 pixel units: a mean of pixels lies in
+# [0, 1]; ImageNet's std (0.229), CLIP's (0.269), 0.5 and 1 (no scaling) lie in STD_RANGE.
+MEAN_RANGE = (0.0, 1.0)
+STD_RANGE = (0.01, 1.0)
+
+
+def check_normalization(mean, std, mean_name="image_mean", std_name="image_std"):
+    """Raises a ValueError naming the field (`mean_name`, `std_name`: the argument, or the
+    file and its field) unless every mean lies in MEAN_RANGE and every std in STD_RANGE:
+    a tiny std (1e-300) gives infinite or NaN outputs, and a mean or std in 0..255 units
+    (123.7, 58.4) makes every image give nearly the same output."""
+    for name, values, (low, high) in ((mean_name, mean, MEAN_RANGE), (std_name, std, STD_RANGE)):
+        values = [float(v) for v in values]
+        if all(low <= v <= high for v in values):
+            continue
+        if any(v > high for v in values):
+            hint = " Values above 1 look like 0..255 units: divide them by 255."
+        elif name == std_name and all(v > 0 for v in values):
+            hint = f" A std below {low} scales pixels by more than {1 / low:g}x."
+        else:
+            hint = ""
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}] (pixels in 0..1 units), got "
+                         f"{values}.{hint}")
 
 
 def rescaling(mean, std, policy):
