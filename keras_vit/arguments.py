@@ -4,6 +4,7 @@ argument and what it must be, and the preprocessing layer the mean / std argumen
 import difflib
 import inspect
 import math
+import numbers
 
 import keras
 
@@ -14,7 +15,8 @@ def is_int(value):
 
 def pair(value, name):
     """Returns `value` as a (height, width) pair of positive ints."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(
+        value, (list, tuple)) else ()
     if len(pair) != 2 or not all(is_int(v) and v > 0 for v in pair):
         raise ValueError(f"{name} must be a positive int or a (height, width) pair, got {value!r}.")
     return pair
@@ -27,9 +29,32 @@ def check_positive(**values):
 
 
 def check_rate(**values):
+    """A TypeError unless each value is a real number (not a bool), a ValueError unless it
+    lies in [0, 1)."""
     for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number in [0, 1), got {value!r} "
+                            f"({type(value).__name__}).")
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+
+
+def check_integer(value, name, minimum=1):
+    """`value` as an int: a TypeError unless it is an integer (a NumPy one too; not a bool
+    nor a float such as 8.0), a ValueError below `minimum`; each names `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r} "
+                        f"({type(value).__name__}).")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_bool(**values):
+    """A TypeError unless each value is True or False."""
+    for name, value in values.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
 
 
 def check_number(**values):
