@@ -397,7 +397,7 @@ class ViT(keras.Model):
                 (a new zero-initialised head), `image_size=384` (the position embedding
                 is resampled), `include_top=False`, `drop_path_rate=0.1`.
         """
-        from keras_vit import presets
+        from keras_vit import preset_loading
 
         arguments.check_keyword_arguments(cls, overrides, allowed=())
-        return presets.build_from_preset(cls, preset, weights=weights, **overrides)
+        return preset_loading.build_from_preset(cls, preset, weights=weights, **overrides)
