@@ -59,6 +59,20 @@ def _is_hub_handle(value):
     return isinstance(value, str) and value.startswith("hf://")
 
 
+def _location(value, name, none=False):
+    """`value` checked to be a str or os.PathLike (or None with `none`), its URL scheme in
+    lower case (schemes are case-insensitive: HF://owner/repo is hf://owner/repo)."""
+    if not isinstance(value, (str, os.PathLike)) and not (none and value is None):
+        raise TypeError(
+            f"{name} must be {'None or ' if none else ''}a str or os.PathLike: a preset name"
+            f"{' or weights name' if none else ''}, a checkpoint path or URL, or an "
+            f"hf://owner/repo handle; got {value!r} ({type(value).__name__}).")
+    if _is_url(value):
+        scheme, rest = value.split("://", 1)
+        return f"{scheme.lower()}://{rest}"
+    return value
+
+
 def _fetch_remote(location):
     """Fetches a checkpoint URL, or an `hf://owner/repo[@revision]` handle through
     `keras_vit.hub` (the huggingface_hub cache); returns the local path."""
@@ -74,6 +88,7 @@ def build_from_preset(cls, preset, weights="default", **overrides):
     handle; see `ViT.from_preset`."""
     from keras_vit import weights as weights_lib
 
+    preset, weights = _location(preset, "preset"), _location(weights, "weights", none=True)
     if _is_url(preset) or _looks_like_file(preset) or (
         isinstance(preset, str) and preset not in presets.PRESETS and os.path.exists(preset)
     ):
