@@ -17,6 +17,8 @@ import inspect
 
 import keras
 
+from keras_vit import arguments
+
 # The layers whose kernels are split: each encoder block, and the MAP pooling head.
 _SHARDED_LAYER = r"(?:.*/)?(?:encoder_block_\d+|pooling)/"
 
@@ -50,7 +52,15 @@ def _sharded_layouts(model_axis):
 
 
 def _axis_sizes(device_mesh):
+    if not isinstance(device_mesh, keras.distribution.DeviceMesh):
+        raise ValueError(f"device_mesh must be a keras.distribution.DeviceMesh, got "
+                         f"{type(device_mesh).__name__}.")
     return dict(zip(device_mesh.axis_names, device_mesh.shape))
+
+
+def _optional_count(value, name):
+    """None, or `value` checked to be a positive integer (not 8.0, not a bool)."""
+    return None if value is None else arguments.check_integer(value, name)
 
 
 def _require_axes(device_mesh, *names):
@@ -61,19 +71,22 @@ def _require_axes(device_mesh, *names):
 
 
 def _config_values(config, *keys):
-    """The values of `keys` in a ViT config dict, the constructor's default where missing."""
+    """The values of `keys` in a ViT config dict, the constructor's default where missing,
+    each checked to be a positive integer."""
     from keras_vit.model import ViT
 
+    if not isinstance(config, dict):
+        raise TypeError(f"Expected a ViT config dict, got {type(config).__name__}.")
     defaults = inspect.signature(ViT.__init__).parameters
-    return [config.get(key, defaults[key].default) for key in keys]
+    return [arguments.check_integer(config.get(key, defaults[key].default), key) for key in keys]
 
 
 def _architecture(model_or_config):
     """The ViT's `num_heads` and `mlp_dim`, from a model or a (possibly partial) config."""
     keys = ("num_heads", "mlp_dim")
-    if isinstance(model_or_config, dict):
-        return dict(zip(keys, _config_values(model_or_config, *keys)))
-    return {key: getattr(model_or_config, key) for key in keys}
+    if not isinstance(model_or_config, dict) and all(hasattr(model_or_config, k) for k in keys):
+        return {key: getattr(model_or_config, key) for key in keys}
+    return dict(zip(keys, _config_values(model_or_config, *keys)))
 
 
 def check_mesh(model_or_config, device_mesh, global_batch=None,
@@ -91,6 +104,7 @@ def check_mesh(model_or_config, device_mesh, global_batch=None,
         global_batch: the batch size over all devices and processes, or None.
     """
     sizes = _axis_sizes(device_mesh)
+    global_batch = _optional_count(global_batch, "global_batch")
     clashes = []
     model_devices = sizes.get(model_parallel_dim_name, 1)
     if model_or_config is not None:
@@ -140,9 +154,7 @@ def layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_n
         data_parallel_dim_name: the axis the batch is split over (not used by variables).
         config: optionally the ViT (model or config dict) to `check_mesh` against.
     """
-    if not isinstance(device_mesh, keras.distribution.DeviceMesh):
-        raise ValueError(f"device_mesh must be a keras.distribution.DeviceMesh, got "
-                         f"{type(device_mesh).__name__}.")
+    _axis_sizes(device_mesh)  # checks that it is a DeviceMesh
     _require_axes(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
     if config is not None:
         check_mesh(config, device_mesh, model_parallel_dim_name=model_parallel_dim_name,
@@ -167,6 +179,7 @@ def model_parallel(model_or_config, device_mesh, global_batch=None,
 def data_parallel(global_batch=None, devices=None):
     """A `keras.distribution.DataParallel` over `devices` (default: all of them), checked to
     split `global_batch` evenly."""
+    global_batch = _optional_count(global_batch, "global_batch")
     distribution = keras.distribution.DataParallel(devices=devices)
     check_mesh(None, distribution.device_mesh, global_batch,
                data_parallel_dim_name=distribution.batch_dim_name)
@@ -240,6 +253,11 @@ def for_training(kind, model_config, batch_size=None, per_device_batch_size=None
         raise ValueError(f"Unknown distribution {kind!r}; use one of {', '.join(KINDS)}.")
     if (batch_size is None) == (per_device_batch_size is None):
         raise ValueError("Give the global batch_size or the per_device_batch_size, not both.")
+    batch_size = _optional_count(batch_size, "batch_size")
+    per_device_batch_size = _optional_count(per_device_batch_size, "per_device_batch_size")
+    model_devices = _optional_count(model_devices, "model_devices")
+    if kind in ("model", "auto"):  # the kinds that read the architecture
+        _architecture(model_config)
     if model_devices is not None and kind not in ("model", "auto"):
         raise ValueError(f"model_devices={model_devices} needs the 'model' or 'auto' "
                          f"distribution, not {kind!r}.")
@@ -291,6 +309,7 @@ def _jax_setup(kind, model_config, batch_size, per_device_batch_size, model_devi
 
 def model_axes(model_config, num_devices):
     """The model axes (ascending) that divide the devices, the heads and the MLP width."""
+    num_devices = arguments.check_integer(num_devices, "num_devices")
     architecture = _architecture(model_config)
     return [m for m in range(1, num_devices + 1)
             if num_devices % m == 0 and all(v % m == 0 for v in architecture.values())]
@@ -301,6 +320,8 @@ def model_devices_for_memory(model_config, num_devices, device_memory):
     gradients and AdamW moments of their kernels) fits in half of `device_memory` bytes or
     that is unknown (None, as on CPUs), else the smallest axis that makes it fit, else the
     largest axis that divides the devices, heads and MLP width."""
+    if device_memory is not None:
+        arguments.check_integer(device_memory, "device_memory", minimum=0)
     if not device_memory:
         return 1
     width, mlp, layers = _config_values(model_config, "hidden_dim", "mlp_dim", "num_layers")

@@ -12,9 +12,11 @@ order; the maps over the patch grid leave them out.
     overlay = insight.upsample_map(maps, vit.image_size)        # (B, H, W) in [0, 1]
 """
 
+import collections.abc
 import contextlib
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -49,6 +51,11 @@ def intermediate_model(model, blocks=(-1,), norm=False, reshape=False):
         one output for one block index, a list for a sequence.
     """
     _check_vit(model)
+    if not _is_index(blocks) and (isinstance(blocks, (str, bytes)) or not isinstance(
+            blocks, collections.abc.Iterable)):
+        raise TypeError("blocks must be an encoder block index (an int) or a sequence of them, "
+                        f"got {blocks!r} ({type(blocks).__name__}).")
+    arguments.check_bool(norm=norm, reshape=reshape)
     indices = [blocks] if _is_index(blocks) else list(blocks)
     if not indices:
         raise ValueError("blocks must name at least one encoder block, got none.")
@@ -112,6 +119,7 @@ def attention_maps(model, images, batch_size=32):
     the pixel values the model takes -> NumPy float32 (B, L, heads, T, T), rows summing
     to 1. Computed eagerly (nothing to compile), `batch_size` images at a time."""
     _check_vit(model)
+    arguments.check_integer(batch_size, "batch_size")
     vit_inputs.check_batch_input(model, images)
     if not hasattr(images, "shape"):
         raise ValueError(f"attention_maps takes an array of images, got {type(images).__name__}.")
@@ -129,6 +137,7 @@ def attention_rollout(model, images=None, discard_ratio=0.0, batch_size=32, atte
     `attention`: the images' `attention_maps`, if computed already, instead of `images`.
     """
     _check_class_token(model)
+    arguments.check_rate(discard_ratio=discard_ratio)
     return rollout_from_attention(_attention(model, images, attention, batch_size),
                                   _num_prefix_tokens(model), model.grid_size, discard_ratio)
 
@@ -160,14 +169,17 @@ def rollout_from_attention(attention, num_prefix_tokens, grid_size, discard_rati
             for noisy maps); 0 keeps them all.
 
     Returns:
-        (B, h, w) float64 rollout maps.
+        (B, h, w) float64 rollout maps. Where the discarding leaves the class token no path
+        to any patch (its rollout row only on the prefix tokens), the map is uniform, with a
+        warning.
     """
     attention = np.asarray(attention, np.float64)
     if attention.ndim != 5 or attention.shape[-1] != attention.shape[-2]:
         raise ValueError("attention must be (batch, layers, heads, tokens, tokens), got "
                          f"shape {attention.shape}.")
-    if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio!r}.")
+    arguments.check_rate(discard_ratio=discard_ratio)
+    num_prefix_tokens = arguments.check_integer(num_prefix_tokens, "num_prefix_tokens")
+    grid_size = arguments.pair(grid_size, "grid_size")
     fused = attention.mean(axis=2)  # (B, L, T, T)
     batch, layers, tokens, _ = fused.shape
     discard = int(discard_ratio * tokens * tokens)
@@ -207,6 +219,7 @@ def _attention(model, images, attention, batch_size=32):
     checked to be the model's (B, L, heads, T, T)."""
     if (images is None) == (attention is None):
         raise ValueError("Give the images or their attention maps (attention=), one of them.")
+    arguments.check_integer(batch_size, "batch_size")
     if attention is None:
         return attention_maps(model, images, batch_size)
     attention = np.asarray(attention)
@@ -239,13 +252,21 @@ def _bilinear_weights(old, new):
 
 
 def _patch_map(row, num_prefix_tokens, grid_size):
-    """(B, T) attention of one token -> (B, h, w) over the patches, summing to 1."""
+    """(B, T) attention of one token -> (B, h, w) over the patches, summing to 1; uniform,
+    with a warning, for a row with no weight on any patch."""
     patches = row[:, num_prefix_tokens:]
     if patches.shape[1] != grid_size[0] * grid_size[1]:
         raise ValueError(
             f"{row.shape[1]} tokens do not hold {num_prefix_tokens} prefix tokens and a "
             f"{tuple(grid_size)} patch grid.")
-    patches = patches / patches.sum(axis=1, keepdims=True)
+    total = patches.sum(axis=1, keepdims=True)
+    empty = total[:, 0] <= 0
+    if empty.any():
+        warnings.warn(f"The class token's map of image(s) {np.flatnonzero(empty).tolist()} has "
+                      "no weight on any patch (in a rollout, a large discard_ratio can discard "
+                      "all of it): their maps are uniform.", stacklevel=3)
+    patches = np.divide(patches, total, out=np.full_like(patches, 1.0 / patches.shape[1]),
+                        where=~empty[:, None])
     return patches.reshape(-1, *grid_size)
 
 

@@ -396,9 +396,10 @@ class ViT(keras.Model):
                 initialised model.
             **overrides: constructor arguments to change, e.g. `num_classes=10`
                 (a new zero-initialised head), `image_size=384` (the position embedding
-                is resampled), `include_top=False`, `drop_path_rate=0.1`.
+                is resampled), `include_top=False`, `drop_path_rate=0.1`,
+                `trainable=False`.
         """
-        from keras_vit import presets
+        from keras_vit import preset_loading
 
-        arguments.check_keyword_arguments(cls, overrides, allowed=())
-        return presets.build_from_preset(cls, preset, weights=weights, **overrides)
+        arguments.check_keyword_arguments(cls, overrides)
+        return preset_loading.build_from_preset(cls, preset, weights=weights, **overrides)

@@ -157,6 +157,56 @@ def test_model_parallel_and_data_parallel_check_their_inputs():
         distribution.data_parallel(6, devices)
 
 
+B16 = presets.get_preset("b16")["config"]
+DEVICES = [f"cpu:{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("error, message, call", [
+    (ValueError, r"global_batch must be an integer >= 1, got -8\.",
+     lambda: distribution.check_mesh(TINY, mesh(), global_batch=-8)),
+    (ValueError, r"global_batch must be an integer >= 1, got 0\.",
+     lambda: distribution.check_mesh(None, mesh((8,), ("batch",)), global_batch=0)),
+    (TypeError, r"global_batch must be an integer >= 1, got 8.0 \(float\)",
+     lambda: distribution.check_mesh(TINY, mesh(), global_batch=8.0)),
+    (TypeError, r"global_batch must be an integer >= 1, got True \(bool\)",
+     lambda: distribution.model_parallel(TINY, mesh(), global_batch=True)),
+    (TypeError, r"num_heads must be an integer >= 1, got '12' \(str\)",
+     lambda: distribution.check_mesh({"num_heads": "12"}, mesh())),
+    (ValueError, r"mlp_dim must be an integer >= 1, got 0\.",
+     lambda: distribution.layout_map(mesh(), config={"num_heads": 4, "mlp_dim": 0})),
+    (TypeError, r"Expected a ViT config dict, got list",
+     lambda: distribution.check_mesh([4, 64], mesh())),
+    (ValueError, r"device_mesh must be a keras.distribution.DeviceMesh, got tuple",
+     lambda: distribution.check_mesh(TINY, (2, 4), global_batch=8)),
+    (TypeError, r"global_batch must be an integer >= 1, got 8.0 \(float\)",
+     lambda: distribution.data_parallel(8.0, DEVICES)),
+    (ValueError, r"global_batch must be an integer >= 1, got -8\.",
+     lambda: distribution.data_parallel(-8, DEVICES)),
+    (ValueError, r"batch_size must be an integer >= 1, got -8\.",
+     lambda: distribution.for_training("none", TINY, batch_size=-8)),
+    (TypeError, r"batch_size must be an integer >= 1, got 8.0 \(float\)",
+     lambda: distribution.for_training("none", TINY, batch_size=8.0)),
+    (ValueError, r"per_device_batch_size must be an integer >= 1, got 0\.",
+     lambda: distribution.for_training("auto", TINY, per_device_batch_size=0)),
+    (TypeError, r"model_devices must be an integer >= 1, got '2' \(str\)",
+     lambda: distribution.for_training("model", TINY, batch_size=8, model_devices="2")),
+    (TypeError, r"num_heads must be an integer >= 1, got '12' \(str\)",
+     lambda: distribution.for_training("auto", {**TINY, "num_heads": "12"}, batch_size=8)),
+    (TypeError, r"num_devices must be an integer >= 1, got 8.0 \(float\)",
+     lambda: distribution.model_axes(B16, 8.0)),
+    (ValueError, r"device_memory must be an integer >= 0, got -1\.",
+     lambda: distribution.model_devices_for_memory(B16, 8, -1)),
+    (TypeError, r"num_layers must be an integer >= 1, got 12.0 \(float\)",
+     lambda: distribution.model_devices_for_memory({**B16, "num_layers": 12.0}, 8, 2 ** 30)),
+], ids=["negative_batch", "zero_batch", "float_batch", "bool_batch", "str_heads", "zero_mlp",
+        "list_config", "tuple_mesh", "data_parallel_float", "data_parallel_negative",
+        "for_training_negative", "for_training_float", "per_device_zero", "str_model_devices",
+        "for_training_str_heads", "float_devices", "negative_memory", "float_layers"])
+def test_distribution_helpers_check_types_and_ranges(error, message, call):
+    with pytest.raises(error, match=message):
+        call()
+
+
 # ------------------------------------------------------------ training on simulated devices
 
 

@@ -212,6 +212,80 @@ def test_rollout_discard_ratio_drops_the_smallest_entries():
                                [[[0.4 / 0.85, 0.3 / 0.85], [0.15 / 0.85, 0.0]]], rtol=1e-12)
 
 
+def numpy_rollout(attention, num_prefix_tokens, grid_size, discard_ratio):
+    """Attention rollout written out per image and block: the heads averaged, the smallest
+    `int(discard_ratio * T * T)` entries zeroed, the identity added, rows renormalised,
+    A_L ... A_1; the class token's row over the patches, renormalised (uniform if empty)."""
+    maps = []
+    for image in np.asarray(attention, np.float64):  # (L, heads, T, T)
+        tokens = image.shape[-1]
+        result = np.eye(tokens)
+        for block in image:
+            a = block.mean(axis=0)
+            discard = int(discard_ratio * a.size)
+            if discard:
+                threshold = np.sort(a, axis=None)[discard - 1]
+                assert np.count_nonzero(a <= threshold) == discard  # no ties to break
+                a = np.where(a <= threshold, 0.0, a)
+            a = a + np.eye(tokens)
+            result = (a / a.sum(axis=1, keepdims=True)) @ result
+        row = result[0, num_prefix_tokens:]
+        maps.append(row / row.sum() if row.sum() > 0 else np.full(row.shape, 1 / row.size))
+    return np.reshape(maps, (-1, *grid_size))
+
+
+def test_rollout_with_any_discard_ratio_matches_numpy_and_is_never_nan():
+    """Discarding 99 % of the entries can leave the class token attending to itself alone
+    in every block: its map was 0 / 0 (NaN), now uniform with a warning."""
+    model, _, images, (_, attention) = built("class_token")
+    for ratio in (0.0, 0.5, 0.9):
+        np.testing.assert_allclose(insight.attention_rollout(model, images, discard_ratio=ratio),
+                                   numpy_rollout(attention, 1, (4, 4), ratio), atol=1e-5)
+    with pytest.warns(UserWarning, match=r"image\(s\) \[1\] has no weight on any patch"):
+        maps = insight.attention_rollout(model, images, discard_ratio=0.99)
+    np.testing.assert_allclose(maps, numpy_rollout(attention, 1, (4, 4), 0.99), atol=1e-5)
+    assert not np.isnan(maps).any() and np.allclose(maps.sum(axis=(1, 2)), 1)
+    assert maps[0].std() > 0 and np.all(maps[1] == 1 / 16)  # the second image's is empty
+
+
+def test_insight_arguments_of_the_wrong_type_or_range_say_what_was_expected(images):
+    model = ViT(**TINY)
+    maps = np.full((1, 2, 4, 17, 17), 1 / 17)
+    cases = [
+        (TypeError, r"blocks must be an encoder block index \(an int\) or a sequence of them, "
+                    r"got 1.0 \(float\)", lambda: insight.intermediate_model(model, blocks=1.0)),
+        (TypeError, r"blocks must be .* got '-1' \(str\)",
+         lambda: insight.intermediate_model(model, blocks="-1")),
+        (TypeError, r"norm must be True or False, got 'yes'",
+         lambda: insight.intermediate_model(model, norm="yes")),
+        (TypeError, r"reshape must be True or False, got 1 \(int\)",
+         lambda: insight.intermediate_model(model, reshape=1)),
+        (ValueError, r"batch_size must be an integer >= 1, got 0\.",
+         lambda: insight.attention_maps(model, images, batch_size=0)),
+        (TypeError, r"batch_size must be an integer >= 1, got 2.0 \(float\)",
+         lambda: insight.class_token_attention(model, images, batch_size=2.0)),
+        (TypeError, r"batch_size must be an integer >= 1, got True \(bool\)",
+         lambda: insight.attention_rollout(model, images, batch_size=True)),
+        (ValueError, r"batch_size must be an integer >= 1, got -8",
+         lambda: insight.attention_rollout(model, attention=maps, batch_size=-8)),
+        (TypeError, r"discard_ratio must be a number in \[0, 1\), got '0.5' \(str\)",
+         lambda: insight.attention_rollout(model, images, discard_ratio="0.5")),
+        (ValueError, r"discard_ratio must be in \[0, 1\), got nan",
+         lambda: insight.attention_rollout(model, images, discard_ratio=float("nan"))),
+        (ValueError, r"discard_ratio must be in \[0, 1\), got -0.1",
+         lambda: insight.rollout_from_attention(maps, 1, (4, 4), discard_ratio=-0.1)),
+        (TypeError, r"num_prefix_tokens must be an integer >= 1, got 1.0 \(float\)",
+         lambda: insight.rollout_from_attention(maps, 1.0, (4, 4))),
+        (ValueError, r"grid_size must be a positive int or a \(height, width\) pair, got 4.0",
+         lambda: insight.rollout_from_attention(maps, 1, 4.0)),
+        (ValueError, r"image_size must be a positive int or a \(height, width\) pair, got 32.0",
+         lambda: insight.upsample_map(np.ones((1, 4, 4)), 32.0)),
+    ]
+    for error, message, call in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
 def test_upsample_map_is_bilinear_with_pixel_centres_aligned():
     up = insight.upsample_map([[[0.0, 1.0], [2.0, 3.0]]], 4)
     steps = np.array([0.0, 0.25, 0.75, 1.0])  # source coordinates, clamped at the edges

@@ -4,6 +4,7 @@ give the logits an independent float64 reference computes straight from the file
 import json
 import os
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from keras_vit import ViT, presets
 from keras_vit import weights as vit_weights
 from checkpoint_files import (
     CLASSES, D, HEADS, LAYERS, MLP, PATCH, google_params, hf_output, randomised_hf,
-    write_big_vision, write_timm, write_vit_jax)
+    write_big_vision, write_hf, write_timm, write_vit_jax)
 from reference_vit import reference_logits
 
 
@@ -272,3 +273,71 @@ def test_keras_file_of_a_vit_loads_with_overrides(tmp_path, images):
     with pytest.raises(ValueError, match="Could not load the Keras model file"):
         (tmp_path / "broken.keras").write_bytes(b"PK\x03\x04 not a zip")
         ViT.from_preset(str(tmp_path / "broken.keras"))
+
+
+@pytest.mark.parametrize("dtype, value", [(None, 1e300), ("float16", 1e5)])
+def test_weights_are_checked_finite_after_the_cast_to_the_models_dtype(tmp_path, dtype, value):
+    """A finite value that overflows the model's dtype (float64 1e300 in float32, 1e5 in
+    float16) is refused, naming the key; one that fits loads exactly."""
+    key = "Transformer/encoderblock_1/MlpBlock_3/Dense_0/bias"
+    p = {k: v.astype("float64") for k, v in google_params().items()}
+    p[key][3] = value
+    path = write_vit_jax(tmp_path / "large.npz", p)
+    expected = np.dtype(dtype or "float32").name
+    with pytest.raises(ValueError, match=f"'{key}' holds values too large for the model's "
+                                         f"{expected} encoder_block_1/mlp_dense_1/bias"):
+        ViT.from_preset(path, dtype=dtype)
+    p[key][3] = 1e4  # exact in float16 and float32
+    model = ViT.from_preset(write_vit_jax(tmp_path / "fits.npz", p), dtype=dtype)
+    bias = ops.convert_to_numpy(model.get_layer("encoder_block_1").mlp_dense_1.bias)
+    assert bias.dtype == expected and bias[3] == 1e4
+
+
+IMAGENET_255 = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
+IMPLAUSIBLE = [
+    pytest.param([0.5] * 3, [1e-300] * 3, r"std must lie in \[0.01, 1\].*more than 100x", id="tiny_std"),
+    pytest.param([1e308] * 3, [0.5] * 3, r"mean must lie in \[0, 1\].*0..255 units", id="huge_mean"),
+    pytest.param(*IMAGENET_255, r"mean must lie in \[0, 1\].*0..255 units", id="0_255_units"),
+    pytest.param([0.5] * 3, [-0.5] * 3, r"std must lie in \[0.01, 1\]", id="negative_std"),
+]
+# Every family's normalisation, and none (mean 0, std 1).
+PLAUSIBLE = [([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+             ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
+             ([0.5] * 3, [0.5] * 3), ([0.0] * 3, [1.0] * 3)]
+
+
+@pytest.mark.parametrize("mean, std, message", IMPLAUSIBLE)
+def test_implausible_timm_mean_and_std_are_refused_naming_the_file(tmp_path, mean, std, message):
+    path = write_timm(tmp_path / "model.safetensors", google_params())
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"pretrained_cfg": {"mean": mean, "std": std}}))
+    with pytest.raises(ValueError, match=f"{re.escape(str(config))}: pretrained_cfg {message}"):
+        ViT.from_preset(path, num_heads=HEADS)
+
+
+@pytest.mark.parametrize("mean, std, message", IMPLAUSIBLE)
+def test_implausible_hf_mean_and_std_are_refused_naming_the_file(tmp_path, mean, std, message):
+    path = write_hf(str(tmp_path), google_params())
+    preprocessor = tmp_path / "preprocessor_config.json"
+    preprocessor.write_text(json.dumps({"image_mean": mean, "image_std": std}))
+    with pytest.raises(ValueError, match=f"{re.escape(str(preprocessor))}: image_{message}"):
+        ViT.from_preset(path)
+
+
+@pytest.mark.parametrize("mean, std, message", IMPLAUSIBLE)
+def test_implausible_mean_and_std_arguments_are_refused(mean, std, message):
+    with pytest.raises(ValueError, match=f"image_{message}|image_std must be positive"):
+        ViT(**dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=1, num_heads=4,
+                   mlp_dim=64), image_mean=mean, image_std=std)
+
+
+@pytest.mark.parametrize("mean, std", PLAUSIBLE)
+def test_every_familys_mean_and_std_are_accepted(tmp_path, mean, std):
+    path = write_timm(tmp_path / "model.safetensors", google_params())
+    (tmp_path / "config.json").write_text(json.dumps({"pretrained_cfg": {"mean": mean, "std": std}}))
+    model = ViT.from_preset(path, num_heads=HEADS)
+    assert (model.image_mean, model.image_std) == (mean, std)
+    path = write_hf(str(tmp_path), google_params())
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
+    model = ViT.from_preset(path)
+    assert (model.image_mean, model.image_std) == (mean, std)

@@ -93,14 +93,23 @@ def make_output_folder(folder):
 
 
 def check_output_path(path, overwrite, suffix=None, folder=False):
-    """Raises if `path` can't be written: missing or read-only parent folder, wrong suffix,
-    an existing file (unless `overwrite`), or a folder where a file goes (and, with
-    folder=True, a file where a folder goes). Returns the path as a string."""
+    """Raises if `path` can't be written: missing or read-only parent folder (or a file on
+    the way to it), wrong suffix, an existing file (unless `overwrite`), or a folder where
+    a file goes (and, with folder=True, a file where a folder goes). Returns the path as a
+    string."""
     path = os.fspath(path)
     if suffix and not path.endswith(suffix):
         raise ValueError(f"The output path must end in {suffix}, got {path!r}.")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
+        existing = parent
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(
+                f"The output path {path!r} goes through {existing!r}, which is a file, not a "
+                "folder: pick another path."
+            )
         raise FileNotFoundError(
             f"The folder of the output path {path!r} does not exist: create {parent!r} first."
         )

@@ -57,17 +57,18 @@ def detect_format(tensors):
 
 def _side_files(path, fmt):
     """The config.json (and for Hugging Face, preprocessor_config.json) beside `path`,
-    if any, as {"config": ..., "preprocessor": ...}; None for Google's formats."""
+    if any, as {"config": ..., "preprocessor": ...}, with the paths they are read from
+    (present or not) in "paths"; None for Google's formats."""
     if fmt not in ("hf", "timm"):
         return None
     folder = os.path.dirname(os.path.abspath(path))
     names = {"config": "config.json"}
     if fmt == "hf":
         names["preprocessor"] = "preprocessor_config.json"
-    files = {}
-    for key, name in names.items():
-        if os.path.isfile(os.path.join(folder, name)):
-            files[key] = read_json(os.path.join(folder, name), f"{fmt} {name}")
+    files = {"paths": {key: os.path.join(folder, name) for key, name in names.items()}}
+    for key, path in files["paths"].items():
+        if os.path.isfile(path):
+            files[key] = read_json(path, f"{fmt} {os.path.basename(path)}")
     return files
 
 

@@ -23,6 +23,7 @@ import re
 
 import numpy as np
 
+from keras_vit import arguments
 from keras_vit.weights.checkpoint import (
     CLIP, IMAGENET, architecture, count_blocks, image_size_pair, number_list, position_embedding,
     positive_int)
@@ -96,13 +97,16 @@ def _config_values(hf, model_type):
                 mlp_dim=mlp_dim, eps=float(eps), activation=_ACTIVATIONS[act])
 
 
-def _normalization(preprocessor, model_type):
-    """(image_mean, image_std) from preprocessor_config.json, else the family's."""
+def _normalization(preprocessor, model_type, path):
+    """(image_mean, image_std) from preprocessor_config.json (at `path`), else the
+    family's; a ValueError naming the file and the field where they are not plausible."""
     mean, std = (preprocessor or {}).get("image_mean"), (preprocessor or {}).get("image_std")
     if mean is None and std is None:
         return _DEFAULT_NORMALIZATION[model_type] or (None, None)
-    return (number_list(mean, "preprocessor_config.json: image_mean"),
-            number_list(std, "preprocessor_config.json: image_std"))
+    names = (f"{path}: image_mean", f"{path}: image_std")
+    mean, std = number_list(mean, names[0]), number_list(std, names[1])
+    arguments.check_normalization(mean, std, *names)
+    return mean, std
 
 
 # Parts of whole-model checkpoints that are not the image tower: CLIP's and SigLIP's text
@@ -176,7 +180,8 @@ def convert(r, files):
         # ViTModel's pooler (Dense + tanh on the class token) is the original pre_logits.
         representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
         classes = optional_dense(r, "head", "classifier.", "weight", linear)
-    mean, std = _normalization(files.get("preprocessor"), model_type)
+    mean, std = _normalization(files.get("preprocessor"), model_type, files.get(
+        "paths", {}).get("preprocessor", "preprocessor_config.json"))
     options = dict(image_mean=mean, image_std=std, mlp_activation=hf["activation"],
                    gelu_approximate=hf["activation"] == "gelu_tanh")
     if family == "dinov2":

@@ -4,6 +4,8 @@ key fills, the shape checks, position-embedding resampling and the new-head logi
 import math
 import warnings
 
+import numpy as np
+
 from keras_vit import layers as vit_layers
 
 
@@ -108,9 +110,25 @@ def apply_checkpoint(model, checkpoint, load_head=True):
                     f"has shape {array.shape} in the file but the model's {variable.path} "
                     f"expects {expected}."
                 )
-        values[key] = array
+        values[key] = _cast(checkpoint, array, source, variable)
     for key, variable in variables.items():
-        variable.assign(values[key].astype("float32"))
+        variable.assign(values[key])
+
+
+def _cast(checkpoint, array, source, variable):
+    """`array` in the variable's dtype, or a ValueError where a finite value of the file
+    (float64, say 1e300) becomes infinite in that dtype (float32, float16, bfloat16)."""
+    dtype = np.dtype(variable.dtype)
+    with np.errstate(over="ignore"):
+        cast = np.asarray(array).astype(dtype)
+    if not np.isfinite(cast).all():
+        largest = float(np.max(np.abs(array)))
+        raise ValueError(
+            f"Checkpoint {checkpoint.path!r}: {source!r} holds values too large for the "
+            f"model's {dtype.name} {variable.path} (up to {largest:.3g}, the largest finite "
+            f"{dtype.name} is {float(np.finfo(dtype).max):.3g}): they would load as infinity."
+        )
+    return cast
 
 
 def build_model(cls, checkpoint, base_config=None, overrides=None):

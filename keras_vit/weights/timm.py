@@ -23,6 +23,7 @@ import re
 
 import numpy as np
 
+from keras_vit import arguments
 from keras_vit.weights.checkpoint import (
     CLIP, IMAGENET, architecture, count_blocks, image_size_pair, number_list, position_embedding,
     positive_int, square_grid)
@@ -74,7 +75,9 @@ def split_fused_qkv(r, canonical, weight_key, bias_key, parts=("query", "key", "
 
 def convert(r, files):
     keys = set(r.tensors)
-    cfg = _config_values((files or {}).get("config") or {})
+    files = files or {}
+    cfg = _config_values(files.get("config") or {},
+                         files.get("paths", {}).get("config", "config.json"))
     kernel = r.take("patch/kernel", "patch_embed.proj.weight", conv_kernel, ndim=4)
     if "patch_embed.proj.bias" in keys or kernel is None:
         r.take("patch/bias", "patch_embed.proj.bias")
@@ -206,8 +209,8 @@ def _family_normalization(name, tag, keys):
     return None, None
 
 
-def _config_values(config):
-    """What the conversion uses from timm's config.json, checked."""
+def _config_values(config, path):
+    """What the conversion uses from timm's config.json (at `path`), checked."""
     if not isinstance(config, dict):
         raise ValueError("timm config.json must be an object.")
     args = config.get("model_args") or {}
@@ -241,14 +244,17 @@ def _config_values(config):
         activation=_ACTIVATIONS[act], pooling=None if pool is None else _POOLING[pool],
         image_size=None if size is None else image_size_pair(size, "img_size"),
         num_classes=positive_int(classes, "num_classes", zero=True),
-        normalization=_normalization(pretrained),
+        normalization=_normalization(pretrained, path),
     )
 
 
-def _normalization(pretrained):
-    """(mean, std) from pretrained_cfg, or None where it does not say them."""
+def _normalization(pretrained, path):
+    """(mean, std) from pretrained_cfg, or None where it does not say them; a ValueError
+    naming the file and the field where they are not plausible."""
     mean, std = pretrained.get("mean"), pretrained.get("std")
     if mean is None and std is None:
         return None
-    return (number_list(mean, "config.json pretrained_cfg mean"),
-            number_list(std, "config.json pretrained_cfg std"))
+    names = (f"{path}: pretrained_cfg mean", f"{path}: pretrained_cfg std")
+    mean, std = number_list(mean, names[0]), number_list(std, names[1])
+    arguments.check_normalization(mean, std, *names)
+    return mean, std
