@@ -69,9 +69,12 @@ def test_graph_form_switch_checks_and_restores():
 
 
 def _interpreter(content):
-    from ai_edge_litert.interpreter import Interpreter
+    """An interpreter without XNNPACK, so that its ops are the file's own."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=content)
+    interpreter = Interpreter(
+        model_content=content,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     return interpreter
 
@@ -132,3 +135,26 @@ def test_full_int8_file_gives_xnnpack_its_matmuls(tmp_path):
         assert math.isclose(new_scale, scale * (128 + 9) / 127, rel_tol=1e-6)
     assert tflite_graph.xnnpack_ranges(moved_content)[1] == {"matmul_operands": 0,
                                                              "concatenated_inputs": 0}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="converts under TensorFlow in-process (once is enough)")
+def test_mixed_int8_file_keeps_only_the_softmax_in_float(tmp_path):
+    from keras_vit import export
+
+    model = ViT(**{**TINY, "include_top": False})
+    random_weights(model)
+    images = np.random.default_rng(6).integers(0, 256, (16, 16, 16, 3)).astype("float32")
+    path = export.export_tflite(model, tmp_path / "m.tflite", quantize="mixed",
+                                representative_data=images)
+    with open(path, "rb") as f:
+        interpreter = _interpreter(f.read())
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    float_ops = {op["op_name"] for op in interpreter._get_ops_details()
+                 if tensors[op["outputs"][0]]["dtype"] == np.float32}
+    assert float_ops == {"SOFTMAX", "DEQUANTIZE"}
+    assert all(zero_point == 0 for _, zero_point in _matmul_operands(interpreter))
+    features = ops.convert_to_numpy(model(images[:4]))
+    ours = export.run_tflite(path, images[:4])[0]
+    cosine = np.sum(ours * features, -1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(features, axis=-1)
+    assert np.min(cosine) > 0.98
