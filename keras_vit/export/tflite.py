@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from keras_vit import atomic
 from keras_vit.backend.private_apis import tflite_op_names
 from keras_vit.export import arrays, checks, saved_model, worker
 
@@ -74,7 +75,9 @@ def export_tflite(
             positive integer).
         overwrite: replace an existing file.
 
-    Returns the path. Raises if the file would need an op outside TFLite's builtins.
+    Returns the path. Raises if the file would need an op outside TFLite's builtins (and
+    leaves `path` as it was). The file is written under a temporary name beside `path`
+    and renamed once checked, so a kill leaves the old file or the new one.
     Use `parity_report` to compare it with the Keras model, or `export` for both.
     """
     quantize = checks.normalize_quantization(quantize)
@@ -89,10 +92,11 @@ def export_tflite(
     representative = None
     if quantize == "int8":
         representative = arrays.collect_images(representative_data, image_shape, num_calibration_samples)
-    job = {"kind": "tflite", "path": path, "quantize": quantize, "input_dtype": input_dtype,
-           "representative": representative}
-    worker.run_under("tensorflow", model, [job])
-    check_builtin_ops(path)
+    with atomic.exit_on_sigterm(), atomic.replacing(path) as staged:
+        job = {"kind": "tflite", "path": staged, "quantize": quantize,
+               "input_dtype": input_dtype, "representative": representative}
+        worker.run_under("tensorflow", model, [job])
+        check_builtin_ops(staged)  # before the file takes its final name
     return path
 
 
