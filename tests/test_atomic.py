@@ -15,7 +15,7 @@ import pytest
 
 import atomic_worker
 from tiny import TINY, recipe_model_args, write_fashion_mnist
-from keras_vit import ViT, atomic, checkpoints
+from keras_vit import ViT, atomic, training
 
 REPO = Path(__file__).resolve().parent.parent
 one_backend = pytest.mark.skipif(
@@ -64,7 +64,7 @@ def test_csv_log_matches_keras_csv_logger(tmp_path):
     """The atomic logger writes the bytes Keras's CSVLogger writes, appending on resume."""
     epochs = [{"loss": 1.5, "accuracy": np.float32(0.25)}, {"loss": 0.5, "accuracy": 0.75}]
     for name, logger in (("keras.csv", keras.callbacks.CSVLogger),
-                         ("atomic.csv", checkpoints.AtomicCSVLogger)):
+                         ("atomic.csv", training.AtomicCSVLogger)):
         for run in range(2):  # a second run appends
             callback = logger(str(tmp_path / name), append=True)
             callback.on_train_begin()
@@ -77,18 +77,19 @@ def test_csv_log_matches_keras_csv_logger(tmp_path):
 
 def test_clear_resume_dir_removes_what_a_killed_save_left(tmp_path):
     backup = tmp_path / "backup"
-    checkpoints.check_resume_dir(backup, {"run": 1})
+    training.check_resume_dir(backup, {"run": 1})
     leftover = backup / ".latest.weights.h5.k3j2_x.tmp"  # a kill inside atomic.replacing
     leftover.mkdir()
-    (leftover / checkpoints.CHECKPOINT_WEIGHTS).write_bytes(b"partial")
+    (leftover / training.CHECKPOINT_WEIGHTS).write_bytes(b"partial")
     (backup / ".notes.tmp").write_text("a file: not a temporary folder of ours")
     with pytest.raises(ValueError, match=r"not write \.notes\.tmp"):
-        checkpoints.clear_resume_dir(backup)
+        training.clear_resume_dir(backup)
     (backup / ".notes.tmp").unlink()
-    checkpoints.clear_resume_dir(backup)
+    training.clear_resume_dir(backup)
     assert not backup.exists()
 
 
+@pytest.mark.slow
 @one_backend
 def test_vit_save_killed_midway_keeps_the_old_file(tmp_path):
     path = tmp_path / "model.keras"
@@ -114,16 +115,19 @@ def test_vit_save_killed_midway_keeps_the_old_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A tiny model and its TFLite file, as the old files a killed export must keep."""
+    """A TFLite file, the old file a killed export must keep, and a tiny model.keras whose
+    export would write other bytes (other weights)."""
     pytest.importorskip("tensorflow")
     from keras_vit import export
 
     folder = tmp_path_factory.mktemp("export")
+    export.export_tflite(ViT(**TINY), folder / "model.tflite")
+    keras.utils.set_random_seed(1)
     ViT(**TINY).save(folder / "model.keras")
-    export.export_tflite(folder / "model.keras", folder / "model.tflite")
     return folder
 
 
+@pytest.mark.slow
 @one_backend
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_export_killed_midway_stops_its_worker_and_keeps_the_old_file(exported, tmp_path, signum):
@@ -137,7 +141,8 @@ def test_export_killed_midway_stops_its_worker_and_keeps_the_old_file(exported, 
     temp = tmp_path / "tmp"
     temp.mkdir()
     proc = atomic_worker.start("export", str(out / "model.keras"), str(out / "model.tflite"),
-                               env={"KERAS_BACKEND": "jax", "TMPDIR": str(temp)})
+                               env={"KERAS_BACKEND": "jax", "TMPDIR": str(temp),
+                                    "PYTHONWARNINGS": "ignore"})
 
     def converting():  # the TensorFlow worker wrote the SavedModel it converts
         return any(name.endswith("saved_model.pb") for name in atomic_worker.files_under(temp))
@@ -152,12 +157,13 @@ def test_export_killed_midway_stops_its_worker_and_keeps_the_old_file(exported, 
     assert export.tflite_ops(out / "model.tflite")  # still a TFLite file that opens
     left = [n for n in os.listdir(out) if n not in ("model.keras", "model.tflite")]
     if signum == signal.SIGTERM:  # every temporary folder was removed, the worker's too
-        assert proc.returncode == 128 + signal.SIGTERM
         assert left == [] and os.listdir(temp) == []
+        assert proc.returncode == 128 + signal.SIGTERM
     else:
         assert all(atomic.is_temporary(name) for name in left)
 
 
+@pytest.mark.slow
 @one_backend
 def test_recipe_model_opens_after_import_keras_vit(tmp_path):
     """A recipe's model.keras holds its optimizer's WarmupCosine schedule: a fresh
