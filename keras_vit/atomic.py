@@ -9,9 +9,9 @@ The new file or folder is written under a temporary name in the destination's fo
 the rename stays on one file system), flushed to disk (fsync), then renamed into place
 (`os.replace`; a folder is swapped in with one `renameat2(RENAME_EXCHANGE)` on Linux).
 The temporary folder, and what it held, is removed on every exit path that runs Python
-code, including an exception; after a SIGKILL a hidden `.NAME.*.tmp` folder may be left.
-`exit_on_sigterm` turns SIGTERM into `SystemExit`, so that those clean-ups also run when the
-process is terminated.
+code: an exception, Ctrl-C, and SIGTERM, which raises `SystemExit(143)` while a block runs
+(in the main thread, where SIGTERM has its default action), so that the clean-ups of the
+block (`finally`, `with`) run too. After a SIGKILL a hidden `.NAME.*.tmp` folder may be left.
 """
 
 import contextlib
@@ -37,19 +37,21 @@ def is_temporary(name):
 def replacing(path, overwrite=True):
     """Yields a temporary path with `path`'s base name, in a new hidden folder beside
     `path`; when the block ends without an exception, what was written there (a file or a
-    folder) replaces `path` atomically. The temporary folder is always removed. With
-    `overwrite=False`, an existing `path` is a FileExistsError."""
+    folder) replaces `path` atomically. The temporary folder is always removed, SIGTERM
+    included (`_exit_on_sigterm`). With `overwrite=False`, an existing `path` is a
+    FileExistsError."""
     path = os.path.abspath(os.fspath(path))
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path!r} already exists; pass overwrite=True to replace it.")
     folder, name = os.path.split(path)
-    stage = tempfile.mkdtemp(prefix=f".{name}.", suffix=TEMPORARY_SUFFIX, dir=folder)
-    try:
-        staged = os.path.join(stage, name)
-        yield staged
-        _publish(staged, path)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    with _exit_on_sigterm():
+        stage = tempfile.mkdtemp(prefix=f".{name}.", suffix=TEMPORARY_SUFFIX, dir=folder)
+        try:
+            staged = os.path.join(stage, name)
+            yield staged
+            _publish(staged, path)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _publish(staged, path):
@@ -78,7 +80,7 @@ def write_text(path, text):
 
 
 @contextlib.contextmanager
-def exit_on_sigterm():
+def _exit_on_sigterm():
     """While the block runs (in the main thread, where SIGTERM still has its default
     action), SIGTERM raises `SystemExit(143)`, so `finally` clauses and `with` exits run."""
     if threading.current_thread() is not threading.main_thread():

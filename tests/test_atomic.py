@@ -242,3 +242,15 @@ def test_export_replaces_files_only_once_they_pass_their_checks(tmp_path, monkey
                                             str(tmp_path / "m_fp32.tflite")]
     assert export.tflite_ops(tmp_path / "m_fp32.tflite") and "| variant |" in (
         tmp_path / "report.md").read_text()
+
+
+def test_sigterm_inside_replacing_removes_the_temporary_folder(tmp_path):
+    path = tmp_path / "a.bin"
+    atomic.write_bytes(path, b"old")
+    with pytest.raises(SystemExit) as exit_info:
+        with atomic.replacing(path) as tmp:
+            Path(tmp).write_bytes(b"partial")
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.bin"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

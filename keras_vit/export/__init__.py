@@ -153,7 +153,7 @@ def export(
         paths[mode] = checks.check_output_path(
             os.path.join(output_dir, f"{name}_{FILE_SUFFIXES[mode]}.tflite"), overwrite
         )
-    with atomic.exit_on_sigterm(), contextlib.ExitStack() as replacing:
+    with contextlib.ExitStack() as replacing:
         # Leaving this block without an error moves every file to its final name.
         staged = {key: replacing.enter_context(atomic.replacing(path)) for key, path in paths.items()}
         reports = _write_and_compare(staged, loaded, model_path, quantize, input_dtype,

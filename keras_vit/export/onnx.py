@@ -56,7 +56,7 @@ def export_onnx(model, path, input_dtype="float32", opset=None, overwrite=False)
     path = os.path.abspath(checks.check_output_path(path, overwrite, suffix=".onnx"))
     checks.image_shape(checks.load_model(model), fixed=True)
     checks.check_onnx_packages()
-    with atomic.exit_on_sigterm(), atomic.replacing(path) as staged:
+    with atomic.replacing(path) as staged:
         worker.run_under("torch", model, [{"kind": "onnx", "path": staged,
                                            "input_dtype": input_dtype, "opset": opset}])
     return path

@@ -59,7 +59,7 @@ def export_saved_model(model, path, input_dtype="float32", overwrite=False):
     checks.check_input_dtype(input_dtype)
     path = os.path.abspath(checks.check_output_path(path, overwrite, folder=True))
     checks.image_shape(checks.load_model(model), fixed=False)
-    with atomic.exit_on_sigterm(), atomic.replacing(path) as staged:
+    with atomic.replacing(path) as staged:
         worker.run_under("tensorflow", model, [{"kind": "saved_model", "path": staged,
                                                 "input_dtype": input_dtype}])
     return path

@@ -92,7 +92,7 @@ def export_tflite(
     representative = None
     if quantize == "int8":
         representative = arrays.collect_images(representative_data, image_shape, num_calibration_samples)
-    with atomic.exit_on_sigterm(), atomic.replacing(path) as staged:
+    with atomic.replacing(path) as staged:
         job = {"kind": "tflite", "path": staged, "quantize": quantize,
                "input_dtype": input_dtype, "representative": representative}
         worker.run_under("tensorflow", model, [job])

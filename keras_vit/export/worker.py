@@ -12,7 +12,7 @@ path, `keras_vit.atomic.replacing`) and that kind's arguments.
 The worker never outlives its parent: on Linux it asks the kernel for SIGKILL when the
 parent dies (`PR_SET_PDEATHSIG`, before it imports anything heavy), and everywhere it
 exits when its stdin, a pipe from the parent, closes. The parent kills it on every exit
-path of `run_under` (an error, Ctrl-C, SIGTERM under `keras_vit.atomic.exit_on_sigterm`)
+path of `run_under` (an error, Ctrl-C, SIGTERM inside `keras_vit.atomic.replacing`)
 and removes the temporary folder, which also holds the worker's own temporary files
 (its TMPDIR).
 """
