@@ -1,6 +1,8 @@
 """keras_vit: Vision Transformers for Keras 3 on TensorFlow, JAX and PyTorch."""
 
 from keras_vit import layers, presets
+# Registers what a recipe's model.keras holds (its optimizer's WarmupCosine schedule).
+from keras_vit import schedules  # noqa: F401
 from keras_vit import export
 from keras_vit.imagenet import decode_predictions, imagenet_classes
 from keras_vit.model import ViT

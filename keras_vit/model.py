@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_vit import arguments
+from keras_vit import arguments, atomic
 from keras_vit import config, distribution
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
@@ -294,6 +294,12 @@ class ViT(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """`keras.Model.save`, written atomically (`keras_vit.atomic`): a kill while saving
+        leaves the old file or the new one, never a partial one."""
+        with atomic.replacing(filepath, overwrite) as path:
+            super().save(path, **kwargs)
 
     def __call__(self, *args, **kwargs):
         vit_inputs.check_batch_input(self, args[0] if args else kwargs.get("inputs"))

@@ -3,25 +3,35 @@
 * `make_adamw`: AdamW with weight decay off for biases, norms, the position embedding
   and the class token, and global gradient-norm clipping (1.0 by default).
 * `make_sgd`: the ViT paper's fine-tuning optimiser (SGD, momentum 0.9, clip 1.0).
-* `WarmupCosine`: linear warm-up then cosine decay.
+* `WarmupCosine` (from `keras_vit.schedules`): linear warm-up then cosine decay.
 * `set_mixed_precision`: the mixed precision switch.
 * `AugmentedModel`: a training-only wrapper that augments batches on the device, so
   only the plain ViT is saved.
 * `make_callbacks`: checkpoints with resume (`CheckedBackupAndRestore`, at most one epoch
-  lost), a guard against resuming a different model, CSV and TensorBoard logs, a time budget.
-* `clear_resume_dir`: deletes a checkpoint, and only the files training wrote there.
+  lost), a guard against resuming a different model, CSV and TensorBoard logs, a time budget
+  (the checkpoint and CSV parts, and `clear_resume_dir`, are in `keras_vit.checkpoints`).
 """
 
-import json
 import math
 import os
 import time
 from pathlib import Path
 
 import keras
-from keras import ops
 
 from keras_vit.backend import private_apis
+# Re-exported: training.WarmupCosine, training.clear_resume_dir, ... as before.
+from keras_vit.checkpoints import (  # noqa: F401
+    CHECKPOINT_METADATA,
+    CHECKPOINT_WEIGHTS,
+    RESUME_FILES,
+    RUN_SIGNATURE,
+    AtomicCSVLogger,
+    CheckedBackupAndRestore,
+    check_resume_dir,
+    clear_resume_dir,
+)
+from keras_vit.schedules import WarmupCosine  # noqa: F401
 
 # Short variable names (regexes, anchored) that AdamW must not decay. In a ViT they are:
 # every bias ("bias"), LayerNorm scale and offset ("gamma", "beta"), the position
@@ -29,41 +39,6 @@ from keras_vit.backend import private_apis
 # ("tokens"), layer scale ("attention_scale", "mlp_scale") and the MAP probe ("probe").
 NO_WEIGHT_DECAY_NAMES = ("^bias$", "^gamma$", "^beta$", "^embedding$", "^token$", "^tokens$",
                          "^attention_scale$", "^mlp_scale$", "^probe$")
-
-
-@keras.saving.register_keras_serializable(package="keras_vit")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak` over `warmup_steps`, then cosine decay to `end`
-    at `total_steps` (and `end` afterwards)."""
-
-    def __init__(self, peak, total_steps, warmup_steps=0, end=0.0):
-        if total_steps <= 0 or warmup_steps < 0 or warmup_steps > total_steps:
-            raise ValueError(
-                f"Need 0 <= warmup_steps ({warmup_steps}) <= total_steps ({total_steps}) "
-                "and total_steps > 0."
-            )
-        self.peak = float(peak)
-        self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps)
-        self.end = float(end)
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        warmup = max(self.warmup_steps, 1)
-        warm = self.peak * step / warmup
-        progress = ops.clip(
-            (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0
-        )
-        cosine = self.end + 0.5 * (self.peak - self.end) * (1.0 + ops.cos(math.pi * progress))
-        return ops.where(step < self.warmup_steps, warm, cosine)
-
-    def get_config(self):
-        return {
-            "peak": self.peak,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "end": self.end,
-        }
 
 
 def make_adamw(
@@ -151,107 +126,6 @@ class AugmentedModel(keras.Model):
 
 
 # --------------------------------------------------------------------------- callbacks
-
-
-RUN_SIGNATURE = "run_signature.json"
-# What Keras 3's `BackupAndRestore` writes in its directory (the `.bkp` copies with
-# `double_checkpoint=True`).
-CHECKPOINT_WEIGHTS = "latest.weights.h5"
-CHECKPOINT_METADATA = "training_metadata.json"
-RESUME_FILES = (RUN_SIGNATURE, CHECKPOINT_WEIGHTS, CHECKPOINT_METADATA,
-                f"{CHECKPOINT_WEIGHTS}.bkp", f"{CHECKPOINT_METADATA}.bkp")
-
-
-def _unusable_checkpoint(path, problem):
-    return ValueError(
-        f"Can't resume from {str(path)!r}: {problem}. A crash while it was being written "
-        "can leave it cut short; start over with --no-resume, or use another --output-dir."
-    )
-
-
-def check_resume_dir(backup_dir, signature):
-    """Raises a ValueError if `backup_dir` holds a checkpoint of a different run, or
-    an unreadable signature.
-
-    `signature` is a JSON-able dict (the model config, the optimiser, ...). A new
-    directory gets the signature written into it.
-    """
-    backup_dir = Path(backup_dir)
-    path = backup_dir / RUN_SIGNATURE
-    signature = json.loads(json.dumps(signature))
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text())
-        except ValueError as error:  # bad JSON or bad UTF-8
-            raise _unusable_checkpoint(path, f"it is not valid JSON ({error})") from None
-        if not isinstance(saved, dict):
-            raise _unusable_checkpoint(path, "it is not a run signature (a JSON object)")
-        if saved != signature:
-            diffs = sorted(k for k in set(saved) | set(signature) if saved.get(k) != signature.get(k))
-            detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {signature.get(k)!r}" for k in diffs)
-            raise ValueError(
-                f"The resume directory {str(backup_dir)!r} holds a checkpoint of a different "
-                f"model or run ({detail}). Use another --output-dir, or --no-resume to start over."
-            )
-    elif backup_dir.exists() and any(backup_dir.iterdir()):
-        raise ValueError(
-            f"The resume directory {str(backup_dir)!r} is not empty but has no "
-            f"{RUN_SIGNATURE}: it was not written by this training code. Move its files "
-            "elsewhere, or use another --output-dir."
-        )
-    else:
-        backup_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(signature, indent=1, sort_keys=True))
-
-
-def clear_resume_dir(backup_dir):
-    """Deletes the checkpoint in `backup_dir` and the directory itself.
-
-    Only the files that `check_resume_dir` and `BackupAndRestore` write are deleted: if
-    the directory holds anything else, or has no run signature, a ValueError names what
-    this code did not write, and nothing is deleted.
-    """
-    backup_dir = Path(backup_dir)
-    if not backup_dir.exists():
-        return
-    names = sorted(p.name for p in backup_dir.iterdir())
-    if names and RUN_SIGNATURE not in names:
-        foreign = names
-    else:
-        foreign = [n for n in names if n not in RESUME_FILES or not (backup_dir / n).is_file()]
-    if foreign:
-        raise ValueError(
-            f"Not deleting the resume directory {str(backup_dir)!r}: this training code did "
-            f"not write {', '.join(foreign)}. Move that elsewhere, or use another --output-dir."
-        )
-    for name in names:
-        (backup_dir / name).unlink()
-    backup_dir.rmdir()
-
-
-class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras's `BackupAndRestore`, but a checkpoint it can't restore (a file cut short,
-    corrupt metadata) is a ValueError that names the file and suggests `--no-resume`."""
-
-    def on_train_begin(self, logs=None):
-        backup_dir = Path(self.backup_dir)
-        metadata = backup_dir / CHECKPOINT_METADATA
-        if metadata.exists():
-            try:
-                epoch = json.loads(metadata.read_text())["epoch"]
-                valid = isinstance(epoch, int) and epoch >= 0
-            except (ValueError, KeyError, TypeError):
-                valid = False
-            if not valid:
-                raise _unusable_checkpoint(
-                    metadata, 'it is not the JSON Keras writes there ({"epoch": N, "batch": M})')
-        try:
-            super().on_train_begin(logs)
-        except Exception as error:  # noqa: BLE001 - h5py's and Keras's errors alike
-            weights = backup_dir / CHECKPOINT_WEIGHTS
-            if not weights.exists():
-                raise
-            raise _unusable_checkpoint(weights, error) from error
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -384,11 +258,9 @@ def make_callbacks(
     if resume:
         backup = output_dir / "backup"
         check_resume_dir(backup, signature)
-        callbacks.append(
-            CheckedBackupAndRestore(str(backup), save_freq="epoch", delete_checkpoint=False)
-        )
+        callbacks.append(CheckedBackupAndRestore(str(backup)))
     if csv:
-        callbacks.append(keras.callbacks.CSVLogger(str(output_dir / "history.csv"), append=True))
+        callbacks.append(AtomicCSVLogger(str(output_dir / "history.csv"), append=True))
     if tensorboard:
         try:
             import tensorboard  # noqa: F401

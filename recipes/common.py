@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 
+from keras_vit import arguments, atomic
 from keras_vit import config as vit_config
 from keras_vit import data as vit_data
 from keras_vit import distribution, precision, training
@@ -93,10 +94,15 @@ positive_float = checked_number(float, "a positive number", lambda v: 0 < v < ma
 
 
 def model_override(text):
-    """An argparse type: KEY=VALUE as (key, value), the value parsed as JSON if it is JSON."""
+    """An argparse type: KEY=VALUE as (key, value), the value parsed as JSON if it is JSON;
+    KEY must be an argument of `ViT`."""
     key, equals, value = text.partition("=")
     if not equals or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        arguments.check_keyword_arguments(ViT, {key: value})
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     try:
         value = json.loads(value)
     except json.JSONDecodeError:
@@ -187,7 +193,7 @@ def prepare_output_dir(output_dir, files, resume=True):
         if "history.csv" in written:
             (output_dir / "history.csv").unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"files": sorted(written | set(files))}, indent=1) + "\n")
+    atomic.write_text(record, json.dumps({"files": sorted(written | set(files))}, indent=1) + "\n")
 
 
 def _read_run_files(path):
@@ -329,8 +335,6 @@ def train(
         batch_size=None if args.per_device_batch_size else config.batch_size,
         per_device_batch_size=args.per_device_batch_size)
     config = dataclasses.replace(config, batch_size=setup.global_batch)
-    prepare_output_dir(output_dir, ("model.keras", "history.csv", *outputs),
-                       resume=not args.no_resume)
     with setup.scope():  # the model is built, compiled and fitted in it
         keras.utils.set_random_seed(args.seed)
         policy = training.set_mixed_precision(args.mixed_precision)
@@ -345,6 +349,9 @@ def train(
             model = build_model(config)
         elif callable(model) and not isinstance(model, keras.Model):
             model = model()  # built here, under the precision policy just set
+        # After the model is built: a bad --model value is an error before anything is written.
+        prepare_output_dir(output_dir, ("model.keras", "history.csv", *outputs),
+                           resume=not args.no_resume)
         if pipeline == "numpy":
             images, labels = train_arrays
             _check_channels(model, images.shape[-1])
@@ -541,7 +548,8 @@ def plot_confusion(confusion, class_names, path, title):
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
@@ -569,12 +577,13 @@ def plot_history(history, path, title):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 
 def write_json(path, obj):
-    Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+    atomic.write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def banner(lines):

@@ -23,6 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/fashion_mnist.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from keras_vit import atomic
 from keras_vit import data as vit_data
 from keras_vit import training
 from keras_vit.presets import get_preset
@@ -149,7 +150,7 @@ def report_and_card(config, args, model, history, info, arrays, start):
         artifacts["training curves"] = out / "training_curves.png"
     except Exception as error:  # noqa: BLE001 - plots are not worth losing a run over
         print(f"Could not write the plots: {error!r}")
-    (out / "README.md").write_text(model_card(config, args, metrics, info, history))
+    atomic.write_text(out / "README.md", model_card(config, args, metrics, info, history))
     artifacts["model card"] = out / "README.md"
     if args.export:
         from keras_vit import export

@@ -40,10 +40,12 @@ subprocess), `parity` (reports and their table) and `cli` (`keras-vit export`). 
 holds `export`, which does it all at once, and re-exports the public API.
 """
 
+import contextlib
 import os
 
 import keras
 
+from keras_vit import atomic
 from keras_vit.export import arrays, checks, parity, worker
 from keras_vit.export.arrays import collect_images, load_arrays
 from keras_vit.export.checks import (
@@ -101,6 +103,10 @@ def export(
     `parity_report`). The report (a list of `parity_report` dicts) is printed as a table
     when `verbose`, written as markdown to `report_path` if given, and returned. See
     `export_tflite` for the other arguments.
+
+    Every file is written under a temporary name beside its final one and compared there;
+    only when all are written and compared do they replace the final names (each one
+    atomically), so an error, Ctrl-C, SIGTERM or a kill leaves the old files or none.
     """
     if isinstance(quantize, str) or quantize is None:
         quantize = [quantize]
@@ -139,28 +145,52 @@ def export(
     output_dir = checks.make_output_folder(output_dir)
     if report_path is not None:
         checks.check_output_path(report_path, overwrite)
-    onnx_path = None
+    paths = {}  # "onnx", "saved_model" and the quantization modes: the final paths
     if onnx:
-        onnx_path = checks.check_output_path(os.path.join(output_dir, f"{name}.onnx"), overwrite)
-    jobs = []
+        paths["onnx"] = checks.check_output_path(os.path.join(output_dir, f"{name}.onnx"), overwrite)
     if saved_model:
-        path = checks.check_output_path(
+        paths["saved_model"] = checks.check_output_path(
             os.path.join(output_dir, f"{name}_saved_model"), overwrite, folder=True
         )
-        jobs.append({"kind": "saved_model", "path": path, "input_dtype": input_dtype or "float32"})
     for mode in quantize:
-        path = checks.check_output_path(
+        paths[mode] = checks.check_output_path(
             os.path.join(output_dir, f"{name}_{FILE_SUFFIXES[mode]}.tflite"), overwrite
         )
+    with contextlib.ExitStack() as replacing:
+        # Leaving this block without an error moves every file to its final name.
+        staged = {key: replacing.enter_context(atomic.replacing(path)) for key, path in paths.items()}
+        reports = _write_and_compare(staged, loaded, model_path, quantize, input_dtype,
+                                     representative, eval_images, eval_labels, num_threads)
+    final = {staged[key]: path for key, path in paths.items()}
+    for report in reports:
+        report["path"] = final[report["path"]]
+    table = format_report(reports)
+    if report_path is not None:
+        atomic.write_text(report_path, table + "\n")
+    if verbose:
+        print(table)
+    return reports
+
+
+def _write_and_compare(paths, loaded, model_path, quantize, input_dtype, representative,
+                       eval_images, eval_labels, num_threads):
+    """The writing part of `export`: writes the files at `paths` ("onnx", "saved_model" and
+    the quantization modes: path) and returns their parity reports."""
+    onnx_path, saved_model = paths.get("onnx"), "saved_model" in paths
+    jobs = []
+    if saved_model:
+        jobs.append({"kind": "saved_model", "path": paths["saved_model"],
+                     "input_dtype": input_dtype or "float32"})
+    for mode in quantize:
         jobs.append({
-            "kind": "tflite", "path": path, "quantize": mode, "variant": mode,
+            "kind": "tflite", "path": paths[mode], "quantize": mode, "variant": mode,
             "input_dtype": input_dtype or ("uint8" if mode == "int8" else "float32"),
             "representative": representative if mode in checks.CALIBRATED else None,
         })
     if saved_model:
         jobs.append({"kind": "saved_model_logits", "path": jobs[0]["path"], "images": eval_images})
     results = worker.run_under("tensorflow", model_path or loaded, jobs) if jobs else []
-    if onnx:
+    if onnx_path:
         worker.run_under("torch", model_path or loaded, [
             {"kind": "onnx", "path": onnx_path, "input_dtype": input_dtype or "float32"}
         ])
@@ -171,16 +201,10 @@ def export(
             check_builtin_ops(job["path"])
             reports.append(parity_report(loaded, job["path"], eval_images, eval_labels,
                                          reference=reference, num_threads=num_threads, variant=job["variant"]))
-    if onnx:
+    if onnx_path:
         reports.append(parity_report(loaded, onnx_path, eval_images, eval_labels,
                                      reference=reference, num_threads=num_threads, variant="onnx"))
     if saved_model:
         reports.insert(0, parity.saved_model_report(jobs[0]["path"], "saved_model", results[-1],
                                                     reference, eval_labels))
-    table = format_report(reports)
-    if verbose:
-        print(table)
-    if report_path is not None:
-        with open(report_path, "w") as f:
-            f.write(table + "\n")
     return reports

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from keras_vit import atomic
 from keras_vit.export import arrays, checks, worker
 
 
@@ -47,14 +48,17 @@ def export_onnx(model, path, input_dtype="float32", opset=None, overwrite=False)
         opset: the ONNX opset; None for the exporter's default.
         overwrite: replace an existing file.
 
-    Returns the path. `run_onnx` runs it with ONNX Runtime; `parity_report` compares it.
+    The file is written under a temporary name beside `path`, then renamed: a kill
+    leaves the old file or the new one. Returns the path. `run_onnx` runs it with ONNX
+    Runtime; `parity_report` compares it.
     """
     checks.check_input_dtype(input_dtype)
     path = os.path.abspath(checks.check_output_path(path, overwrite, suffix=".onnx"))
     checks.image_shape(checks.load_model(model), fixed=True)
     checks.check_onnx_packages()
-    worker.run_under("torch", model, [{"kind": "onnx", "path": path, "input_dtype": input_dtype,
-                                       "opset": opset}])
+    with atomic.replacing(path) as staged:
+        worker.run_under("torch", model, [{"kind": "onnx", "path": staged,
+                                           "input_dtype": input_dtype, "opset": opset}])
     return path
 
 

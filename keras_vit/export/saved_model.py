@@ -8,6 +8,7 @@ import time
 import keras
 import numpy as np
 
+from keras_vit import atomic
 from keras_vit.export import arrays, checks, worker
 
 
@@ -51,12 +52,14 @@ def export_saved_model(model, path, input_dtype="float32", overwrite=False):
 
     The signature takes `images` (batch, H, W, C) of `input_dtype` ("float32" or "uint8";
     pixel values 0..255 for a ViT, which rescales inside) and returns `{"logits": ...}`.
-    Works from any backend; a mixed-precision model is exported in float32.
-    Returns the path.
+    Works from any backend; a mixed-precision model is exported in float32. The folder
+    is written under a temporary name beside `path`, then swapped in: a kill leaves the
+    old folder or the new one. Returns the path.
     """
     checks.check_input_dtype(input_dtype)
     path = os.path.abspath(checks.check_output_path(path, overwrite, folder=True))
     checks.image_shape(checks.load_model(model), fixed=False)
-    job = {"kind": "saved_model", "path": path, "input_dtype": input_dtype}
-    worker.run_under("tensorflow", model, [job])
+    with atomic.replacing(path) as staged:
+        worker.run_under("tensorflow", model, [{"kind": "saved_model", "path": staged,
+                                                "input_dtype": input_dtype}])
     return path

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from keras_vit import config
+from keras_vit import atomic, config
 from keras_vit.backend.private_apis import tflite_op_names
 from keras_vit.export import arrays, checks, saved_model, tflite_graph, worker
 
@@ -105,7 +105,9 @@ def export_tflite(
             integer).
         overwrite: replace an existing file.
 
-    Returns the path. Raises if the file would need an op outside TFLite's builtins.
+    Returns the path. Raises if the file would need an op outside TFLite's builtins (and
+    leaves `path` as it was). The file is written under a temporary name beside `path`
+    and renamed once checked, so a kill leaves the old file or the new one.
     Use `parity_report` to compare it with the Keras model, or `export` for both.
     """
     quantize = checks.normalize_quantization(quantize)
@@ -120,10 +122,11 @@ def export_tflite(
     representative = None
     if quantize in checks.CALIBRATED:
         representative = arrays.collect_images(representative_data, image_shape, num_calibration_samples)
-    job = {"kind": "tflite", "path": path, "quantize": quantize, "input_dtype": input_dtype,
-           "representative": representative}
-    worker.run_under("tensorflow", model, [job])
-    check_builtin_ops(path)
+    with atomic.replacing(path) as staged:
+        job = {"kind": "tflite", "path": staged, "quantize": quantize,
+               "input_dtype": input_dtype, "representative": representative}
+        worker.run_under("tensorflow", model, [job])
+        check_builtin_ops(staged)  # before the file takes its final name
     return path
 
 

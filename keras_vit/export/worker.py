@@ -3,21 +3,26 @@ for ONNX. Under that backend the jobs run in this process; under another one the
 through a `.keras` file to a `KERAS_BACKEND=...` subprocess.
 
 The protocol: `run_under` writes the model, a `task.json` ({"model", "jobs", "results"}) and
-each job's arrays as `.npy` files into a temporary folder, and runs
+each job's arrays as `.npy` files into a temporary folder, and runs `_WORKER_CODE` with
+`task.json` and its own process id, whose `main` runs the jobs and writes each one's result
+arrays to `result_{i}.npz` there. A job is a dict with a "kind" ("saved_model", "tflite",
+"onnx" or "saved_model_logits"), a "path" (written in place: the callers pass a temporary
+path, `keras_vit.atomic.replacing`) and that kind's arguments.
 
-    python -c "import sys; from keras_vit.export import worker; worker.main(sys.argv[1])" task.json
-
-whose `main` runs the jobs and writes each one's result arrays to `result_{i}.npz` there.
-A job is a dict with a "kind" ("saved_model", "tflite", "onnx" or "saved_model_logits"),
-a "path" and that kind's arguments.
+The worker never outlives its parent: on Linux it asks the kernel for SIGKILL when the
+parent dies (`PR_SET_PDEATHSIG`, before it imports anything heavy), and everywhere it
+exits when its stdin, a pipe from the parent, closes. The parent kills it on every exit
+path of `run_under` (an error, Ctrl-C, SIGTERM inside `keras_vit.atomic.replacing`)
+and removes the temporary folder, which also holds the worker's own temporary files
+(its TMPDIR).
 """
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 import keras
 import numpy as np
@@ -26,7 +31,15 @@ from keras_vit.export import checks
 from keras_vit.precision import as_float32
 
 _BACKEND_NAMES = {"tensorflow": "TensorFlow", "torch": "PyTorch"}
-_WORKER_CODE = "import sys; from keras_vit.export import worker; worker.main(sys.argv[1])"
+_WORKER_CODE = """
+import ctypes, os, signal, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[2]):  # the parent died before that
+    sys.exit(1)
+from keras_vit.export import worker
+worker.main(sys.argv[1])
+"""
 
 
 def run_under(backend, model, jobs):
@@ -56,15 +69,18 @@ def run_under(backend, model, jobs):
         spec = os.path.join(tmp, "task.json")
         with open(spec, "w") as f:
             json.dump({"model": model, "jobs": saved_jobs, "results": tmp}, f)
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        proc = subprocess.run(
-            [sys.executable, "-c", _WORKER_CODE, spec], env=env, capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"Export under {_BACKEND_NAMES[backend]} (in a subprocess) failed:\n"
-                f"{proc.stderr[-4000:]}"
-            )
+        os.mkdir(os.path.join(tmp, "tmp"))
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "TMPDIR": os.path.join(tmp, "tmp")}
+        with open(os.path.join(tmp, "stderr.txt"), "w+") as stderr:
+            returncode = _run_worker([sys.executable, "-c", _WORKER_CODE, spec, str(os.getpid())],
+                                     env, stderr)
+            stderr.seek(0)
+            if returncode != 0:
+                raise RuntimeError(
+                    f"Export under {_BACKEND_NAMES[backend]} (in a subprocess) failed:\n"
+                    f"{stderr.read()[-4000:]}"
+                )
         results = []
         for i in range(len(jobs)):
             with np.load(os.path.join(tmp, f"result_{i}.npz")) as result:
@@ -72,8 +88,31 @@ def run_under(backend, model, jobs):
         return results
 
 
+def _run_worker(command, env, stderr):
+    """Runs the worker with a pipe as its stdin, kept open while it runs; kills it if this
+    process stops waiting (an exception, KeyboardInterrupt, SystemExit). Returns its exit
+    status."""
+    proc = subprocess.Popen(command, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+
+
+def _exit_when_parent_exits():
+    """Ends this worker at once when its stdin (the parent's pipe) closes."""
+    while os.read(sys.stdin.fileno(), 4096):  # the raw pipe: nothing to lock at exit
+        pass
+    os._exit(1)
+
+
 def main(spec_path):
     """The subprocess side of `run_under`: runs the jobs of a `task.json` file."""
+    threading.Thread(target=_exit_when_parent_exits, daemon=True).start()
     with open(spec_path) as f:
         task = json.load(f)
     jobs = [
@@ -97,11 +136,7 @@ def run_jobs(model, jobs):
         kind, path = job["kind"], job["path"]
         result = {}
         if kind == "saved_model":
-            partial = path + ".partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            saved_model.write_saved_model(model, partial, job["input_dtype"])
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(partial, path)
+            saved_model.write_saved_model(model, path, job["input_dtype"])
         elif kind == "tflite":
             flatbuffer = tflite.convert(
                 model, job["quantize"], job.get("representative"), job["input_dtype"]
