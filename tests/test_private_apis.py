@@ -50,3 +50,21 @@ def test_tflite_op_names_lists_the_ops(tmp_path):
     path = tmp_path / "add.tflite"
     path.write_bytes(converter.convert())
     assert private_apis.tflite_op_names(path) == ["MUL", "TANH"]
+
+
+def test_tflite_nodes_lists_ops_and_delegate_partitions(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert.interpreter import Interpreter
+
+    function = tf.function(lambda x: tf.tanh(x) * x,
+                           input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    path = tmp_path / "tanh.tflite"
+    path.write_bytes(converter.convert())
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()  # the default XNNPACK delegate takes both ops
+    nodes = private_apis.tflite_nodes(interpreter)
+    assert [name for _, name, _, _ in nodes] == ["TANH", "MUL", "DELEGATE"]
+    (_, _, tanh_in, tanh_out), (_, _, mul_in, mul_out), (_, _, d_in, d_out) = nodes
+    assert set(mul_in) == set(tanh_in + tanh_out) and d_in == tanh_in and d_out == mul_out

@@ -40,3 +40,12 @@ def tflite_op_names(path):
 
     interpreter = Interpreter(model_path=os.fspath(path))
     return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+
+
+def tflite_nodes(interpreter):
+    """[(index, op name, input tensor ids, output tensor ids)] for every node of a LiteRT
+    interpreter's main subgraph: after `allocate_tensors`, the file's ops and then one
+    "DELEGATE" node per partition a delegate took (its inputs and outputs are the
+    partition's). LiteRT exposes nodes only through a private method."""
+    return [(op["index"], op["op_name"], [int(t) for t in op["inputs"]],
+             [int(t) for t in op["outputs"]]) for op in interpreter._get_ops_details()]

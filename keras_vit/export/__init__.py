@@ -36,7 +36,8 @@ Quantization modes of `export_tflite`:
 The modules: `checks` (arguments, paths, labels, packages, the model's input), `arrays`
 (data files and images), `saved_model`, `tflite` and `onnx` (each format: export, its
 backend-side writer, running a file), `worker` (jobs under another backend, in a
-subprocess), `parity` (reports and their table) and `cli` (`keras-vit export`). This module
+subprocess), `parity` (reports and their table), `profile` (where a TFLite file's ops run:
+`xnnpack_split`, `gpu_compatibility`) and `cli` (`keras-vit export`). This module
 holds `export`, which does it all at once, and re-exports the public API.
 """
 
@@ -57,6 +58,7 @@ from keras_vit.export.checks import (
 )
 from keras_vit.export.onnx import export_onnx, run_onnx
 from keras_vit.export.parity import format_report, parity_report
+from keras_vit.export.profile import gpu_compatibility, xnnpack_split
 from keras_vit.export.saved_model import export_saved_model
 from keras_vit.export.tflite import check_builtin_ops, export_tflite, run_tflite, tflite_ops
 
@@ -66,8 +68,9 @@ FILE_SUFFIXES = {"float32": "fp32", "float16": "fp16", "dynamic": "dynamic_int8"
 __all__ = [
     "DEFAULT_CALIBRATION_SAMPLES", "FILE_SUFFIXES", "INPUT_DTYPES", "QUANTIZATIONS",
     "check_builtin_ops", "collect_images", "export", "export_onnx", "export_saved_model",
-    "export_tflite", "format_report", "load_arrays", "load_model", "normalize_quantization",
-    "parity_report", "run_onnx", "run_tflite", "tflite_ops",
+    "export_tflite", "format_report", "gpu_compatibility", "load_arrays", "load_model",
+    "normalize_quantization", "parity_report", "run_onnx", "run_tflite", "tflite_ops",
+    "xnnpack_split",
 ]
 
 
