@@ -15,10 +15,11 @@ before building the jitted function or compiling the model.
   `get_gradient_materialization`, `with gradient_materialization(...)`,
   `KERAS_VIT_MATERIALIZE_GRADIENT`.
 - graph form, what a traced graph is made of: `set_graph_form`, `get_graph_form`,
-  `with graph_form(...)`, `KERAS_VIT_GRAPH_FORM`. "standard" (the default) or "integer":
-  the forms that TFLite's integer kernels and XNNPACK run fast (attention one head at a
-  time on 2-D tensors for a batch of one, layer norm without SQUARED_DIFFERENCE); the
-  full-integer TFLite export traces the model under "integer".
+  `with graph_form(...)`, `KERAS_VIT_GRAPH_FORM`. "standard" (the default); "tflite":
+  layer norm as plain products (no SQUARED_DIFFERENCE, no outer-product MUL), which
+  XNNPACK and TFLite's GPU delegate take whole; "integer": that, and attention one head at
+  a time for a batch of one, which XNNPACK runs in int8. The TFLite export traces float
+  files under "tflite" and int8 ones under "integer".
 """
 
 import contextlib
@@ -31,7 +32,7 @@ from keras_vit.backend import private_apis
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "plain", "head_major", "fast")
 GRADIENT_MATERIALIZATIONS = ("auto", "on", "off")
-GRAPH_FORMS = ("standard", "integer")
+GRAPH_FORMS = ("standard", "tflite", "integer")
 
 _ATTENTION = "attention implementation"
 _GRADIENT = "gradient materialization"
@@ -142,8 +143,8 @@ def gradient_materialization(mode):
 
 
 def set_graph_form(form):
-    """What traced graphs are made of: "standard" or "integer" (see the module docstring).
-    Both compute the same function; "integer" is for graphs that TFLite quantizes to int8."""
+    """What traced graphs are made of: "standard", "tflite" or "integer" (see the module
+    docstring). Each computes the same function."""
     _set(_GRAPH, form)
 
 

@@ -16,15 +16,16 @@ class LayerNormalization(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization` (same arguments, variables and saved form),
     (..., D) -> (..., D).
 
-    Under `keras_vit.config.graph_form("integer")` it computes the same normalisation as
-    `c * rsqrt(mean(c * c) + epsilon) * gamma + beta` with `c = x - mean(x)`: products
-    where Keras's op uses SQUARED_DIFFERENCE, which XNNPACK has no integer kernel for (in a
-    full-int8 TFLite file that op alone made each layer norm 17x slower). Otherwise it is
-    Keras's layer unchanged.
+    Under `keras_vit.config.graph_form("tflite")` or `("integer")` it computes the same
+    normalisation as `c * rsqrt(mean(c * c) + epsilon) * gamma + beta` with
+    `c = x - mean(x)`: products where Keras's op uses SQUARED_DIFFERENCE (no XNNPACK
+    integer kernel: in a full-int8 TFLite file that op alone made each layer norm 17x
+    slower) and an outer product of the per-token and per-channel factors (which TFLite's
+    GPU delegate refuses). Otherwise it is Keras's layer unchanged.
     """
 
     def call(self, inputs):
-        if config.get_graph_form() != "integer" or self.rms_scaling:
+        if config.get_graph_form() == "standard" or self.rms_scaling:
             return super().call(inputs)
         x = ops.cast(inputs, self.compute_dtype)
         centred = x - ops.mean(x, axis=self.axis, keepdims=True)

@@ -10,6 +10,12 @@ from keras import ops
 from keras_vit.norm import LayerNormalization
 
 
+def read_token(tokens, index):
+    """(B, N, D) -> (B, D): token `index`, as a slice and a reshape (TFLite's GPU delegate
+    and XNNPACK take those, not the strided slice that drops an axis)."""
+    return ops.reshape(tokens[:, index:index + 1], (-1, tokens.shape[-1]))
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class TokenPooling(keras.layers.Layer):
     """Pools tokens to one vector: (B, N, D) -> (B, D).
@@ -27,10 +33,8 @@ class TokenPooling(keras.layers.Layer):
         self.num_prefix_tokens = num_prefix_tokens
 
     def call(self, tokens):
-        if self.pooling == "token":
-            return tokens[:, 0]
-        if self.pooling == "distillation":
-            return tokens[:, 1]
+        if self.pooling in ("token", "distillation"):
+            return read_token(tokens, 0 if self.pooling == "token" else 1)
         return ops.mean(tokens[:, self.num_prefix_tokens:], axis=1)
 
     def compute_output_shape(self, input_shape):
@@ -82,7 +86,7 @@ class AttentionPooling(keras.layers.Layer):
         probe = ops.broadcast_to(ops.cast(self.probe, tokens.dtype), (batch, 1, tokens.shape[-1]))
         y = self.attention(probe, tokens)
         y = y + self.mlp_dense_2(self._activation(self.mlp_dense_1(self.norm(y))))
-        return y[:, 0]
+        return read_token(y, 0)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])

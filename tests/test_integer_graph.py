@@ -1,6 +1,6 @@
-"""The "integer" graph form (one attention head at a time on 2-D tensors, layer norm
-without SQUARED_DIFFERENCE) and the full-int8 TFLite pass that gives XNNPACK its matmuls:
-the same function as the standard form, checked against an independent NumPy forward pass."""
+"""The "tflite" and "integer" graph forms (layer norm as plain products; attention one
+head at a time) and the int8 TFLite pass that gives XNNPACK its matmuls: the same function
+as the standard form, checked against an independent NumPy forward pass."""
 
 import math
 
@@ -32,14 +32,15 @@ def random_weights(model, seed=0):
     return {v.path: ops.convert_to_numpy(v).astype("float64") for v in model.weights}
 
 
+@pytest.mark.parametrize("form", ["tflite", "integer"])
 @pytest.mark.parametrize("name", CONFIGS)
-def test_integer_form_computes_the_reference_function(name):
+def test_tflite_forms_compute_the_reference_function(name, form):
     model_config = {**TINY, **CONFIGS[name]}
     model = ViT(**model_config)
     weights = random_weights(model)
     images = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
     expected = options_forward(weights, model_config, images)
-    with config.graph_form("integer"):
+    with config.graph_form(form):
         one = np.concatenate([ops.convert_to_numpy(model(images[i:i + 1])) for i in range(2)])
         batch = ops.convert_to_numpy(model(images))  # a batch of two: the batched path
     for ours in (one, batch):
@@ -54,8 +55,9 @@ def test_integer_layer_norm_matches_numpy():
     layer.set_weights([gamma, beta])
     centred = x.astype("float64") - x.mean(-1, keepdims=True)
     expected = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-3) * gamma + beta
-    with config.graph_form("integer"):
-        np.testing.assert_allclose(ops.convert_to_numpy(layer(x)), expected, rtol=1e-4, atol=1e-4)
+    for form in ("tflite", "integer"):
+        with config.graph_form(form):
+            np.testing.assert_allclose(ops.convert_to_numpy(layer(x)), expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(ops.convert_to_numpy(layer(x)), expected, rtol=1e-4, atol=1e-4)
 
 

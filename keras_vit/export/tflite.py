@@ -33,15 +33,15 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
 
     `quantize` is a canonical mode (see `export_tflite`); "int8" and "mixed_int8" calibrate
     on the `representative` images (float32, N x H x W x C), trace the model in the
-    "integer" graph form (`keras_vit.config.graph_form`) and give XNNPACK the ranges its
-    int8 kernels need (`tflite_graph.xnnpack_ranges`).
+    "integer" graph form (`keras_vit.config.graph_form`; the other modes in "tflite") and
+    give XNNPACK the ranges its int8 kernels need (`tflite_graph.xnnpack_ranges`).
     """
     import tensorflow as tf
 
     calibrated = quantize in checks.CALIBRATED
     with tempfile.TemporaryDirectory() as tmp:
         graph_input = "float32" if quantize == "int8" else input_dtype
-        with config.graph_form("integer" if calibrated else "standard"):
+        with config.graph_form("integer" if calibrated else "tflite"):
             saved_model.write_saved_model(model, tmp, graph_input, batch_size=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
