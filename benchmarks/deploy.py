@@ -170,19 +170,24 @@ def litert_runner(path, threads):
 
 
 def time_interleaved(files, image, threads, rounds):
-    """{key: median seconds}: one call of each file per round, files in turn."""
+    """{key: (median seconds, median CPU seconds of this thread)}: one call of each file
+    per round, files in turn. On one thread both runtimes compute in the calling thread, so
+    its CPU time is the latency the file would have on an idle core, whatever else runs."""
     runners = {}
     for key, (kind, path) in files.items():
         runners[key] = (litert_runner if kind == "litert" else ort_session)(path, threads)
         for _ in range(2):  # warm up: allocation, weight packing
             runners[key](image)
     times = {key: [] for key in runners}
+    cpu_times = {key: [] for key in runners}
     for _ in range(rounds):
         for key, run in runners.items():
-            start = time.perf_counter()
+            cpu_start, start = time.thread_time(), time.perf_counter()
             run(image)
             times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(t) for key, t in times.items()}
+            cpu_times[key].append(time.thread_time() - cpu_start)
+    return {key: (statistics.median(times[key]), statistics.median(cpu_times[key]))
+            for key in runners}
 
 
 def file_outputs(kind, path, images):
@@ -319,14 +324,18 @@ def measure(name, args, folder):
         else:
             errors[("ONNX Runtime", variant)] = path
     latency = {key: {} for key in files}
+    cpu = {}
     for threads in args.threads:
-        for key, seconds in time_interleaved(files, images[0], threads, args.rounds).items():
+        for key, (seconds, cpu_seconds) in time_interleaved(files, images[0], threads,
+                                                              args.rounds).items():
             latency[key][threads] = seconds
+            if threads == 1:
+                cpu[key] = cpu_seconds
         log(f"timed {len(files)} files at {threads} thread(s)")
     rows = []
     for key, (kind, path) in files.items():
         row = {"runtime": key[0], "variant": key[1], "latency": latency[key],
-               "size": os.path.getsize(path),
+               "cpu": cpu.get(key), "size": os.path.getsize(path),
                "quality": quality(file_outputs(kind, path, images), reference, labels)}
         if kind == "litert":
             split = export.xnnpack_split(path)
@@ -363,7 +372,7 @@ def format_table(name, rows, args, num_images, labelled):
     quality = (["accuracy", "Δ vs Keras float32"] if labelled
                else ["min cosine vs Keras float32", "mean cosine"])
     header = (["runtime", "variant"] + [f"{t} thread{'s' if t > 1 else ''}" for t in args.threads]
-              + ["size"] + quality + ["XNNPACK (LiteRT)", "GPU delegate"])
+              + ["1 thread, CPU time", "size"] + quality + ["XNNPACK (LiteRT)", "GPU delegate"])
     lines = [f"### {MODELS[name][0]}", "", "| " + " | ".join(header) + " |",
              "|" + "---|" * len(header)]
     for r in rows:
@@ -373,12 +382,14 @@ def format_table(name, rows, args, num_images, labelled):
             size = r["size"]
             cells = ([f"{1e3 * r['latency'][t]:.3f} ms" if r["latency"].get(t) else "—"
                       for t in args.threads]
+                     + [f"{1e3 * r['cpu']:.3f} ms" if r.get("cpu") else "—"]
                      + [f"{size / 1e6:.2f} MB" if isinstance(size, int) else (size or "—")]
                      + list(r["quality"]) + [r.get("xnnpack", ""), r.get("gpu", "")])
         lines.append("| " + " | ".join([r["runtime"], r["variant"]] + cells) + " |")
     what = (f"the {num_images} Fashion-MNIST test images" if labelled
             else f"{num_images} random images")
-    lines.append(f"\nQuality on {what}; latency: median of {args.rounds} rounds, batch 1.")
+    lines.append(f"\nQuality on {what}; latency: median of {args.rounds} rounds, batch 1 "
+                 "(wall time; CPU time: the calling thread's, far less sensitive to other load).")
     return "\n".join(lines)
 
 
