@@ -19,6 +19,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_vit.backend import private_apis
+
 # Images of these dtypes cannot hold 0..255 pixels as the model expects.
 _SUSPECT_INTEGER_DTYPES = ("int8", "bool")
 # How many images the pixel-range check looks at.
@@ -89,8 +91,8 @@ def _intact(model):
     if jax and getattr(model, "optimizer", None) is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # so its values are kept below
     variables = _state_variables(model) if jax else []
-    before = [v._value for v in variables]
-    state = getattr(model, "_jax_state", None)
+    before = [private_apis.stored_value(v) for v in variables]
+    state = private_apis.jax_trainer_state(model)
     try:
         yield
     except BaseException:
@@ -98,14 +100,14 @@ def _intact(model):
             if keras.backend.backend() == "tensorflow":
                 model.train_function = model.test_function = model.predict_function = None
             raise
-        if getattr(model, "_jax_state", None) is not state:
+        if private_apis.jax_trainer_state(model) is not state:
             model.jax_state_sync()  # the values of the steps completed in this call
         for variable, value in zip(variables, before):
-            if variable._value is None and value is not None:
+            if private_apis.stored_value(variable) is None and value is not None:
                 variable.assign(value)
-        if any(v._value is None for v in model.metrics_variables):
+        if any(private_apis.stored_value(v) is None for v in model.metrics_variables):
             model.reset_metrics()  # metrics built in this call start again from zero
-        model._jax_state, model._jax_state_synced = None, True
+        private_apis.forget_jax_trainer_state(model)
         raise
 
 

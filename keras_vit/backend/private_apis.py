@@ -40,3 +40,23 @@ def tflite_op_names(path):
 
     interpreter = Interpreter(model_path=os.fspath(path))
     return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+
+
+def stored_value(variable):
+    """The value `variable` stores, or None while Keras's JAX trainer has detached it for a
+    `fit`, `evaluate` or `predict` (the public `value` then fails: "'NoneType' object is not
+    callable"). Keras has no public way to tell a detached variable."""
+    return variable._value
+
+
+def jax_trainer_state(model):
+    """The values Keras's JAX trainer holds for `model`'s variables after the last step it
+    completed, until the call ends (the public `model.jax_state_sync()` sets them back on the
+    variables), or None. Keras keeps them in a private attribute only."""
+    return getattr(model, "_jax_state", None)
+
+
+def forget_jax_trainer_state(model):
+    """Leaves `model`'s JAX trainer as a call that finished leaves it: no values held apart
+    from the variables' own (a later `jax_state_sync()` must not set stale ones back)."""
+    model._jax_state, model._jax_state_synced = None, True
