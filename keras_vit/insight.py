@@ -72,8 +72,7 @@ def intermediate_model(model, blocks=(-1,), norm=False, reshape=False):
             grid_h, grid_w = model.grid_size
             x = ops.reshape(x[:, _num_prefix_tokens(model):], (-1, grid_h, grid_w, x.shape[-1]))
         outputs.append(x)
-    return keras.Model(model.input, outputs if len(outputs) > 1 else outputs[0],
-                       name=f"{model.name}_intermediate")
+    return _side_model(model, outputs if len(outputs) > 1 else outputs[0], "intermediate")
 
 
 def attention_model(model):
@@ -90,7 +89,15 @@ def attention_model(model):
     for index in range(model.num_layers):
         block = _block(model, index)
         maps.append(_BlockAttention(block, name=f"{block.name}_attention_map")(block.input))
-    return keras.Model(model.input, ops.stack(maps, axis=1), name=f"{model.name}_attention")
+    return _side_model(model, ops.stack(maps, axis=1), "attention")
+
+
+def _side_model(model, outputs, kind):
+    """A model from `model`'s images to `outputs` that checks its images as `model` does:
+    sharing the ViT's layers, a failed call must not leave their variables broken."""
+    side = vit_inputs.CheckedModel(model.input, outputs, name=f"{model.name}_{kind}")
+    side.include_preprocessing = model.include_preprocessing
+    return side
 
 
 class _BlockAttention(keras.layers.Layer):

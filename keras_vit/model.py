@@ -15,7 +15,7 @@ def block_activation(mlp_activation, gelu_approximate):
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
-class ViT(keras.Model):
+class ViT(vit_inputs.CheckedModel):
     """Vision Transformer (Dosovitskiy et al., 2021), the original architecture.
 
     images (B, H, W, C), pixel values 0..255 -> logits (B, num_classes), or pooled
@@ -300,45 +300,6 @@ class ViT(keras.Model):
         leaves the old file or the new one, never a partial one."""
         with atomic.replacing(filepath, overwrite) as path:
             super().save(path, **kwargs)
-
-    def __call__(self, *args, **kwargs):
-        vit_inputs.check_batch_input(self, args[0] if args else kwargs.get("inputs"))
-        return super().__call__(*args, **kwargs)
-
-    def call(self, inputs, training=None, mask=None):
-        # Trainers of some backends call `call` directly (stateless), so check here too.
-        if hasattr(inputs, "shape"):
-            vit_inputs.check_shape(self, inputs.shape)
-        return super().call(inputs, training=training, mask=mask)
-
-    # The inputs are checked before Keras traces a step: see keras_vit.inputs.
-    def predict(self, x, *args, **kwargs):
-        vit_inputs.check_batch_input(self, x)
-        return super().predict(x, *args, **kwargs)
-
-    def evaluate(self, x=None, *args, **kwargs):
-        vit_inputs.check_batch_input(self, x)
-        return super().evaluate(x, *args, **kwargs)
-
-    def fit(self, x=None, *args, validation_data=None, **kwargs):
-        vit_inputs.check_batch_input(self, x)
-        if isinstance(validation_data, (tuple, list)) and validation_data:
-            vit_inputs.check_batch_input(self, validation_data[0])
-        elif validation_data is not None:
-            vit_inputs.check_batch_input(self, validation_data)
-        return super().fit(x, *args, validation_data=validation_data, **kwargs)
-
-    def train_on_batch(self, x, *args, **kwargs):
-        vit_inputs.check_batch_input(self, x)
-        return super().train_on_batch(x, *args, **kwargs)
-
-    def test_on_batch(self, x, *args, **kwargs):
-        vit_inputs.check_batch_input(self, x)
-        return super().test_on_batch(x, *args, **kwargs)
-
-    def predict_on_batch(self, x):
-        vit_inputs.check_batch_input(self, x)
-        return super().predict_on_batch(x)
 
     def get_config(self):
         return {

@@ -68,3 +68,25 @@ def test_tflite_nodes_lists_ops_and_delegate_partitions(tmp_path):
     assert [name for _, name, _, _ in nodes] == ["TANH", "MUL", "DELEGATE"]
     (_, _, tanh_in, tanh_out), (_, _, mul_in, mul_out), (_, _, d_in, d_out) = nodes
     assert set(mul_in) == set(tanh_in + tanh_out) and d_in == tanh_in and d_out == mul_out
+
+
+def test_the_jax_trainer_detaches_the_values_and_holds_the_last_step_s():
+    if keras.backend.backend() != "jax":
+        pytest.skip("Keras detaches the variables' values under JAX only")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    seen = []
+
+    class Look(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            seen.append(([private_apis.stored_value(v) for v in model.variables],
+                         private_apis.jax_trainer_state(model)))
+
+    model.predict(np.ones((2, 3), "float32"), callbacks=[Look()], verbose=0)
+    (values, state), = seen
+    assert values == [None, None]  # detached during the call
+    assert [np.asarray(v).shape for v in state["trainable_variables"]] == [(3, 2), (2,)]
+    assert all(private_apis.stored_value(v) is not None for v in model.variables)
+    assert private_apis.jax_trainer_state(model) is None  # forgotten when the call ends
+    model._jax_state, model._jax_state_synced = state, False
+    private_apis.forget_jax_trainer_state(model)
+    assert private_apis.jax_trainer_state(model) is None and model._jax_state_synced

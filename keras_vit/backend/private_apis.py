@@ -49,3 +49,23 @@ def tflite_nodes(interpreter):
     partition's). LiteRT exposes nodes only through a private method."""
     return [(op["index"], op["op_name"], [int(t) for t in op["inputs"]],
              [int(t) for t in op["outputs"]]) for op in interpreter._get_ops_details()]
+
+
+def stored_value(variable):
+    """The value `variable` stores, or None while Keras's JAX trainer has detached it for a
+    `fit`, `evaluate` or `predict` (the public `value` then fails: "'NoneType' object is not
+    callable"). Keras has no public way to tell a detached variable."""
+    return variable._value
+
+
+def jax_trainer_state(model):
+    """The values Keras's JAX trainer holds for `model`'s variables after the last step it
+    completed, until the call ends (the public `model.jax_state_sync()` sets them back on the
+    variables), or None. Keras keeps them in a private attribute only."""
+    return getattr(model, "_jax_state", None)
+
+
+def forget_jax_trainer_state(model):
+    """Leaves `model`'s JAX trainer as a call that finished leaves it: no values held apart
+    from the variables' own (a later `jax_state_sync()` must not set stale ones back)."""
+    model._jax_state, model._jax_state_synced = None, True
