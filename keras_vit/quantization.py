@@ -23,6 +23,9 @@ model too, but not a quantized keras_vit layer (a `TransformerEncoderBlock`, a
 `ViTAttention`) in a model of your own: its sublayers are rebuilt in float, as those of
 Keras 3.15's own `keras.layers.MultiHeadAttention` are (tests/test_quantization.py keeps a
 canary on it).
+
+Export (`keras_vit.export`) converts `dequantized(model)`, a float copy holding the values
+the quantized weights stand for; the file's own quantization is the export's mode.
 """
 
 import json
