@@ -421,6 +421,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.mlp_norm.build(input_shape)
         self.mlp_dense_1.build(input_shape)
         self.mlp_dense_2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+        # DropPath has no weights, but the symbolic call (compute_output_shape) never
+        # builds it, and `Model.quantize` refuses unbuilt layers.
+        self.drop_path.build(input_shape)
         if self.layer_scale_init is not None:
             scale = keras.initializers.Constant(self.layer_scale_init)
             self.attention_scale = self.add_weight(

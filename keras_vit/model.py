@@ -6,6 +6,7 @@ from keras_vit import arguments, atomic
 from keras_vit import config, distribution
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
+from keras_vit import quantization
 from keras_vit.norm import LayerNormalization
 
 
@@ -334,11 +335,16 @@ class ViT(vit_inputs.CheckedModel):
             "dtype": self._config_dtype,
             "name": self.name,
             "trainable": self.trainable,
+            **quantization.config_entry(self),
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        return quantization.from_config(cls, config)
+
+    def quantize(self, mode=None, config=None, filters=None):
+        """`keras.Model.quantize`: see `keras_vit.quantization.quantize`."""
+        quantization.quantize(self, mode, config=config, filters=filters)
 
     @classmethod
     def get_layout_map(cls, device_mesh, model_parallel_dim_name="model",

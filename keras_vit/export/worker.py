@@ -27,6 +27,7 @@ import threading
 import keras
 import numpy as np
 
+from keras_vit import quantization
 from keras_vit.export import checks
 from keras_vit.precision import as_float32
 
@@ -125,12 +126,13 @@ def main(spec_path):
 
 def run_jobs(model, jobs):
     """Runs export jobs under the current backend ("onnx" under PyTorch, the others under
-    TensorFlow) on the float32 copy of `model`; returns one dict of arrays per job."""
+    TensorFlow) on the float32 copy of `model` (of its dequantized copy if Keras quantized
+    it: `keras_vit.quantization.dequantized`); returns one dict of arrays per job."""
     # Imported here: these modules call `run_under`, so they import this one.
     from keras_vit.export import onnx, saved_model, tflite
 
     if model is not None:
-        model = as_float32(checks.load_model(model))
+        model = as_float32(quantization.dequantized(checks.load_model(model)))
     results = []
     for job in jobs:
         kind, path = job["kind"], job["path"]
