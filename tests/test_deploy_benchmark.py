@@ -52,10 +52,12 @@ def test_quick_run_lists_every_variant(tmp_path):
                 + [("ONNX Runtime", v) for v in deploy.ORT_VARIANTS]
                 + [("Keras (tensorflow)", "float32"), ("Keras (tensorflow)", "int8")])
     assert set(expected) <= set(rows), sorted(rows)
+    # columns: 1 thread, 1 thread CPU time, size, min cosine, mean cosine, XNNPACK, GPU
     for key in expected[:-1]:  # every file and Keras float32 is timed and compared
-        latency, _, cosine = rows[key][0], rows[key][1], rows[key][2]
+        latency, cpu, cosine = rows[key][0], rows[key][1], rows[key][3]
         assert latency.strip().endswith(" ms") and float(cosine) > 0.9, (key, rows[key])
+        assert cpu.strip().endswith(" ms") or key[0].startswith("Keras"), (key, rows[key])
     for variant in export.QUANTIZATIONS:
-        xnnpack = rows[("LiteRT", variant)][4].strip()
+        xnnpack = rows[("LiteRT", variant)][5].strip()
         taken, total = map(int, xnnpack.split(" ops")[0].split("/"))
         assert 0 < taken <= total, xnnpack
