@@ -151,6 +151,10 @@ def _watched_dataset(model, dataset):
     spec = _images(dataset.element_spec)
     if not isinstance(spec, tf.TensorSpec):  # ragged or sparse images: left to Keras
         return dataset
+    if keras.distribution.distribution() is not None:
+        # Keras shards a dataset by reading its batch size from the pipeline, which a map
+        # hides; its element spec was checked up front.
+        return dataset
     height, width, channels = _image_shape(model)
     checked = []
 
