@@ -70,6 +70,14 @@ def test_a_quantized_vit_saves_and_loads_with_the_same_outputs(mode, images, tmp
     np.testing.assert_allclose(logits(loaded, images), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_from_preset_refuses_a_quantized_file_saying_how_to_open_it(tmp_path):
+    model = random_vit()
+    model.quantize("int4")
+    model.save(tmp_path / "model.keras")
+    with pytest.raises(ValueError, match="quantized ViT.*keras.saving.load_model"):
+        keras_vit.ViT.from_preset(str(tmp_path / "model.keras"))
+
+
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_every_vit_layout_quantizes_saves_and_loads(layout, images, tmp_path):
     model = random_vit(**LAYOUTS[layout])

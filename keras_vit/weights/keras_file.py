@@ -73,6 +73,11 @@ def check_archive(path):
     if not isinstance(saved, dict) or saved.get("registered_name") != "keras_vit>ViT":
         name = saved.get("class_name") if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"{path!r} holds a {name}, not a keras_vit ViT.")
+    if isinstance(saved.get("config"), dict) and saved["config"].get("quantized_layers"):
+        raise ValueError(
+            f"{path!r} holds a quantized ViT (model.quantize): open it with "
+            "keras.saving.load_model(path); from_preset builds float models from float weights."
+        )
     try:
         shapes = expected_shapes(_architecture(saved.get("config") or {}))
     except ValueError as e:
