@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_vit import ViT, config, insight
 from reference_vit import _gelu, _layer_norm
-from test_zoo_options import randomised
+from tiny import randomised
 from tiny import TINY
 
 # Three sequence lengths only (16, 17 and 18 tokens): JAX compiles each eager op per shape.

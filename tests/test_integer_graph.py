@@ -11,7 +11,7 @@ from keras import ops
 
 from keras_vit import ViT, config
 from keras_vit.norm import LayerNormalization
-from reference_vit import options_forward
+from tiny import randomised, reference_case
 
 TINY = dict(image_size=16, patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32,
             num_classes=3)
@@ -23,23 +23,10 @@ CONFIGS = {
 }
 
 
-def random_weights(model, seed=0):
-    """Assigns every variable a random value (scales around 1); returns them in float64."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        centre = 1.0 if variable.path.endswith(("gamma", "_scale")) else 0.0
-        variable.assign(rng.normal(centre, 0.3, variable.shape).astype("float32"))
-    return {v.path: ops.convert_to_numpy(v).astype("float64") for v in model.weights}
-
-
 @pytest.mark.parametrize("form", ["tflite", "integer"])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_tflite_forms_compute_the_reference_function(name, form):
-    model_config = {**TINY, **CONFIGS[name]}
-    model = ViT(**model_config)
-    weights = random_weights(model)
-    images = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
-    expected = options_forward(weights, model_config, images)
+    model, images, expected = reference_case({**TINY, **CONFIGS[name]})
     with config.graph_form(form):
         one = np.concatenate([ops.convert_to_numpy(model(images[i:i + 1])) for i in range(2)])
         batch = ops.convert_to_numpy(model(images))  # a batch of two: the batched path
@@ -113,7 +100,7 @@ def test_full_int8_file_gives_xnnpack_its_matmuls(tmp_path):
     from keras_vit.export import tflite_graph
 
     model = ViT(**{**TINY, "include_top": False, "num_heads": 4})
-    random_weights(model)
+    randomised(model)
     images = np.random.default_rng(5).integers(0, 256, (16, 16, 16, 3)).astype("float32")
     path = export.export_tflite(model, tmp_path / "m.tflite", quantize="int8",
                                 representative_data=images)
@@ -145,7 +132,7 @@ def test_mixed_int8_file_keeps_only_the_softmax_in_float(tmp_path):
     from keras_vit import export
 
     model = ViT(**{**TINY, "include_top": False})
-    random_weights(model)
+    randomised(model)
     images = np.random.default_rng(6).integers(0, 256, (16, 16, 16, 3)).astype("float32")
     path = export.export_tflite(model, tmp_path / "m.tflite", quantize="mixed",
                                 representative_data=images)

@@ -9,7 +9,7 @@ import pytest
 from keras import ops
 
 from keras_vit import ViT
-from reference_vit import options_forward
+from tiny import randomised, reference_case
 
 BASE = dict(image_size=16, patch_size=8, hidden_dim=16, num_layers=2, num_heads=2, mlp_dim=32,
             num_classes=3)
@@ -25,23 +25,10 @@ OPTIONS = {
 }
 
 
-def randomised(model, seed=0):
-    """Every variable random (no zeros or ones left, so each one matters)."""
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        base = 1.0 if variable.path.endswith(("gamma", "_scale")) else 0.0
-        variable.assign(base + rng.normal(0, 0.3, variable.shape).astype("float32"))
-    return {v.path: ops.convert_to_numpy(v).astype("float64") for v in model.weights}
-
-
 @pytest.mark.parametrize("name", OPTIONS)
 def test_options_match_the_numpy_reference_and_round_trip(name, tmp_path):
-    config = {**BASE, **OPTIONS[name]}
-    model = ViT(**config)
-    weights = randomised(model)
-    images = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    model, images, expected = reference_case({**BASE, **OPTIONS[name]})
     ours = ops.convert_to_numpy(model(images)).astype("float64")
-    expected = options_forward(weights, config, images)
     assert np.max(np.abs(ours - expected)) / np.max(np.abs(expected)) < 1e-4
     assert ViT.from_config(model.get_config()).count_params() == model.count_params()
     model.save(tmp_path / "model.keras")

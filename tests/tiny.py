@@ -3,6 +3,9 @@ Fashion-MNIST files."""
 
 import json
 
+import numpy as np
+from keras import ops
+
 TINY = dict(
     image_size=32,
     patch_size=8,
@@ -44,3 +47,25 @@ def write_fashion_mnist(folder, train=48, test=24, gz=True, seed=0):
                        rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
         data.write_idx(folder / (labels + suffix), (np.arange(n) % 10).astype(np.uint8))
     return folder
+
+
+def randomised(model, seed=0):
+    """Assigns every variable of `model` a random value (no zeros or ones left, so each one
+    matters; scales around 1); returns them by path, in float64."""
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        base = 1.0 if variable.path.endswith(("gamma", "_scale")) else 0.0
+        variable.assign(base + rng.normal(0, 0.3, variable.shape).astype("float32"))
+    return {v.path: ops.convert_to_numpy(v).astype("float64") for v in model.weights}
+
+
+def reference_case(config, image_size=16):
+    """(a ViT of `config` with random weights, two random images, the independent NumPy
+    forward pass's outputs for them)."""
+    from keras_vit import ViT
+    from reference_vit import options_forward
+
+    model = ViT(**config)
+    weights = randomised(model)
+    images = np.random.default_rng(1).uniform(0, 255, (2, image_size, image_size, 3)).astype("float32")
+    return model, images, options_forward(weights, config, images)
