@@ -198,6 +198,13 @@ def run_tensorflow(out):
     return results
 
 
+def assert_agrees(agreement):
+    """Within float32 rounding of the one-device run, after a real training update."""
+    assert agreement["allclose"] <= 1.0, agreement  # np.allclose(rtol=1e-5, atol=1e-7)
+    assert agreement["of_update"] < 1e-4, agreement
+    assert agreement["update_norm"] > 0.05, agreement
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     start = time.time()

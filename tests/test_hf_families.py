@@ -11,6 +11,7 @@ import pytest
 from keras import ops
 
 from keras_vit import ViT
+from reference_families import fine_tunes_and_round_trips
 
 COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
               image_size=32, patch_size=8)
@@ -186,21 +187,3 @@ class _Tower:
 def test_family_fine_tunes_with_a_new_head_and_round_trips(family, tmp_path):
     _, path = _saved_model(family, tmp_path)
     fine_tunes_and_round_trips(path, tmp_path)
-
-
-def fine_tunes_and_round_trips(path, tmp_path):
-    """Loads `path` with a new 3-class head, fits one step, and checks the head moved and
-    the `.keras` round trip gives the same outputs."""
-    model = ViT.from_preset(path, num_classes=3)
-    images = np.random.default_rng(2).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    labels = np.array([0, 1, 2, 1])
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    head = ops.convert_to_numpy(model.get_layer("head").kernel).copy()
-    history = model.fit(images, labels, epochs=1, batch_size=4, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    assert not np.array_equal(ops.convert_to_numpy(model.get_layer("head").kernel), head)
-    model.save(tmp_path / "tuned.keras")
-    loaded = keras.saving.load_model(tmp_path / "tuned.keras")
-    np.testing.assert_allclose(ops.convert_to_numpy(loaded(images)),
-                               ops.convert_to_numpy(model(images)), rtol=1e-5, atol=1e-5)

@@ -224,12 +224,12 @@ def test_without_huggingface_hub_says_what_to_install(monkeypatch):
 def test_a_timm_repository_loads_with_its_config(test_hub, tmp_path):
     """timm's hub repos hold model.safetensors and timm's config.json: the heads, the
     mean / std and the family come from that config, as timm reads it."""
-    from test_timm_families import _compare, _saved_model
+    from reference_families import compare_with_timm, timm_saved_model
 
-    reference, path = _saved_model("dinov2_registers", tmp_path / "timm")
+    reference, path = timm_saved_model("dinov2_registers", tmp_path / "timm")
     folder = tmp_path / "timm"
     test_hub.add("timm/tiny_reg4_dinov2", {"main": {
         name: (folder / name).read_bytes() for name in ("config.json", WEIGHTS)}})
     model = ViT.from_preset("hf://timm/tiny_reg4_dinov2", include_top=False)
     assert (model.num_heads, model.num_register_tokens) == (4, 4)
-    _compare(model, reference, 32)
+    compare_with_timm(model, reference, 32)

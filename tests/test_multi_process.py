@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import distribution_worker as worker
-from test_distribution import assert_agrees
+from distribution_worker import assert_agrees
 
 WORKER = Path(__file__).with_name("multi_process_worker.py")
 
