@@ -3,6 +3,7 @@ kills midway, and the helpers that watch it.
 
     python tests/atomic_worker.py save PATH             # ViT-B/16 (no weights) over PATH
     python tests/atomic_worker.py export MODEL PATH     # export_tflite(MODEL) over PATH
+    python tests/atomic_worker.py hold PATH             # stays inside atomic.replacing(PATH)
 """
 
 import os
@@ -78,6 +79,16 @@ def kill_all(pids):
             os.kill(pid, signal.SIGKILL)
 
 
+def wait_for(condition, timeout=20):
+    """Whether `condition()` holds within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def files_under(folder):
     """{relative path: size} of every file under `folder`."""
     found = {}
@@ -100,6 +111,13 @@ def main(argv):
         from keras_vit import export
 
         export.export_tflite(argv[1], argv[2], overwrite=True)
+    elif argv[0] == "hold":
+        from keras_vit import atomic
+
+        with atomic.replacing(argv[1]) as path:
+            with open(path, "wb") as f:
+                f.write(b"partial")
+            time.sleep(600)
     else:
         raise SystemExit(f"unknown command {argv[0]!r}")
 

@@ -110,7 +110,8 @@ def test_vit_save_killed_midway_keeps_the_old_file(tmp_path):
     loaded = keras.saving.load_model(path)
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert all(atomic.is_temporary(name) for name in os.listdir(tmp_path) if name != "model.keras")
+    assert atomic_worker.wait_for(lambda: os.listdir(tmp_path) == ["model.keras"]), (
+        f"a killed save left {os.listdir(tmp_path)}")  # the reaper removed its folder
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +156,13 @@ def test_export_killed_midway_stops_its_worker_and_keeps_the_old_file(exported, 
         atomic_worker.kill_all(workers)
     assert (out / "model.tflite").read_bytes() == old
     assert export.tflite_ops(out / "model.tflite")  # still a TFLite file that opens
-    left = [n for n in os.listdir(out) if n not in ("model.keras", "model.tflite")]
-    if signum == signal.SIGTERM:  # every temporary folder was removed, the worker's too
-        assert left == [] and os.listdir(temp) == []
+    # Every temporary folder was removed, the worker's too: by the export's clean-up on
+    # SIGTERM, by keras_vit.atomic's reaper on SIGKILL.
+    assert atomic_worker.wait_for(
+        lambda: sorted(os.listdir(out)) == ["model.keras", "model.tflite"]), os.listdir(out)
+    assert atomic_worker.wait_for(lambda: os.listdir(temp) == []), os.listdir(temp)
+    if signum == signal.SIGTERM:
         assert proc.returncode == 128 + signal.SIGTERM
-    else:
-        assert all(atomic.is_temporary(name) for name in left)
 
 
 @pytest.mark.slow
@@ -242,6 +244,17 @@ def test_export_replaces_files_only_once_they_pass_their_checks(tmp_path, monkey
                                             str(tmp_path / "m_fp32.tflite")]
     assert export.tflite_ops(tmp_path / "m_fp32.tflite") and "| variant |" in (
         tmp_path / "report.md").read_text()
+
+
+@one_backend
+def test_sigkill_inside_replacing_leaves_nothing_behind(tmp_path):
+    """No Python code runs on SIGKILL: the reaper process removes the temporary folder."""
+    path = tmp_path / "a.bin"
+    atomic.write_bytes(path, b"old")
+    proc = atomic_worker.start("hold", str(path))
+    atomic_worker.kill_when(proc, lambda: len(os.listdir(tmp_path)) == 2, signal.SIGKILL)
+    assert atomic_worker.wait_for(lambda: os.listdir(tmp_path) == ["a.bin"]), os.listdir(tmp_path)
+    assert path.read_bytes() == b"old"
 
 
 def test_sigterm_inside_replacing_removes_the_temporary_folder(tmp_path):

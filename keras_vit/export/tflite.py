@@ -3,7 +3,6 @@ builtin ops only, four quantization modes), the builtin-op check, and running a 
 the LiteRT interpreter."""
 
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -39,7 +38,7 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
     import tensorflow as tf
 
     calibrated = quantize in checks.CALIBRATED
-    with tempfile.TemporaryDirectory() as tmp:
+    with atomic.temporary_folder() as tmp:
         graph_input = "float32" if quantize == "int8" else input_dtype
         with config.graph_form("integer" if calibrated else "tflite"):
             saved_model.write_saved_model(model, tmp, graph_input, batch_size=1)

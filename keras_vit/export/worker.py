@@ -14,20 +14,19 @@ parent dies (`PR_SET_PDEATHSIG`, before it imports anything heavy), and everywhe
 exits when its stdin, a pipe from the parent, closes. The parent kills it on every exit
 path of `run_under` (an error, Ctrl-C, SIGTERM inside `keras_vit.atomic.replacing`)
 and removes the temporary folder, which also holds the worker's own temporary files
-(its TMPDIR).
+(its TMPDIR); if the parent is killed, `keras_vit.atomic`'s reaper removes that folder.
 """
 
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 
 import keras
 import numpy as np
 
-from keras_vit import quantization
+from keras_vit import atomic, quantization
 from keras_vit.export import checks
 from keras_vit.precision import as_float32
 
@@ -52,7 +51,7 @@ def run_under(backend, model, jobs):
     """
     if keras.backend.backend() == backend:
         return run_jobs(model, jobs)
-    with tempfile.TemporaryDirectory() as tmp:
+    with atomic.temporary_folder() as tmp:
         if isinstance(model, keras.Model):
             model_path = os.path.join(tmp, "model.keras")
             model.save(model_path)
