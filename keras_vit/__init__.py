@@ -6,7 +6,7 @@ from keras_vit import schedules  # noqa: F401
 from keras_vit import export
 from keras_vit.imagenet import decode_predictions, imagenet_classes
 from keras_vit.model import ViT
+from keras_vit.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["ViT", "decode_predictions", "imagenet_classes", "layers", "presets"]
 __all__ += ["export"]

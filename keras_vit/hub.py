@@ -136,7 +136,8 @@ def _download(hub, handle, repo_id, filename, revision, offline):
     """`hf_hub_download`, with every failure turned into a DownloadError."""
     import httpx2
 
-    from keras_vit import __version__, hub_guard
+    from keras_vit import hub_guard
+    from keras_vit.version import __version__
 
     what = _what(handle, repo_id, filename, revision)
     endpoint, cache = hub.constants.ENDPOINT, hub.constants.HF_HUB_CACHE
