@@ -59,7 +59,8 @@ def parameter_count(config):
 
 
 def _top1(top1, source):
-    return "-" if top1 is None else f"{top1:g} ({source})"
+    """The top-1 and source cells."""
+    return ("-", "-") if top1 is None else (f"{top1:g}", source)
 
 
 def _size(image_size):
@@ -68,27 +69,27 @@ def _size(image_size):
 
 def presets_table():
     rows = [
-        "| preset | model | parameters (`weights=None`) | default weights | their resolution "
-        "| ImageNet-1k top-1 (source) |",
-        "|---|---|---|---|---|---|",
+        "| preset | model | parameters | outputs | default weights | ImageNet-1k top-1 | source |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, description in presets.list_presets().items():
         preset = presets.get_preset(name)
-        default = preset["default_weights"]
+        config, default = preset["config"], preset["default_weights"]
         entry = preset["weights"][default]
-        params = parameter_count(preset["config"])
-        model = description.split(":")[0]
+        outputs = (f"{config.get('num_classes', 1000)} classes" if config.get("include_top", True)
+                   else "features")
+        top1, source = _top1(entry["top1"], entry["top1_source"])
         rows.append(
-            f"| `{name}` | {model} | {params:,} | `{default}` | {_size(entry['image_size'])} "
-            f"| {_top1(entry['top1'], entry['top1_source'])} |"
+            f"| `{name}` | {description.split(':')[0]} | {parameter_count(config):,} | {outputs} "
+            f"| `{default}` ({_size(entry['image_size'])} px) | {top1} | {source} |"
         )
     return "\n".join(rows) + "\n"
 
 
 def weights_table():
     rows = [
-        "| preset | weights name | format | res | classes | ImageNet-1k top-1 (source) | file |",
-        "|---|---|---|---|---|---|---|",
+        "| preset | weights name | format | res | classes | ImageNet-1k top-1 | source | file |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in presets.list_presets():
         preset = presets.get_preset(name)
@@ -99,7 +100,7 @@ def weights_table():
             rows.append(
                 f"| {name} | `{weights}`{default} | {entry['format']} "
                 f"| {_size(entry['image_size'])} | {classes} "
-                f"| {_top1(top1, entry['top1_source'])} | {location} |"
+                f"| {' | '.join(_top1(top1, entry['top1_source']))} | {location} |"
             )
     return "\n".join(rows) + "\n"
 
