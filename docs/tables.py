@@ -1,8 +1,9 @@
 """The documentation's tables that restate code, rendered from the code itself.
 
 Each table sits in a markdown file between `<!-- table: NAME -->` and `<!-- end table -->`:
-`presets` (README.md) and `weights` (docs/weights.md) from `keras_vit.presets`, `tests`
-(docs/development.md) from the first line of each test module's docstring.
+`presets` (README.md), `descriptions` (docs/model.md) and `weights` (docs/weights.md) from
+`keras_vit.presets`; `tests` (docs/development.md) from the first paragraph of each test
+module's docstring.
 
     python docs/tables.py          # rewrite the tables in place
     python docs/tables.py --check  # exit 1 and name the files whose tables are out of date
@@ -18,7 +19,7 @@ import sys
 from keras_vit import presets
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-FILES = ("README.md", "docs/weights.md", "docs/development.md")
+FILES = ("README.md", "docs/model.md", "docs/weights.md", "docs/development.md")
 BLOCK = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- end table -->)", re.S)
 
 
@@ -105,6 +106,12 @@ def weights_table():
     return "\n".join(rows) + "\n"
 
 
+def descriptions_table():
+    rows = ["| preset | description |", "|---|---|"]
+    rows += [f"| `{name}` | {text} |" for name, text in presets.list_presets().items()]
+    return "\n".join(rows) + "\n"
+
+
 def tests_table():
     rows = ["| test module | what it checks |", "|---|---|"]
     for path in sorted((ROOT / "tests").glob("test_*.py")):
@@ -114,7 +121,8 @@ def tests_table():
     return "\n".join(rows) + "\n"
 
 
-TABLES = {"presets": presets_table, "weights": weights_table, "tests": tests_table}
+TABLES = {"presets": presets_table, "descriptions": descriptions_table,
+          "weights": weights_table, "tests": tests_table}
 
 
 def render(text):

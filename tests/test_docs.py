@@ -29,8 +29,8 @@ tables = load_tables()
 
 def test_committed_tables_are_the_rendered_ones():
     assert tables.stale_files() == [], "run python docs/tables.py and commit the result"
-    for name, marker in [("README.md", "presets"), ("docs/weights.md", "weights"),
-                         ("docs/development.md", "tests")]:
+    for name, marker in [("README.md", "presets"), ("docs/model.md", "descriptions"),
+                         ("docs/weights.md", "weights"), ("docs/development.md", "tests")]:
         assert f"<!-- table: {marker} -->\n| " in (ROOT / name).read_text()
 
 
