@@ -16,10 +16,6 @@ from keras_vit.attention import ViTAttention
 from keras_vit.norm import LayerNormalization
 from keras_vit.pooling import AttentionPooling, TokenPooling  # noqa: F401  (public here)
 
-# config's switch under its old names here (README documents them).
-set_gradient_materialization = vit_config.set_gradient_materialization
-get_gradient_materialization = vit_config.get_gradient_materialization
-
 MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
 
 

@@ -193,10 +193,3 @@ def test_gradient_materialization_modes(monkeypatch, cpu):
         with config.gradient_materialization("off"):
             assert vit_layers.materializes_gradient(dtype) is False
 
-
-def test_gradient_materialization_is_also_set_here():
-    """keras_vit.layers keeps the names README documents, as config's functions."""
-    assert vit_layers.set_gradient_materialization is config.set_gradient_materialization
-    assert vit_layers.get_gradient_materialization is config.get_gradient_materialization
-    with pytest.raises(ValueError, match="gradient materialization must be one of"):
-        vit_layers.set_gradient_materialization("always")
