@@ -310,7 +310,7 @@ def test_gradient_materialization_modes(monkeypatch, cpu):
 # --------------------------------------------------------------------------- the harness
 
 
-@keras.saving.register_keras_serializable(package="test_layer_harness")
+@keras.saving.register_keras_serializable(package="test_layers")
 class Scale(keras.layers.Layer):
     """x * scale * w; `bug` picks what the layer gets wrong."""
 
@@ -352,7 +352,7 @@ def test_the_harness_catches(bug, check):
         run_layer_test(Scale, dict(scale=3.0, bug=bug), (2, 3), skip=("saving", "tf.data"))
 
 
-@keras.saving.register_keras_serializable(package="test_layer_harness")
+@keras.saving.register_keras_serializable(package="test_layers")
 class Forgets(Scale):
     """Loads with scale 1: get_config is right, from_config isn't."""
 
