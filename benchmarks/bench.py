@@ -111,7 +111,7 @@ def train_targets(preset, rng, n):
 def attention_spec(text):
     """"plain", "head_major", "fast" or "fast:N" (the fast path padding to a multiple of N)
     -> (implementation, pad multiple or None); ValueError for anything else."""
-    from keras_vit.attention import IMPLEMENTATIONS
+    from keras_vit.config import ATTENTION_IMPLEMENTATIONS as IMPLEMENTATIONS
 
     impl, colon, pad = text.partition(":")
     if impl not in IMPLEMENTATIONS or (colon and impl != "fast"):

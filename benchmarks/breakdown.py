@@ -161,7 +161,7 @@ def build_rows(args):
         keras.layers.Dense(d),
     ])
     rows.append(("MLP", *_layer_fns(mlp, tokens), flops["mlp"], 0))
-    block = vit_layers.TransformerEncoderBlock(d, heads, m, gelu_approximate=False)
+    block = vit_layers.TransformerEncoderBlock(d, heads, m, mlp_activation="gelu")
     block.build(tokens.shape)
     rows.append(("encoder block", *_layer_fns(block, tokens), flops["block"], layers))
     model = ViT(image_size=size, patch_size=patch, hidden_dim=d, num_layers=layers,

@@ -36,7 +36,7 @@ Attention masks, attention dropout in training, gated or windowed attention, qua
 projections and returned scores always take the plain path. The default implementation is
 a switch of `keras_vit.config` (`set_attention_implementation`, `attention_implementation`,
 the environment variable `KERAS_VIT_ATTENTION`); a layer's `implementation` attribute, when
-set, overrides it.
+set, overrides it, and `set_model_implementation` sets it on every attention layer of a model.
 """
 
 import math
@@ -46,12 +46,6 @@ from keras import ops
 
 from keras_vit import config
 from keras_vit.backend import private_apis
-
-# config's switches under their old names here (README, benchmarks/bench.py use them).
-IMPLEMENTATIONS = config.ATTENTION_IMPLEMENTATIONS
-set_implementation = config.set_attention_implementation
-get_implementation = config.get_attention_implementation
-set_model_implementation = config.set_model_implementation
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -78,7 +72,10 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             options.get("sliding_window") is not None
         )
 
-    def _resolved_implementation(self, training=None):
+    def resolved_implementation(self, training=None):
+        """The path a call with this `training` flag takes: "plain", "head_major" or "fast"
+        ("auto" resolved on this device and dtype; masks and the like may still force the
+        plain path)."""
         impl = self.implementation or config.get_attention_implementation()
         if impl != "auto":
             return impl
@@ -116,7 +113,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         training=None,
         use_causal_mask=False,
     ):
-        impl = self._resolved_implementation(training)
+        impl = self.resolved_implementation(training)
         if config.get_graph_form() == "integer":
             impl = "head_major"  # the own path's conditions, then one head at a time
         keras_masks = [private_apis.keras_mask(t) for t in (query, value, key)]
@@ -207,3 +204,22 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             "implementation": self.implementation,
             "pad_multiple": self.pad_multiple,
         }
+
+
+def set_model_implementation(model, implementation, pad_multiple=None):
+    """Sets `implementation` (and, unless None, the "fast" path's `pad_multiple`) on every
+    `ViTAttention` layer in `model`; returns their number.
+
+    Takes effect the next time the model is traced (a new jitted function, or a model
+    compiled afterwards)."""
+    config.check_attention_implementation(implementation)
+    if pad_multiple is not None:
+        pad_multiple = config.check_pad_multiple(pad_multiple)
+    count = 0
+    for layer in private_apis.flatten_layers(model):
+        if isinstance(layer, ViTAttention):
+            layer.implementation = implementation
+            if pad_multiple is not None:
+                layer.pad_multiple = pad_multiple
+            count += 1
+    return count

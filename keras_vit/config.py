@@ -10,7 +10,7 @@ before building the jitted function or compiling the model.
   whose own `implementation` is None: `set_attention_implementation`,
   `get_attention_implementation`, `with attention_implementation(...)`,
   `KERAS_VIT_ATTENTION`. For one model's layers (and the "fast" path's `pad_multiple`,
-  a per-layer setting, 64 by default): `set_model_implementation`.
+  a per-layer setting, 64 by default): `keras_vit.attention.set_model_implementation`.
 - gradient materialization, in JAX training: `set_gradient_materialization`,
   `get_gradient_materialization`, `with gradient_materialization(...)`,
   `KERAS_VIT_MATERIALIZE_GRADIENT`.
@@ -27,8 +27,6 @@ import numbers
 import os
 
 import keras
-
-from keras_vit.backend import private_apis
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "plain", "head_major", "fast")
 GRADIENT_MATERIALIZATIONS = ("auto", "on", "off")
@@ -99,27 +97,6 @@ def check_pad_multiple(pad_multiple):
     ):
         raise ValueError(f"pad_multiple must be a positive integer, got {pad_multiple!r}.")
     return int(pad_multiple)
-
-
-def set_model_implementation(model, implementation, pad_multiple=None):
-    """Sets `implementation` (and, unless None, the "fast" path's `pad_multiple`) on every
-    `ViTAttention` layer in `model`; returns their number.
-
-    Takes effect the next time the model is traced (a new jitted function, or a model
-    compiled afterwards)."""
-    from keras_vit.attention import ViTAttention  # imports this module
-
-    check_attention_implementation(implementation)
-    if pad_multiple is not None:
-        pad_multiple = check_pad_multiple(pad_multiple)
-    count = 0
-    for layer in private_apis.flatten_layers(model):
-        if isinstance(layer, ViTAttention):
-            layer.implementation = implementation
-            if pad_multiple is not None:
-                layer.pad_multiple = pad_multiple
-            count += 1
-    return count
 
 
 def set_gradient_materialization(mode):

@@ -7,6 +7,7 @@ multi-head attention pooling (MAP) head of big_vision and SigLIP.
 import keras
 from keras import ops
 
+from keras_vit.layer_helpers import FlatXavierUniform, activation, check_mlp_activation
 from keras_vit.norm import LayerNormalization
 
 
@@ -53,18 +54,17 @@ class AttentionPooling(keras.layers.Layer):
         y = MHA(query=probe, key=value=tokens)       a learned probe token attends
         y = y + MLP(LayerNormalization(y))                    MLP = Dense -> activation -> Dense
 
-    `mlp_activation` as in `TransformerEncoderBlock`.
+    `mlp_activation`: "gelu", "gelu_tanh" or "quick_gelu", as in `TransformerEncoderBlock`.
     """
 
     def __init__(self, num_heads, mlp_dim, layer_norm_epsilon=1e-6, mlp_activation="gelu",
                  **kwargs):
         super().__init__(**kwargs)
         self.num_heads, self.mlp_dim = num_heads, mlp_dim
-        self.layer_norm_epsilon, self.mlp_activation = layer_norm_epsilon, mlp_activation
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.mlp_activation = check_mlp_activation(mlp_activation)
 
     def build(self, input_shape):
-        from keras_vit.layers import FlatXavierUniform, activation
-
         d = input_shape[-1]
         policy = self.dtype_policy
         self._activation = activation(self.mlp_activation)

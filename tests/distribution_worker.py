@@ -56,12 +56,12 @@ def trained(initial, x, implementation=None, **compile_args):
     """A ViT from `initial`, fitted for STEPS steps on `x` (arrays or a dataset)."""
     import keras
 
-    from keras_vit import ViT, config
+    from keras_vit import ViT, attention
 
     model = ViT(**MODEL)
     model.set_weights(initial)
     if implementation:
-        config.set_model_implementation(model, implementation)
+        attention.set_model_implementation(model, implementation)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   **compile_args)

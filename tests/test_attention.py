@@ -118,7 +118,7 @@ def test_masks_and_scores_take_the_plain_path():
 def test_model_switch_and_default():
     from keras_vit import ViT
 
-    assert attention.get_implementation() in attention.IMPLEMENTATIONS
+    assert config.get_attention_implementation() in config.ATTENTION_IMPLEMENTATIONS
     model = ViT(
         image_size=32, patch_size=8, hidden_dim=32, num_layers=2, num_heads=4, mlp_dim=64,
         num_classes=10,
@@ -131,7 +131,7 @@ def test_model_switch_and_default():
             keras.ops.convert_to_numpy(model(images)), expected, rtol=1e-5, atol=1e-5
         )
     with pytest.raises(ValueError, match="implementation"):
-        attention.set_implementation("flash")
+        config.set_attention_implementation("flash")
 
 
 def test_model_switch_sets_the_pad_multiple():
@@ -173,10 +173,10 @@ def test_serialization_round_trip():
 def test_auto_takes_the_fused_path_for_training_on_a_jax_gpu_only(monkeypatch):
     layer = ViTAttention(num_heads=2, key_dim=4, dtype="mixed_bfloat16")
     monkeypatch.setattr(config, "on_jax_gpu", lambda: True)
-    assert layer._resolved_implementation(training=True) == "fast"
-    assert layer._resolved_implementation(training=False) == "plain"
+    assert layer.resolved_implementation(training=True) == "fast"
+    assert layer.resolved_implementation(training=False) == "plain"
     float32_layer = ViTAttention(num_heads=2, key_dim=4)
-    assert float32_layer._resolved_implementation(training=True) == "plain"
+    assert float32_layer.resolved_implementation(training=True) == "plain"
 
 
 @pytest.mark.parametrize("cpu", [True, False])
@@ -186,15 +186,15 @@ def test_auto_takes_head_major_on_a_cpu_only(monkeypatch, cpu):
     monkeypatch.setattr(config, "on_jax_gpu", lambda: False)
     monkeypatch.setattr(config, "on_cpu", lambda: cpu)
     expected = "head_major" if cpu else "plain"
-    assert layer._resolved_implementation(training=True) == expected
-    assert layer._resolved_implementation(training=False) == expected
+    assert layer.resolved_implementation(training=True) == expected
+    assert layer.resolved_implementation(training=False) == expected
 
 
 def test_auto_on_this_device():
     layer = ViTAttention(num_heads=2, key_dim=4)  # float32: never "fast"
     expected = "head_major" if config.on_cpu() else "plain"
-    assert layer._resolved_implementation(training=True) == expected
-    assert layer._resolved_implementation(training=False) == expected
+    assert layer.resolved_implementation(training=True) == expected
+    assert layer.resolved_implementation(training=False) == expected
 
 
 def test_head_major_under_mixed_precision_is_as_accurate_as_plain():

@@ -1,5 +1,5 @@
 """keras_vit.config: each switch's setter, context manager, environment variable and checks,
-the old names that stay where README documents them, and the device probes."""
+and the device probes."""
 
 import os
 import re
@@ -78,21 +78,13 @@ def test_context_manager_restores_the_value(switch):
     assert read() == values[2] and get_value() == values[1]
 
 
-def test_the_old_names_are_configs_functions():
-    assert attention.set_implementation is config.set_attention_implementation
-    assert attention.get_implementation is config.get_attention_implementation
-    assert attention.set_model_implementation is config.set_model_implementation
-    assert attention.IMPLEMENTATIONS is config.ATTENTION_IMPLEMENTATIONS
-    assert vit_layers.set_gradient_materialization is config.set_gradient_materialization
-
-
 def test_the_switch_reaches_the_layers():
     layer = attention.ViTAttention(num_heads=2, key_dim=4)
     with config.attention_implementation("fast"):
-        assert layer._resolved_implementation(training=False) == "fast"
+        assert layer.resolved_implementation(training=False) == "fast"
     layer.implementation = "plain"  # a layer's own setting wins
     with config.attention_implementation("head_major"):
-        assert layer._resolved_implementation(training=False) == "plain"
+        assert layer.resolved_implementation(training=False) == "plain"
     with config.gradient_materialization("off"):
         assert not vit_layers.materializes_gradient("float32")
 

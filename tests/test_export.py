@@ -369,3 +369,14 @@ def test_shipped_fashion_mnist_tflite_files_match_keras():
         tflite_labels = export.run_tflite(path, images)[0].argmax(-1)
         assert (tflite_labels == keras_labels).mean() >= min_agreement, variant
         assert (tflite_labels == labels).mean() >= 0.9, variant
+
+
+def test_the_worker_finds_each_job_kind_by_module_name():
+    """The worker imports no format module: it looks each job kind's module up by name
+    when a job runs, and refuses an unknown kind before loading any model."""
+    import importlib
+
+    for kind, module in worker.JOB_MODULES.items():
+        assert callable(importlib.import_module(module).run_job), kind
+    with pytest.raises(ValueError, match="Unknown export job 'jpeg'"):
+        worker.run_jobs("no_such_model.keras", [{"kind": "jpeg", "path": "x.jpg"}])

@@ -11,6 +11,7 @@ import scipy.special
 from keras import ops
 
 from keras_vit import ViT, config, insight
+from keras_vit.attention import set_model_implementation
 from reference_vit import _gelu, _layer_norm
 from tiny import randomised
 from tiny import TINY
@@ -149,7 +150,7 @@ def test_maps_do_not_depend_on_the_attention_implementation(implementation):
     logits = ops.convert_to_numpy(model(images))
     with config.attention_implementation(implementation):
         np.testing.assert_allclose(insight.attention_maps(model, images), attention, atol=1e-5)
-    config.set_model_implementation(model, implementation)
+    set_model_implementation(model, implementation)
     np.testing.assert_allclose(insight.attention_maps(model, images), attention, atol=1e-5)
     # The model's own forward pass is untouched by the side model.
     assert {layer.implementation for layer in _attention_layers(model)} == {implementation}

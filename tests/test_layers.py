@@ -1,52 +1,105 @@
-"""Every layer: output shape, config round trip, and the behaviour that defines it."""
+"""Every public layer of keras_vit.layers: the shared harness's checks (`layer_harness`:
+output shape, config round trip, .keras saving under its registered name, mixed_bfloat16,
+predict on tf.data), then the behaviour that defines each layer against an independent
+reference; and the harness itself catches the bugs it is there for."""
+
+import importlib.util
+import inspect
 
 import keras
 import numpy as np
 import pytest
 import scipy.ndimage
+import scipy.special
 from keras import ops
 
 from keras_vit import config
 from keras_vit import layers as vit_layers
+from layer_harness import CHECKS, run_layer_test
 
-LAYER_CASES = {
-    "patch_embedding": (
-        lambda: vit_layers.PatchEmbedding(patch_size=8, hidden_dim=16),
-        (2, 32, 24, 3),
-        (2, 12, 16),
-    ),
-    "class_token": (lambda: vit_layers.ClassToken(), (2, 12, 16), (2, 13, 16)),
-    "position_embedding": (
-        lambda: vit_layers.PositionEmbedding(grid_size=(4, 3), num_prefix_tokens=1),
-        (2, 13, 16),
-        (2, 13, 16),
-    ),
-    "encoder_block": (
-        lambda: vit_layers.TransformerEncoderBlock(
-            hidden_dim=16, num_heads=4, mlp_dim=32, dropout_rate=0.1, drop_path_rate=0.1
-        ),
-        (2, 13, 16),
-        (2, 13, 16),
-    ),
-    "drop_path": (lambda: vit_layers.DropPath(0.5), (2, 13, 16), (2, 13, 16)),
-    "token_pooling": (lambda: vit_layers.TokenPooling("gap"), (2, 13, 16), (2, 16)),
+TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+
+# (public name in keras_vit.layers, init kwargs, input shape, expected output shape).
+# Tiny shapes, mostly 5 tokens of width 8 (JAX compiles each op once per shape). The
+# attention's default ("auto") path runs inside the encoder blocks.
+CASES = {
+    "patch_embedding": ("PatchEmbedding", dict(patch_size=4, hidden_dim=8), (2, 8, 8, 3),
+                        (2, 4, 8)),
+    "patch_embedding_non_square": ("PatchEmbedding", dict(patch_size=(4, 2), hidden_dim=8),
+                                   (2, 8, 6, 3), (2, 6, 8)),
+    "class_token": ("ClassToken", {}, (2, 4, 8), (2, 5, 8)),
+    "register_tokens": ("RegisterTokens", dict(num_tokens=2), (2, 5, 8), (2, 7, 8)),
+    "register_tokens_first": ("RegisterTokens", dict(num_tokens=1, insert_at=0), (2, 5, 8),
+                              (2, 6, 8)),
+    "distillation_token": ("DistillationToken", {}, (2, 5, 8), (2, 6, 8)),
+    "position_embedding": ("PositionEmbedding", dict(grid_size=(2, 2)), (2, 5, 8), (2, 5, 8)),
+    "position_embedding_no_prefix": ("PositionEmbedding",
+                                     dict(grid_size=(2, 3), num_prefix_tokens=0),
+                                     (2, 6, 8), (2, 6, 8)),
+    "encoder_block": ("TransformerEncoderBlock",
+                      dict(hidden_dim=8, num_heads=2, mlp_dim=16, dropout_rate=0.1,
+                           attention_dropout_rate=0.1, drop_path_rate=0.1),
+                      (2, 5, 8), (2, 5, 8)),
+    "encoder_block_exact_gelu": ("TransformerEncoderBlock",
+                                 dict(hidden_dim=8, num_heads=2, mlp_dim=16,
+                                      mlp_activation="gelu", layer_norm_epsilon=1e-5),
+                                 (2, 5, 8), (2, 5, 8)),
+    "encoder_block_quick_gelu_layer_scale": ("TransformerEncoderBlock",
+                                             dict(hidden_dim=8, num_heads=2, mlp_dim=16,
+                                                  mlp_activation="quick_gelu",
+                                                  layer_scale_init=0.1),
+                                             (2, 5, 8), (2, 5, 8)),
+    "layer_normalization": ("LayerNormalization", dict(epsilon=1e-5), (2, 5, 8), (2, 5, 8)),
+    "drop_path": ("DropPath", dict(rate=0.25, seed=3), (2, 3, 4), (2, 3, 4)),
+    "token_pooling": ("TokenPooling", dict(pooling="token"), (2, 5, 8), (2, 8)),
+    "token_pooling_gap": ("TokenPooling", dict(pooling="gap"), (2, 5, 8), (2, 8)),
+    "attention_pooling": ("AttentionPooling", dict(num_heads=2, mlp_dim=16), (2, 5, 8), (2, 8)),
+    "attention_head_major": ("ViTAttention",
+                             dict(num_heads=2, key_dim=4, implementation="head_major"),
+                             {"query": (2, 5, 8), "value": (2, 5, 8)}, (2, 5, 8)),
+    "attention_plain": ("ViTAttention", dict(num_heads=2, key_dim=4, implementation="plain"),
+                        {"query": (2, 5, 8), "value": (2, 5, 8)}, (2, 5, 8)),
 }
 
 
-@pytest.mark.parametrize("case", LAYER_CASES)
-def test_output_shape_and_config_round_trip(case):
-    make, input_shape, output_shape = LAYER_CASES[case]
-    layer = make()
-    x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
-    y = layer(x)
-    assert tuple(y.shape) == output_shape
-    assert tuple(layer.compute_output_shape(input_shape)) == output_shape
+def public_layer_names():
+    """The public Layer classes keras_vit.layers offers (its own or re-exported ones)."""
+    return sorted(
+        name
+        for name, value in vars(vit_layers).items()
+        if not name.startswith("_")
+        and inspect.isclass(value)
+        and issubclass(value, keras.layers.Layer)
+        and value.__module__.startswith("keras_vit")
+    )
 
-    clone = layer.__class__.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    clone.build(input_shape)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(ops.convert_to_numpy(clone(x)), ops.convert_to_numpy(y), atol=1e-6)
+
+def test_every_public_layer_has_a_case():
+    names = public_layer_names()
+    assert {"PatchEmbedding", "ClassToken", "PositionEmbedding", "TransformerEncoderBlock",
+            "DropPath", "TokenPooling", "ViTAttention"} <= set(names)
+    missing = set(names) - {case[0] for case in CASES.values()}
+    assert not missing, f"add a case to CASES for {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", public_layer_names())
+def test_every_public_layer_is_registered_under_keras_vit(name):
+    """.keras files name a layer "keras_vit>{class name}", whatever module defines it."""
+    layer_cls = getattr(vit_layers, name)
+    assert keras.saving.get_registered_name(layer_cls) == f"keras_vit>{name}"
+    assert keras.saving.get_registered_object(f"keras_vit>{name}") is layer_cls
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_layer(case):
+    name, init_kwargs, input_shape, output_shape = CASES[case]
+    layer_cls = getattr(vit_layers, name)
+    ran = run_layer_test(layer_cls, init_kwargs, input_shape,
+                         expected_output_shape=output_shape, call_kwargs={})
+    assert ran == [c for c in CHECKS if c != "tf.data" or TENSORFLOW]
+
+
+# --------------------------------------------------------------------------- each layer's behaviour
 
 
 def test_patch_embedding_is_a_strided_convolution():
@@ -106,15 +159,75 @@ def test_drop_path_drops_whole_samples_in_training_only():
         vit_layers.DropPath(1.0)
 
 
-def test_encoder_block_matches_its_definition():
-    """The block is x + MHA(LN(x)), then + MLP(LN(.)), with the configured GELU."""
-    block = vit_layers.TransformerEncoderBlock(16, 4, 32, gelu_approximate=False)
+# The MLP activations, written from their definitions.
+ACTIVATIONS = {
+    "gelu": lambda x: 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2))),
+    "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))),
+    "quick_gelu": lambda x: x * scipy.special.expit(1.702 * x),
+}
+
+
+def _numpy(x):
+    return ops.convert_to_numpy(x).astype("float64")
+
+
+def _mlp(dense_1, dense_2, x, name):
+    """dense_2(activation(dense_1(x))) in float64 NumPy, from the layers' weights."""
+    kernel_1, bias_1 = (_numpy(w) for w in dense_1.weights)
+    kernel_2, bias_2 = (_numpy(w) for w in dense_2.weights)
+    return ACTIVATIONS[name](x @ kernel_1 + bias_1) @ kernel_2 + bias_2
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_encoder_block_matches_its_definition(name):
+    """The block is x + MHA(LN(x)), then + MLP(LN(.)), with the MLP activation asked for."""
+    assert set(ACTIVATIONS) == set(vit_layers.MLP_ACTIVATIONS)
+    block = vit_layers.TransformerEncoderBlock(16, 4, 32, mlp_activation=name)
     x = ops.convert_to_tensor(np.random.default_rng(4).normal(size=(2, 5, 16)).astype("float32"))
+    block(x)  # builds it
+    for dense in (block.mlp_dense_1, block.mlp_dense_2):  # a visible bias
+        dense.bias.assign(np.random.default_rng(5).normal(size=dense.bias.shape))
     y = ops.convert_to_numpy(block(x))
     h = block.attention_norm(x)
     h = x + block.attention(h, h)
-    m = block.mlp_dense_2(keras.activations.gelu(block.mlp_dense_1(block.mlp_norm(h)), approximate=False))
-    np.testing.assert_allclose(y, ops.convert_to_numpy(h + m), rtol=1e-5, atol=1e-5)
+    expected = _numpy(h) + _mlp(block.mlp_dense_1, block.mlp_dense_2, _numpy(block.mlp_norm(h)), name)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_attention_pooling_matches_its_definition(name):
+    """A learned probe attends over the tokens, then + MLP(LN(.)): (B, N, D) -> (B, D)."""
+    pooling = vit_layers.AttentionPooling(num_heads=2, mlp_dim=12, mlp_activation=name)
+    rng = np.random.default_rng(6)
+    tokens = rng.normal(size=(2, 5, 8)).astype("float32")
+    pooling(tokens)  # builds it
+    pooling.probe.assign(rng.normal(size=pooling.probe.shape))
+    y = ops.convert_to_numpy(pooling(tokens))
+    probe = np.broadcast_to(ops.convert_to_numpy(pooling.probe), (2, 1, 8))
+    h = pooling.attention(probe, tokens)
+    expected = _numpy(h) + _mlp(pooling.mlp_dense_1, pooling.mlp_dense_2, _numpy(pooling.norm(h)), name)
+    assert y.shape == (2, 8)
+    np.testing.assert_allclose(y, expected[:, 0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda name: vit_layers.TransformerEncoderBlock(8, 2, 16, mlp_activation=name),
+    lambda name: vit_layers.AttentionPooling(num_heads=2, mlp_dim=16, mlp_activation=name),
+])
+def test_a_bad_mlp_activation_names_the_valid_ones(make):
+    for bad in ("relu", None, "gelu_approximate"):
+        with pytest.raises(ValueError, match=r"mlp_activation must be one of \('gelu', "):
+            make(bad)
+
+
+def test_encoder_block_config_has_one_activation_entry():
+    """`mlp_activation` only; a config that also holds the former `gelu_approximate`
+    (written beside the resolved `mlp_activation`) still builds the same block."""
+    block = vit_layers.TransformerEncoderBlock(8, 2, 16, mlp_activation="gelu")
+    config = block.get_config()
+    assert config["mlp_activation"] == "gelu" and "gelu_approximate" not in config
+    former = vit_layers.TransformerEncoderBlock.from_config({**config, "gelu_approximate": False})
+    assert former.get_config() == config
 
 
 def test_encoder_block_rejects_indivisible_heads():
@@ -194,9 +307,62 @@ def test_gradient_materialization_modes(monkeypatch, cpu):
             assert vit_layers.materializes_gradient(dtype) is False
 
 
-def test_gradient_materialization_is_also_set_here():
-    """keras_vit.layers keeps the names README documents, as config's functions."""
-    assert vit_layers.set_gradient_materialization is config.set_gradient_materialization
-    assert vit_layers.get_gradient_materialization is config.get_gradient_materialization
-    with pytest.raises(ValueError, match="gradient materialization must be one of"):
-        vit_layers.set_gradient_materialization("always")
+# --------------------------------------------------------------------------- the harness
+
+
+@keras.saving.register_keras_serializable(package="test_layers")
+class Scale(keras.layers.Layer):
+    """x * scale * w; `bug` picks what the layer gets wrong."""
+
+    def __init__(self, scale=1.0, bug=None, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.bug = scale, bug
+        # "policy": the sublayer ignores the layer's dtype policy.
+        policy = None if bug == "policy" else self.dtype_policy
+        self.dense = keras.layers.Dense(4, dtype=policy)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, x):
+        return self.dense(x) * self.scale
+
+    def compute_output_shape(self, input_shape):
+        if self.bug == "shape":
+            return input_shape
+        return (*input_shape[:-1], 4)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(bug=self.bug)
+        if self.bug != "config":
+            config.update(scale=self.scale)
+        return config
+
+
+def test_a_correct_layer_passes():
+    assert run_layer_test(Scale, dict(scale=3.0), (2, 3), expected_output_shape=(2, 4),
+                          skip=("tf.data",)) == ["shape", "config", "saving", "mixed"]
+
+
+@pytest.mark.parametrize("bug, check", [("config", "config"), ("policy", "mixed"),
+                                        ("shape", "shape")])
+def test_the_harness_catches(bug, check):
+    with pytest.raises(AssertionError, match=rf"^\[{check}\] Scale"):
+        run_layer_test(Scale, dict(scale=3.0, bug=bug), (2, 3), skip=("saving", "tf.data"))
+
+
+@keras.saving.register_keras_serializable(package="test_layers")
+class Forgets(Scale):
+    """Loads with scale 1: get_config is right, from_config isn't."""
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "scale": 1.0})
+
+
+@pytest.mark.parametrize("check", ["config", "saving"])
+def test_the_harness_catches_a_layer_that_comes_back_different(check):
+    others = tuple(c for c in CHECKS if c not in ("shape", check))
+    with pytest.raises(AssertionError, match=rf"^\[{check}\] Forgets"):
+        run_layer_test(Forgets, dict(scale=3.0), (2, 3), skip=others)

@@ -37,6 +37,13 @@ def write_onnx(model, path, input_dtype="float32", opset=None):
     program.save(path)
 
 
+def run_job(model, job):
+    """The worker's "onnx" job, under PyTorch (`keras_vit.export.worker`): writes `model`
+    at job["path"]; no result."""
+    write_onnx(model, job["path"], job["input_dtype"], job.get("opset"))
+    return {}
+
+
 def export_onnx(model, path, input_dtype="float32", opset=None, overwrite=False):
     """Writes an ONNX file: input `images` (batch, H, W, C), any batch size; output `logits`.
 

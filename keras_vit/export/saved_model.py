@@ -47,6 +47,17 @@ def saved_model_logits(path, images):
     return np.concatenate(logits), times, input_dtype
 
 
+def run_job(model, job):
+    """The worker's "saved_model" job (writes `model` at job["path"]; no result) or
+    "saved_model_logits" job (runs the SavedModel at job["path"] on job["images"]: its
+    logits, times and input dtype), under TensorFlow (`keras_vit.export.worker`)."""
+    if job["kind"] == "saved_model":
+        write_saved_model(model, job["path"], job["input_dtype"])
+        return {}
+    logits, times, input_dtype = saved_model_logits(job["path"], job["images"])
+    return {"logits": logits, "times": np.asarray(times), "input_dtype": np.asarray(input_dtype)}
+
+
 def export_saved_model(model, path, input_dtype="float32", overwrite=False):
     """Writes a TensorFlow SavedModel with a `serving_default` signature.
 

@@ -67,6 +67,15 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
         return flatbuffer
 
 
+def run_job(model, job):
+    """The worker's "tflite" job, under TensorFlow (`keras_vit.export.worker`): converts
+    `model` (`convert`) and writes the file at job["path"]; no result."""
+    flatbuffer = convert(model, job["quantize"], job.get("representative"), job["input_dtype"])
+    with open(job["path"], "wb") as f:
+        f.write(flatbuffer)
+    return {}
+
+
 def _convert_keeping_float(converter, samples, float_ops):
     """Converts with int8 everywhere except the ops named in `float_ops`, which compute in
     float32 between DEQUANTIZE and QUANTIZE (TFLite's selective quantization)."""

@@ -6,8 +6,9 @@ The protocol: `run_under` writes the model, a `task.json` ({"model", "jobs", "re
 each job's arrays as `.npy` files into a temporary folder, and runs `_WORKER_CODE` with
 `task.json` and its own process id, whose `main` runs the jobs and writes each one's result
 arrays to `result_{i}.npz` there. A job is a dict with a "kind" ("saved_model", "tflite",
-"onnx" or "saved_model_logits"), a "path" (written in place: the callers pass a temporary
-path, `keras_vit.atomic.replacing`) and that kind's arguments.
+"onnx" or "saved_model_logits": a key of `JOB_MODULES`, which names the format module that
+runs it), a "path" (written in place: the callers pass a temporary path,
+`keras_vit.atomic.replacing`) and that kind's arguments.
 
 The worker never outlives its parent: on Linux it asks the kernel for SIGKILL when the
 parent dies (`PR_SET_PDEATHSIG`, before it imports anything heavy), and everywhere it
@@ -17,6 +18,7 @@ and removes the temporary folder, which also holds the worker's own temporary fi
 (its TMPDIR); if the parent is killed, `keras_vit.atomic`'s reaper removes that folder.
 """
 
+import importlib
 import json
 import os
 import subprocess
@@ -31,6 +33,14 @@ from keras_vit.export import checks
 from keras_vit.precision import as_float32
 
 _BACKEND_NAMES = {"tensorflow": "TensorFlow", "torch": "PyTorch"}
+# The module whose `run_job(model, job)` runs each kind of job. Those modules call
+# `run_under`, so they import this one; it imports them by name, when a job runs.
+JOB_MODULES = {
+    "saved_model": "keras_vit.export.saved_model",
+    "saved_model_logits": "keras_vit.export.saved_model",
+    "tflite": "keras_vit.export.tflite",
+    "onnx": "keras_vit.export.onnx",
+}
 _WORKER_CODE = """
 import ctypes, os, signal, sys
 if sys.platform.startswith("linux"):
@@ -126,30 +136,13 @@ def main(spec_path):
 def run_jobs(model, jobs):
     """Runs export jobs under the current backend ("onnx" under PyTorch, the others under
     TensorFlow) on the float32 copy of `model` (of its dequantized copy if Keras quantized
-    it: `keras_vit.quantization.dequantized`); returns one dict of arrays per job."""
-    # Imported here: these modules call `run_under`, so they import this one.
-    from keras_vit.export import onnx, saved_model, tflite
-
+    it: `keras_vit.quantization.dequantized`); returns one dict of arrays per job, from the
+    `run_job` of the job's module in `JOB_MODULES`."""
+    modules = []
+    for job in jobs:
+        if job["kind"] not in JOB_MODULES:
+            raise ValueError(f"Unknown export job {job['kind']!r}.")
+        modules.append(importlib.import_module(JOB_MODULES[job["kind"]]))
     if model is not None:
         model = as_float32(quantization.dequantized(checks.load_model(model)))
-    results = []
-    for job in jobs:
-        kind, path = job["kind"], job["path"]
-        result = {}
-        if kind == "saved_model":
-            saved_model.write_saved_model(model, path, job["input_dtype"])
-        elif kind == "tflite":
-            flatbuffer = tflite.convert(
-                model, job["quantize"], job.get("representative"), job["input_dtype"]
-            )
-            with open(path, "wb") as f:
-                f.write(flatbuffer)
-        elif kind == "onnx":
-            onnx.write_onnx(model, path, job["input_dtype"], job.get("opset"))
-        elif kind == "saved_model_logits":
-            logits, times, input_dtype = saved_model.saved_model_logits(path, job["images"])
-            result = {"logits": logits, "times": np.asarray(times), "input_dtype": np.asarray(input_dtype)}
-        else:
-            raise ValueError(f"Unknown export job {kind!r}.")
-        results.append(result)
-    return results
+    return [module.run_job(model, job) for module, job in zip(modules, jobs)]

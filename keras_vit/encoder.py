@@ -1,0 +1,194 @@
+"""The Transformer encoder block and its stochastic depth (`DropPath`).
+
+Only `keras.ops` is used, so they run on TensorFlow, JAX and PyTorch (JAX training adds
+`keras_vit.backend.jax_gradient`, imported only there). Shapes use B = batch, N = number of
+tokens, D = hidden size.
+"""
+
+import keras
+from keras import ops
+
+from keras_vit import config as vit_config
+from keras_vit.attention import ViTAttention
+from keras_vit.layer_helpers import FlatXavierUniform, activation, check_mlp_activation
+from keras_vit.norm import LayerNormalization
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops a residual branch per sample with probability `rate`.
+
+    (B, ...) -> (B, ...); kept samples are scaled by 1 / (1 - rate) during training.
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"DropPath rate must be in [0, 1), got {rate}.")
+        self.rate = rate
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        mask = keras.random.uniform(shape, seed=self.seed_generator) < keep
+        return x * ops.cast(mask, x.dtype) / keep
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(rate=self.rate, seed=self.seed)
+        return config
+
+
+def materializes_gradient(dtype):
+    """Whether a JAX training step of a block computing in `dtype` materialises its output
+    gradient (see `keras_vit.config.set_gradient_materialization`)."""
+    mode = vit_config.get_gradient_materialization()
+    if mode == "off" or keras.backend.backend() != "jax":
+        return False
+    if vit_config.on_cpu():
+        return True
+    return mode == "on" and keras.backend.standardize_dtype(dtype) in ("bfloat16", "float16")
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class TransformerEncoderBlock(keras.layers.Layer):
+    """A pre-norm Transformer encoder block: (B, N, D) -> (B, N, D).
+
+        x = x + DropPath(LayerScale(Dropout(MHA(LayerNormalization(x)))))
+        x = x + DropPath(LayerScale(MLP(LayerNormalization(x))))
+        MLP = Dense -> activation -> Dropout -> Dense -> Dropout
+
+    `layer_scale_init` (DeiT III, DINOv2) adds a learned per-channel scale on both
+    branches, initialised to that value; None (the original) has none. `mlp_activation`:
+    "gelu" (exact), "gelu_tanh" (the tanh approximation of the Flax originals) or
+    "quick_gelu" (x * sigmoid(1.702 x), OpenAI CLIP).
+
+    Attention is `keras_vit.attention.ViTAttention`, a `keras.layers.MultiHeadAttention`
+    with the same variables that computes in head-major layout on a CPU (JAX, TensorFlow)
+    and with cuDNN's fused kernel for training on a JAX GPU. In JAX training on a CPU the
+    block's output gradient is materialised (`keras_vit.backend.jax_gradient`), which XLA
+    would otherwise recompute inside every earlier block
+    (`keras_vit.config.set_gradient_materialization`).
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        mlp_dim,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        mlp_activation="gelu_tanh",
+        layer_scale_init=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hidden_dim % num_heads:
+            raise ValueError(
+                f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})."
+            )
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout_rate = dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.drop_path_rate = drop_path_rate
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.mlp_activation = check_mlp_activation(mlp_activation)
+        self.layer_scale_init = layer_scale_init
+
+        policy = self.dtype_policy
+        self.attention_norm = LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
+        )
+        self.attention = ViTAttention(
+            num_heads=num_heads,
+            key_dim=hidden_dim // num_heads,
+            dropout=attention_dropout_rate,
+            kernel_initializer=FlatXavierUniform(fan_in=hidden_dim),
+            dtype=policy,
+            name="attention",
+        )
+        self.mlp_norm = LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="mlp_norm"
+        )
+        mlp_init = dict(
+            kernel_initializer="glorot_uniform",
+            bias_initializer=keras.initializers.RandomNormal(stddev=1e-6),
+            dtype=policy,
+        )
+        self.mlp_dense_1 = keras.layers.Dense(mlp_dim, name="mlp_dense_1", **mlp_init)
+        self.mlp_dense_2 = keras.layers.Dense(hidden_dim, name="mlp_dense_2", **mlp_init)
+        self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
+        self.drop_path = DropPath(drop_path_rate, dtype=policy)
+
+    def build(self, input_shape):
+        self.attention_norm.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.mlp_norm.build(input_shape)
+        self.mlp_dense_1.build(input_shape)
+        self.mlp_dense_2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+        # DropPath has no weights, but the symbolic call (compute_output_shape) never
+        # builds it, and `Model.quantize` refuses unbuilt layers.
+        self.drop_path.build(input_shape)
+        if self.layer_scale_init is not None:
+            scale = keras.initializers.Constant(self.layer_scale_init)
+            self.attention_scale = self.add_weight(
+                shape=(self.hidden_dim,), initializer=scale, name="attention_scale")
+            self.mlp_scale = self.add_weight(
+                shape=(self.hidden_dim,), initializer=scale, name="mlp_scale")
+
+    def _scaled(self, y, scale_name):
+        if self.layer_scale_init is None:
+            return y
+        return y * ops.cast(getattr(self, scale_name), y.dtype)
+
+    def call(self, x, training=False):
+        y = self.attention_norm(x)
+        y = self.attention(y, y, training=training)
+        y = self._scaled(self.dropout(y, training=training), "attention_scale")
+        x = x + self.drop_path(y, training=training)
+        y = self.mlp_norm(x)
+        y = activation(self.mlp_activation)(self.mlp_dense_1(y))
+        y = self.dropout(y, training=training)
+        y = self._scaled(self.dropout(self.mlp_dense_2(y), training=training), "mlp_scale")
+        x = x + self.drop_path(y, training=training)
+        if training and materializes_gradient(x.dtype):
+            from keras_vit.backend.jax_gradient import materialized_gradient
+
+            x = materialized_gradient(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            hidden_dim=self.hidden_dim,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            attention_dropout_rate=self.attention_dropout_rate,
+            drop_path_rate=self.drop_path_rate,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            mlp_activation=self.mlp_activation,
+            layer_scale_init=self.layer_scale_init,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Configs written before `mlp_activation` became the only activation argument also
+        # hold `gelu_approximate`, which their resolved `mlp_activation` already says.
+        config = {k: v for k, v in config.items() if k != "gelu_approximate"}
+        return cls(**config)

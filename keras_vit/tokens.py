@@ -1,0 +1,152 @@
+"""The token sequence before the encoder: patches to tokens, the learned class, register
+and distillation tokens, and the learned position embedding. Shapes use B = batch,
+N = number of tokens, D = hidden size."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class PatchEmbedding(keras.layers.Layer):
+    """Cuts images into non-overlapping patches and projects each to a token.
+
+    (B, H, W, C) -> (B, (H // ph) * (W // pw), D), using a Conv2D whose kernel and stride
+    are the patch size `(ph, pw)` (an int for square patches), VALID padding, as the
+    original ViT does.
+    """
+
+    def __init__(self, patch_size, hidden_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = (patch_size,) * 2 if isinstance(patch_size, int) else tuple(patch_size)
+        self.hidden_dim = hidden_dim
+        self.projection = keras.layers.Conv2D(
+            hidden_dim,
+            kernel_size=patch_size,
+            strides=patch_size,
+            padding="valid",
+            kernel_initializer="lecun_normal",
+            dtype=self.dtype_policy,
+            name="projection",
+        )
+
+    def build(self, input_shape):
+        self.projection.build(input_shape)
+
+    def call(self, images):
+        x = self.projection(images)
+        _, grid_h, grid_w, dim = x.shape
+        return ops.reshape(x, (-1, grid_h * grid_w, dim))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, _ = input_shape
+        tokens = (height // self.patch_size[0]) * (width // self.patch_size[1])
+        return (batch, tokens, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class ClassToken(keras.layers.Layer):
+    """Prepends a learned class token: (B, N, D) -> (B, 1 + N, D). Zero-initialised."""
+
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            shape=(1, 1, input_shape[-1]), initializer="zeros", name="token"
+        )
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        cls = ops.broadcast_to(ops.cast(self.token, tokens.dtype), (batch, 1, tokens.shape[-1]))
+        return ops.concatenate([cls, tokens], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        batch, tokens, dim = input_shape
+        return (batch, None if tokens is None else tokens + 1, dim)
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class RegisterTokens(keras.layers.Layer):
+    """Inserts `num_tokens` learned register tokens (Darcet et al., 2024) after the first
+    `insert_at` tokens (the class token): (B, N, D) -> (B, N + R, D). They take part in
+    attention only: the pooling drops them. Zero-initialised."""
+
+    def __init__(self, num_tokens, insert_at=1, **kwargs):
+        super().__init__(**kwargs)
+        self.num_tokens, self.insert_at = num_tokens, insert_at
+
+    def build(self, input_shape):
+        self.tokens = self.add_weight(
+            shape=(1, self.num_tokens, input_shape[-1]), initializer="zeros", name="tokens"
+        )
+
+    def call(self, tokens):
+        batch = ops.shape(tokens)[0]
+        registers = ops.broadcast_to(
+            ops.cast(self.tokens, tokens.dtype), (batch, self.num_tokens, tokens.shape[-1]))
+        head, tail = tokens[:, : self.insert_at], tokens[:, self.insert_at:]
+        return ops.concatenate([head, registers, tail], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        batch, tokens, dim = input_shape
+        return (batch, None if tokens is None else tokens + self.num_tokens, dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_tokens=self.num_tokens, insert_at=self.insert_at)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class DistillationToken(RegisterTokens):
+    """DeiT's learned distillation token, inserted after the class token:
+    (B, 1 + N, D) -> (B, 2 + N, D). Its output feeds the distillation head."""
+
+    def __init__(self, **kwargs):
+        super().__init__(num_tokens=1, insert_at=1, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["num_tokens"], config["insert_at"]
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned position embedding: (B, P + h * w, D) -> same shape.
+
+    The P = `num_prefix_tokens` leading tokens (the class token) have their own positions;
+    the other h * w positions form the patch grid `grid_size = (h, w)`, which
+    `resample_position_embedding` can stretch to another image size.
+    """
+
+    def __init__(self, grid_size, num_prefix_tokens=1, **kwargs):
+        super().__init__(**kwargs)
+        self.grid_size = tuple(grid_size)
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def build(self, input_shape):
+        length = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
+        if input_shape[1] is not None and input_shape[1] != length:
+            raise ValueError(
+                f"PositionEmbedding for a {self.grid_size} grid and {self.num_prefix_tokens} "
+                f"prefix tokens expects {length} tokens, got {input_shape[1]}."
+            )
+        self.embedding = self.add_weight(
+            shape=(1, length, input_shape[-1]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+            name="embedding",
+        )
+
+    def call(self, tokens):
+        return tokens + ops.cast(self.embedding, tokens.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(grid_size=self.grid_size, num_prefix_tokens=self.num_prefix_tokens)
+        return config
