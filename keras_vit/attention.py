@@ -9,9 +9,8 @@ load into it exactly as into the Keras layer. Only how the attention is computed
   XLA computes the full (B, heads, T, T) score matrix unfused. On PyTorch it is SDPA.
 - "head_major": the query, key and value projections write (B, heads, T, H) directly
   (`einsum("btd,dnh->bnth")`), so the two attention products are plain batched matmuls
-  with no transposes around them, and the softmax runs in float32. On our 2-core CPU this
-  is the fastest path on JAX and TensorFlow (benchmarks/RESULTS.md); on PyTorch, SDPA
-  ("plain") is.
+  with no transposes around them, and the softmax runs in float32. On a CPU this is the
+  fastest path on JAX and TensorFlow; on PyTorch, SDPA ("plain") is (docs/speed.md).
 - "fast": on JAX (other backends: "plain"), pads the token sequence to a multiple of
   `pad_multiple` (64 by default) with zeros and calls `jax.nn.dot_product_attention` with
   `key_value_seq_lengths` set to the true length, so the padded keys get no weight; the
@@ -20,9 +19,8 @@ load into it exactly as into the Keras layer. Only how the attention is computed
   tests check the padding.
 - "auto" (the default): on a JAX GPU, "fast" for training steps computed in bfloat16 or
   float16 (where cuDNN's kernel applies), else "plain"; on a CPU, "head_major" under JAX
-  and TensorFlow and "plain" under PyTorch; "plain" anywhere else. On one H100 (ViT-B/16,
-  batch 128) "fast" trained 1.32x faster than "plain", while for inference (batch 256)
-  "plain" was 4 % faster than "fast" (benchmarks/RESULTS.md).
+  and TensorFlow and "plain" under PyTorch; "plain" anywhere else: on a GPU "fast" trains
+  faster than "plain" and "plain" predicts faster (measured in docs/speed.md).
 
 Under `keras_vit.config.graph_form("integer")`, a batch of one (static) is computed one
 head at a time whatever the implementation: TFLite turns the per-head projections into

@@ -18,8 +18,8 @@ class LayerNormalization(keras.layers.LayerNormalization):
 
     Under `keras_vit.config.graph_form("tflite")` it computes the same normalisation as
     `c * rsqrt(mean(c * c) + epsilon) * gamma + beta` with `c = x - mean(x)`: products
-    where Keras's op uses SQUARED_DIFFERENCE (no XNNPACK integer kernel: in a full-int8
-    TFLite file that op alone made each layer norm 17x slower) and no outer product of the
+    where Keras's op uses SQUARED_DIFFERENCE (no XNNPACK integer kernel, so a full-int8
+    TFLite file left it to a slow reference kernel) and no outer product of the
     per-token and per-channel factors (which TFLite's GPU delegate refuses). Under
     `("integer")`, `x * s + beta - mean(x) * s` with `s = rsqrt(mean(c * c) + epsilon) *
     gamma`, which loses less in int8. Otherwise it is Keras's layer unchanged.

@@ -2,8 +2,7 @@
 
 XNNPACK's int8 kernels refuse two things TFLite's calibration produces:
 - a `BATCH_MATMUL` whose right-hand operand has a zero point other than 0: every attention
-  product then ran in TFLite's own int8 kernel, 16x slower (0.37 ms against 0.023 ms for
-  one 197-token head on our CPU);
+  product then ran in TFLite's own, much slower int8 kernel (docs/speed.md);
 - a `CONCATENATION` whose inputs have different ranges (the heads before the output
   projection).
 `xnnpack_ranges` re-expresses those tensors' ranges: a right-hand operand gets the
