@@ -4,7 +4,8 @@
 `preprocessor_config.json` when it has them, with `huggingface_hub.hf_hub_download` into
 the huggingface_hub cache: files that transformers or timm already downloaded are reused,
 and `HF_ENDPOINT`, `HF_HOME` / `HF_HUB_CACHE`, `HF_HUB_OFFLINE` and the login token
-(`HF_TOKEN`, `hf auth login`) apply as they do there. Needs `pip install "keras-vit[hub]"`.
+(`HF_TOKEN`, `hf auth login`) apply as they do there. Needs `huggingface_hub`
+(`pip install -e ".[hub]"` in a checkout).
 
 The promises of URL downloads (`keras_vit.download`) hold here too: one deadline covers
 every attempt of every file (`keras_vit.hub_guard`), every failure is a DownloadError that
@@ -119,8 +120,8 @@ def _import_hub(handle):
         import huggingface_hub.utils
     except ImportError as e:
         raise ImportError(
-            f'Loading {handle} needs the huggingface_hub package: pip install "keras-vit[hub]" '
-            "(or pip install huggingface_hub)."
+            f"Loading {handle} needs the huggingface_hub package: pip install huggingface_hub "
+            "(in a keras_vit checkout: pip install -e '.[hub]')."
         ) from e
     try:
         from keras_vit import hub_guard

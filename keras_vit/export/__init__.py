@@ -21,7 +21,8 @@ to TFLite's builtin GELU), and take a single image (batch 1).
 ONNX files (`export_onnx`) come from PyTorch's exporter (`torch.onnx.export(dynamo=True)`)
 under the PyTorch backend, in this process or a `KERAS_BACKEND=torch` subprocess: one input
 `images` (float32 or uint8 pixels) with a free batch size, one output `logits`, checked with
-ONNX Runtime. They need `pip install "keras-vit[onnx]"` (torch, onnx, onnxscript, onnxruntime).
+ONNX Runtime. They need torch, onnx, onnxscript and onnxruntime (`pip install -e ".[onnx]"`
+in a checkout).
 
 Quantization modes of `export_tflite`:
     "float32"  no quantization.

@@ -67,7 +67,8 @@ def check_onnx_packages():
     missing = [name for module, name in ONNX_PACKAGES.items() if find_spec(module) is None]
     if missing:
         raise ImportError(
-            f"ONNX export needs {', '.join(missing)}: pip install \"keras-vit[onnx]\"."
+            f"ONNX export needs {', '.join(missing)}: pip install {' '.join(missing)} "
+            "(in a keras_vit checkout: pip install -e '.[onnx]')."
         )
 
 
