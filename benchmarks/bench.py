@@ -201,7 +201,11 @@ class _Memory:
         return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
 
 
-def _build_keras_model(lib, preset, image_size):
+def build_keras_model(lib, preset, image_size):
+    """The Keras model `lib` ("keras_vit", "keras_vit:<attention spec>" or "keras_hub")
+    builds for benchmark preset `preset` (a key of `ARCH`) at `image_size`: images
+    (B, image_size, image_size, 3) -> logits (B, NUM_CLASSES), or for a DINOv2 preset the
+    class token's features (B, hidden_dim). Randomly initialised, no preprocessing."""
     patch, d, mlp, heads, layers = ARCH[preset]
     dinov2 = preset in DINOV2
     if lib.split(":")[0] == "keras_vit":
@@ -264,7 +268,7 @@ def _keras_phases(lib, spec, memory):
 
     backend = keras.backend.backend()
     keras.utils.set_random_seed(0)
-    model = _build_keras_model(lib, spec["preset"], spec["image_size"])
+    model = build_keras_model(lib, spec["preset"], spec["image_size"])
     bs, tbs, size = spec["batch_size"], spec["train_batch_size"], spec["image_size"]
     rng = np.random.default_rng(0)
     x_host = rng.uniform(-1, 1, (bs, size, size, 3)).astype("float32")

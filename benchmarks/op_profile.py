@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import ARCH, DINOV2, NUM_CLASSES, TIMM_NAMES, _build_keras_model  # noqa: E402
+from bench import ARCH, DINOV2, NUM_CLASSES, TIMM_NAMES, build_keras_model  # noqa: E402
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?\b([a-z][\w\-]*)\(")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
@@ -231,7 +231,7 @@ def profile_keras_vit(args):
     from breakdown import _block, _layer_fns
 
     keras.config.set_dtype_policy(args.precision)
-    model = _build_keras_model("keras_vit", args.preset, args.image_size)
+    model = build_keras_model("keras_vit", args.preset, args.image_size)
     rng = np.random.default_rng(0)
 
     def images(batch):

@@ -52,7 +52,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from bench import _machine, _median_time, _versions, get_list  # noqa: E402
-from recipes.common import model_override, positive_int  # noqa: E402
+from recipes.options import model_override, positive_int  # noqa: E402
 
 MODEL_AXES = (2, 4, 8)  # the model-parallel setups tried by default
 

@@ -148,8 +148,10 @@ def add_arguments(parser):
     parser.add_argument("--output-dir", required=True, help="where the PNG files go")
 
 
-def _pick(images, labels, count):
-    """Indices of `count` images: the first of each label in turn where labels are given."""
+def images_to_show(images, labels, count):
+    """Indices of at most `count` of `images` to draw: with `labels` (N,), the first image
+    of each label, labels in the order they first appear (fewer when there are fewer
+    labels); with `labels` None, the first `count` images."""
     if labels is None:
         return list(range(min(count, len(images))))
     picked = []
@@ -179,7 +181,7 @@ def run_cli(args):
     if args.class_names:
         with open(args.class_names) as f:
             names = [line.strip() for line in f if line.strip()]
-    chosen = _pick(images, labels, args.count)
+    chosen = images_to_show(images, labels, args.count)
     titles = None
     if labels is not None:
         titles = [names[labels[i]] if names and labels[i] < len(names) else f"class {labels[i]}"

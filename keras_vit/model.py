@@ -3,10 +3,11 @@
 import keras
 
 from keras_vit import arguments, atomic
-from keras_vit import config, distribution
+from keras_vit import distribution
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
 from keras_vit import quantization
+from keras_vit.jit import resolve_jit_compile
 from keras_vit.norm import LayerNormalization
 
 
@@ -264,22 +265,14 @@ class ViT(vit_inputs.CheckedModel):
         return "float32" if policy.compute_dtype != policy.variable_dtype else policy
 
     def compile(self, *args, jit_compile="auto", **kwargs):
-        """`keras.Model.compile`, except that `jit_compile="auto"` also means XLA for
-        TensorFlow on a CPU (Keras turns XLA off there). Every ViT layer compiles with XLA,
-        and on our 2-core CPU it makes a ViT-Ti/16 train 1.25x and predict 1.4x faster
-        (benchmarks/RESULTS.md). Pass `jit_compile=False` to keep TensorFlow's graph mode.
+        """`keras.Model.compile`, with `jit_compile="auto"` resolved by
+        `keras_vit.jit.resolve_jit_compile`: XLA also for TensorFlow on a CPU, where Keras
+        turns it off (see benchmarks/RESULTS.md). Pass `jit_compile=False` to keep
+        TensorFlow's graph mode.
         """
-        requested = jit_compile
-        if (
-            jit_compile == "auto"
-            and keras.backend.backend() == "tensorflow"
-            and not kwargs.get("run_eagerly")
-            and not config.in_tf_distribution_strategy()
-            and getattr(self, "_distribute_strategy", None) is None  # built in a scope
-        ):
-            jit_compile = True
-        super().compile(*args, jit_compile=jit_compile, **kwargs)
-        self._requested_jit_compile = requested
+        resolved = resolve_jit_compile(jit_compile, self, kwargs.get("run_eagerly", False))
+        super().compile(*args, jit_compile=resolved, **kwargs)
+        self._requested_jit_compile = jit_compile
 
     def get_compile_config(self):
         """The compile arguments, with `jit_compile` as asked for ("auto" stays "auto", so a

@@ -1,9 +1,17 @@
 """`python -m recipes NAME [options]` runs a recipe: fashion_mnist, cifar10_finetune or
 imagenet_eval (each also runs as `python -m recipes.NAME`)."""
 
+import importlib
 import sys
 
-from recipes import common
+RECIPES = ("fashion_mnist", "cifar10_finetune", "imagenet_eval")
+
+
+def recipe_module(name):
+    """The module of recipe `name`; a ValueError names the valid recipes otherwise."""
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}. Valid recipes: {', '.join(RECIPES)}.")
+    return importlib.import_module(f"recipes.{name}")
 
 
 def main(argv=None):
@@ -12,7 +20,7 @@ def main(argv=None):
         print(__doc__)
         return 0
     try:
-        module = common.get_recipe_module(argv[0])
+        module = recipe_module(argv[0])
     except ValueError as error:
         raise SystemExit(str(error)) from None
     return module.main(argv[1:])

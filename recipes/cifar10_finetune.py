@@ -19,12 +19,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import keras
+
 from keras_vit import data as vit_data
 from keras_vit import presets, training
 from keras_vit.model import ViT
-from recipes import common
+from recipes import feeds, loop, options, reports, run_folder
+from recipes.recipe import RecipeConfig
 
-CONFIG = common.RecipeConfig(
+CONFIG = RecipeConfig(
     name="cifar10_finetune",
     model=dict(num_classes=10, image_size=384),
     batch_size=512,
@@ -44,14 +47,14 @@ CONFIG = common.RecipeConfig(
 
 
 def parse_args(argv=None):
-    parser = common.base_parser(CONFIG, __doc__.splitlines()[0])
-    parser.add_argument("--steps", type=common.positive_int, default=CONFIG.total_steps,
+    parser = options.base_parser(CONFIG, __doc__.splitlines()[0])
+    parser.add_argument("--steps", type=options.positive_int, default=CONFIG.total_steps,
                         help="optimiser steps")
-    parser.add_argument("--warmup-steps", type=common.non_negative_int, default=CONFIG.warmup_steps)
+    parser.add_argument("--warmup-steps", type=options.non_negative_int, default=CONFIG.warmup_steps)
     parser.add_argument("--preset", default="b16", help="architecture preset (keras_vit.presets)")
     parser.add_argument("--weights", default="default",
                         help="preset weights name, a checkpoint path/URL, or 'none' (random init)")
-    parser.add_argument("--image-size", type=common.positive_int, default=384)
+    parser.add_argument("--image-size", type=options.positive_int, default=384)
     parser.add_argument("--dataset", default="cifar10", help="TFDS dataset name")
     parser.add_argument("--data-dir", default=None, help="TFDS data_dir")
     return parser.parse_args(argv)
@@ -60,7 +63,7 @@ def parse_args(argv=None):
 def main(argv=None):
     start = time.time()
     args = parse_args(argv)
-    config = common.apply_overrides(CONFIG, args)
+    config = options.apply_overrides(CONFIG, args)
     config = dataclasses.replace(
         config,
         total_steps=args.steps,
@@ -82,13 +85,13 @@ def main(argv=None):
         return ViT.from_preset(args.preset, weights=weights, **overrides)
 
     size = args.image_size
-    model, history, run = common.train(
-        config, args, train_dataset=train_ds, test_dataset=test_ds, pipeline="tf.data",
-        model=build, resize_size=size * 7 // 6, outputs=("metrics.json",),
+    training_input = feeds.DatasetInput(train_ds, test_ds, resize_size=size * 7 // 6)
+    model, _, run = loop.train(
+        config, args, training_input, model=build, outputs=("metrics.json",),
         architecture={**presets.PRESETS[args.preset]["config"], **overrides}
         if args.preset in presets.PRESETS else None)
     model.compile(loss=training.make_loss(0.0),
-                  metrics=[common.keras.metrics.CategoricalAccuracy(name="accuracy")])
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     results = model.evaluate(
         vit_data.build_pipeline(test_ds, training=False, batch_size=config.eval_batch_size,
                                 num_classes=num_classes, image_size=size,
@@ -99,8 +102,8 @@ def main(argv=None):
                "steps": config.total_steps, "train_seconds": round(run["train_seconds"], 1),
                "distribution": run["distribution"],
                "preset": args.preset, "weights": args.weights, "recipe": config.to_dict()}
-    common.write_json(out / "metrics.json", metrics)
-    common.banner([f"{args.dataset}: test accuracy {results['accuracy']:.2%} after "
+    run_folder.write_json(out / "metrics.json", metrics)
+    reports.banner([f"{args.dataset}: test accuracy {results['accuracy']:.2%} after "
                    f"{config.total_steps} steps ({(time.time() - start) / 60:.1f} min)",
                    f"model:   {out / 'model.keras'}", f"metrics: {out / 'metrics.json'}",
                    f"history: {out / 'history.csv'}"])

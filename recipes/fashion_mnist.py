@@ -23,15 +23,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python recipes/fashion_mnist.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import keras
+
 from keras_vit import atomic
 from keras_vit import data as vit_data
 from keras_vit import training
 from keras_vit.presets import get_preset
-from recipes import common
+from recipes import feeds, loop, options, reports, run_folder
+from recipes.recipe import RecipeConfig
 
 # The recipe. The model is the `fashion_mnist` preset's architecture (7x7 = 49 patches
 # of 4x4 px plus a class token), trained with drop path.
-CONFIG = common.RecipeConfig(
+CONFIG = RecipeConfig(
     name="fashion_mnist",
     model=dict(get_preset("fashion_mnist")["config"], drop_path_rate=0.1),
     batch_size=512,
@@ -72,7 +75,7 @@ EXPORT_FILES = ("model_fp32.tflite", "model_mixed_int8.tflite", "model_int8.tfli
 
 def build_parser(config):
     """The recipe's options, the training ones defaulting to `config`."""
-    parser = common.base_parser(config, __doc__.splitlines()[0])
+    parser = options.base_parser(config, __doc__.splitlines()[0])
     parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="full",
                         help="full: the recipe; demo: the short CPU run of `make demo` "
                              "(sets the defaults of the training options)")
@@ -102,15 +105,16 @@ def parse_args(argv=None):
 def main(argv=None):
     start = time.time()
     args = parse_args(argv)
-    config = common.apply_overrides(SCHEDULES[args.schedule], args)
+    config = options.apply_overrides(SCHEDULES[args.schedule], args)
     x_train, y_train = vit_data.load_fashion_mnist("train", args.data_dir, limit=args.limit_train)
     x_test, y_test = vit_data.load_fashion_mnist("test", args.data_dir, limit=args.limit_test)
-    if args.pipeline == "tf.data" and not common.tf_available():
+    if args.pipeline == "tf.data" and not feeds.tf_available():
         raise SystemExit("--pipeline tf.data needs TensorFlow; use --pipeline numpy.")
 
-    model, history, info = common.train(
-        config, args, train_arrays=(x_train, y_train), test_arrays=(x_test, y_test),
-        pipeline=args.pipeline, outputs=REPORT_FILES + (EXPORT_FILES if args.export else ()))
+    training_input = feeds.array_input((x_train, y_train), (x_test, y_test), args.pipeline)
+    model, history, info = loop.train(
+        config, args, training_input,
+        outputs=REPORT_FILES + (EXPORT_FILES if args.export else ()))
     report_and_card(config, args, model, history, info, (x_train, x_test, y_test), start)
     return 0
 
@@ -121,8 +125,8 @@ def report_and_card(config, args, model, history, info, arrays, start):
     x_train, x_test, y_test = arrays
     out = Path(args.output_dir)
     names = list(config.class_names)
-    predictions = common.predict_labels(model, x_test)
-    report = common.classification_report(y_test, predictions, len(names))
+    predictions = reports.predict_labels(model, x_test)
+    report = reports.classification_report(y_test, predictions, len(names))
     full_test = len(x_test) == 10_000
     metrics = {
         "test_accuracy": report["accuracy"],
@@ -133,7 +137,7 @@ def report_and_card(config, args, model, history, info, arrays, start):
         "epochs": info["epochs_run"],
         "train_seconds": round(info["train_seconds"], 1),
         "train_examples": info["num_train"],
-        "backend": common.keras.backend.backend(),
+        "backend": keras.backend.backend(),
         "hardware": training.hardware_description(),
         "mixed_precision": info["policy"],
         "pipeline": info["pipeline"],
@@ -141,13 +145,13 @@ def report_and_card(config, args, model, history, info, arrays, start):
         "parameters": model.count_params(),
         "recipe": config.to_dict(),
     }
-    common.write_json(out / "metrics.json", metrics)
+    run_folder.write_json(out / "metrics.json", metrics)
     title = f"ViT on Fashion-MNIST: test accuracy {report['accuracy']:.2%}"
     artifacts = {"model": out / "model.keras", "metrics": out / "metrics.json",
                  "history": out / "history.csv"}
     try:
-        common.plot_confusion(report["confusion_matrix"], names, out / "confusion_matrix.png", title)
-        common.plot_history(history, out / "training_curves.png", title)
+        reports.plot_confusion(report["confusion_matrix"], names, out / "confusion_matrix.png", title)
+        reports.plot_history(history, out / "training_curves.png", title)
         artifacts["confusion matrix"] = out / "confusion_matrix.png"
         artifacts["training curves"] = out / "training_curves.png"
     except Exception as error:  # noqa: BLE001 - plots are not worth losing a run over
@@ -168,7 +172,7 @@ def report_and_card(config, args, model, history, info, arrays, start):
         artifacts["TensorBoard logs"] = out / "logs"
     artifacts["resume checkpoint"] = out / "backup"
     wall = time.time() - start
-    common.banner(
+    reports.banner(
         [f"Fashion-MNIST ViT: test accuracy {report['accuracy']:.2%} on {len(x_test)} test images"
          f"{'' if full_test else ' (a subset, not the official 10k)'}",
          f"{info['epochs_run']} epochs, training {info['train_seconds'] / 60:.1f} min, "
@@ -226,7 +230,7 @@ best monitored epoch {best}).
 - Epochs: {metrics["epochs"]} (schedule sized for {info["schedule_total_steps"] // max(info["steps_per_epoch"], 1)}
   epochs{", shortened by the time budget" if info["time_budget_stopped_early"] else ""}).
 - Precision: {metrics["mixed_precision"]}; data pipeline: {metrics["pipeline"]}; distribution:
-  {common.describe_distribution(metrics["distribution"])}.
+  {reports.describe_distribution(metrics["distribution"])}.
 
 ## Cost
 

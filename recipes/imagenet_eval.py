@@ -20,27 +20,27 @@ import keras
 
 from keras_vit import data as vit_data
 from keras_vit.model import ViT
-from recipes import common
+from recipes import options, reports, run_folder
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="b16")
     p.add_argument("--weights", default="default", help="weights name, path or URL")
-    p.add_argument("--image-size", type=common.positive_int, default=None,
+    p.add_argument("--image-size", type=options.positive_int, default=None,
                    help="default: the weights' size")
     p.add_argument("--dataset", default="imagenet2012")
     p.add_argument("--split", default="validation")
     p.add_argument("--data-dir", default=None, help="TFDS data_dir")
     p.add_argument("--manual-dir", default=None, help="folder with the ImageNet tar files")
-    p.add_argument("--batch-size", type=common.positive_int, default=64)
+    p.add_argument("--batch-size", type=options.positive_int, default=64)
     p.add_argument("--crop-fraction", default=1.0,
-                   type=common.checked_number(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1))
-    p.add_argument("--limit", type=common.positive_int, default=None,
+                   type=options.checked_number(float, "a fraction in (0, 1]", lambda v: 0 < v <= 1))
+    p.add_argument("--limit", type=options.positive_int, default=None,
                    help="evaluate only this many images")
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--output", default=None, help="write the results to this JSON file")
-    p.add_argument("--model", type=common.model_override, action="append", default=[],
+    p.add_argument("--model", type=options.model_override, action="append", default=[],
                    metavar="KEY=VALUE",
                    help="override a model argument (with --weights none, for tests)")
     return p.parse_args(argv)
@@ -66,7 +66,7 @@ def main(argv=None):
             f"{args.dataset} has {num_classes} classes but the model predicts {model.num_classes}.")
     size = model.image_size
     if args.crop_fraction < 1.0:
-        tf = vit_data._tf()
+        tf = vit_data.require_tensorflow()
         resize = [int(round(s / args.crop_fraction)) for s in size]
 
         def crop(image, label):
@@ -85,8 +85,8 @@ def main(argv=None):
                "top1": results["top1"], "top5": results["top5"],
                "images": vit_data.dataset_size(dataset), "seconds": round(time.time() - start, 1)}
     if args.output:
-        common.write_json(args.output, summary)
-    common.banner([f"{args.preset} ({args.weights}) on {args.dataset}/{args.split}: "
+        run_folder.write_json(args.output, summary)
+    reports.banner([f"{args.preset} ({args.weights}) on {args.dataset}/{args.split}: "
                    f"top-1 {summary['top1']:.2%}, top-5 {summary['top5']:.2%} "
                    f"({summary['images']} images)"]
                   + ([f"results: {args.output}"] if args.output else []))

@@ -2,9 +2,9 @@
 
     KERAS_BACKEND=jax python -m recipes.throughput [--seconds 15] [--batch-size 128]
 
-Times `train_on_batch` with the recipe's optimiser and loss (jit_compile on, except on
-torch where it means torch.compile and is left off), after a warm-up that pays for
-compilation, on random 28x28x1 data.
+Times `train_on_batch` with the recipe's optimiser and loss (jit_compile as
+`keras_vit.jit.resolve_jit_compile` resolves "auto": on, except on torch where it means
+torch.compile), after a warm-up that pays for compilation, on random 28x28x1 data.
 """
 
 import argparse
@@ -19,7 +19,8 @@ if __package__ in (None, ""):
 import keras
 import numpy as np
 
-from recipes import common, fashion_mnist
+from keras_vit.jit import resolve_jit_compile
+from recipes import fashion_mnist, loop, options
 
 MODELS = {
     "demo (p7 w64 L4)": fashion_mnist.DEMO.model,
@@ -30,8 +31,8 @@ MODELS = {
 
 def measure(model_config, batch_size, seconds, jit):
     config = dataclasses.replace(fashion_mnist.CONFIG, model=model_config)
-    model = common.build_model(config)
-    optimizer, _ = common.build_optimizer(config, 100)
+    model = loop.build_model(config)
+    optimizer, _ = loop.build_optimizer(config, 100)
     model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                   jit_compile=jit)
     rng = np.random.default_rng(0)
@@ -48,12 +49,12 @@ def measure(model_config, batch_size, seconds, jit):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=common.positive_float, default=15)
-    p.add_argument("--batch-size", type=common.positive_int, default=128)
+    p.add_argument("--seconds", type=options.positive_float, default=15)
+    p.add_argument("--batch-size", type=options.positive_int, default=128)
     p.add_argument("--models", default=",".join(MODELS))
     args = p.parse_args(argv)
     backend = keras.backend.backend()
-    jit = backend != "torch"
+    jit = resolve_jit_compile()
     for name in args.models.split(","):
         rate, params = measure(MODELS[name], args.batch_size, args.seconds, jit)
         print(f"| {backend} | {name} | {params:,} | {args.batch_size} | {jit} | {rate:,.0f} |",

@@ -149,8 +149,8 @@ def test_dinov2_models_compute_the_same_function():
     benchmark compares two implementations of one model, not two models."""
     import numpy as np
 
-    ours = bench._build_keras_model("keras_vit", "dinov2_tiny", 32)
-    hub = bench._build_keras_model("keras_hub", "dinov2_tiny", 32)
+    ours = bench.build_keras_model("keras_vit", "dinov2_tiny", 32)
+    hub = bench.build_keras_model("keras_hub", "dinov2_tiny", 32)
     by_path = {v.path: v for v in ours.weights}
     rng = np.random.default_rng(0)
     unused = []

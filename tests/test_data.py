@@ -51,9 +51,10 @@ def test_load_fashion_mnist_errors(tmp_path):
 
 
 def test_debian_fashion_mnist_if_installed():
-    if data._find_idx(data.DEBIAN_FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte") is None:
+    try:
+        x, y = data.load_fashion_mnist("test", data.DEBIAN_FASHION_MNIST_DIR)
+    except FileNotFoundError:
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    x, y = data.load_fashion_mnist("test", data.DEBIAN_FASHION_MNIST_DIR)
     assert x.shape == (10_000, 28, 28, 1) and np.bincount(y).tolist() == [1000] * 10
 
 
@@ -244,3 +245,27 @@ def test_cutmix_pastes_boxes_and_weighs_labels_by_area():
         from_source = np.stack([image == x[c] for c in sources])  # (sources, h, w, 1)
         assert from_source.any(0).all()  # every pixel is one of the mixed images' pixel
         np.testing.assert_allclose(from_source.mean(axis=(1, 2, 3)), label[sources], atol=0.1)
+
+
+def test_array_batches_are_reshuffled_full_one_hot_batches():
+    images = np.arange(10, dtype="uint8")[:, None, None, None] * np.ones((1, 2, 3, 1), "uint8")
+    labels = np.arange(10) % 3  # image i shows the number i, its label is i % 3
+    batches = data.ArrayBatches(images, labels, batch_size=4, num_classes=3, seed=0)
+    assert len(batches) == 2  # 10 // 4: full batches only
+    orders = []
+    for _ in range(2):
+        order = []
+        for index in range(len(batches)):
+            x, y = batches[index]
+            assert x.shape == (4, 2, 3, 1) and x.dtype == np.float32 and y.dtype == np.float32
+            shown = x[:, 0, 0, 0].astype(int)
+            np.testing.assert_array_equal(y, np.eye(3)[shown % 3])  # labels follow images
+            order += shown.tolist()
+        assert len(set(order)) == 8  # no image twice in an epoch
+        orders.append(order)
+        batches.on_epoch_end()
+    assert orders[0] != orders[1]  # reshuffled
+    in_order = data.ArrayBatches(images, labels, batch_size=5, num_classes=3, shuffle=False)
+    assert in_order[1][0][:, 0, 0, 0].tolist() == [5, 6, 7, 8, 9]
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        data.ArrayBatches(images, labels, batch_size=11, num_classes=3)

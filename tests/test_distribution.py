@@ -20,7 +20,7 @@ import pytest
 
 import distribution_worker as worker
 from keras_vit import ViT, distribution, presets
-from recipes import common
+from recipes import feeds
 from tiny import TINY
 
 WORKER = Path(__file__).with_name("distribution_worker.py")
@@ -451,10 +451,10 @@ def test_recipe_refuses_a_global_batch_the_replicas_do_not_divide(recipe_results
 
 
 def test_eval_batches_split_evenly_over_the_replicas():
-    assert common.eval_batch_size(40, 1000, 8) == 40
-    assert common.eval_batch_size(10_000, 1000, 8) == 1000
-    assert common.eval_batch_size(10_000, 1000, 16) == 400
-    assert common.eval_batch_size(250, 1000) == 250
+    assert feeds.eval_batch_size(40, 1000, 8) == 40
+    assert feeds.eval_batch_size(10_000, 1000, 8) == 1000
+    assert feeds.eval_batch_size(10_000, 1000, 16) == 400
+    assert feeds.eval_batch_size(250, 1000) == 250
     with pytest.raises(ValueError, match="The 250 evaluation examples cannot be split into "
                                          "equal batches over the 8 data-parallel replicas"):
-        common.eval_batch_size(250, 1000, 8)
+        feeds.eval_batch_size(250, 1000, 8)

@@ -67,6 +67,14 @@ def test_mean_attention_distance_of_a_real_model_lies_in_the_image():
     assert np.all(distance > 0) and np.all(distance < np.hypot(24, 24))
 
 
+def test_images_to_show_takes_the_first_image_of_each_label():
+    labels = np.array([4, 4, 1, 0, 1, 7])
+    assert explain.images_to_show(np.zeros(6), labels, 3) == [0, 2, 3]
+    assert explain.images_to_show(np.zeros(6), labels, 9) == [0, 2, 3, 5]  # 4 labels
+    assert explain.images_to_show(np.zeros(6), None, 4) == [0, 1, 2, 3]
+    assert explain.images_to_show(np.zeros(2), None, 4) == [0, 1]
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("explain")
@@ -90,7 +98,6 @@ def test_explain_command_writes_the_figures(saved_model, tmp_path, capsys):
         "overlays", "embedding_filters", "position_similarity", "attention_distance"))
     for path in written:
         assert matplotlib.image.imread(path).ndim == 3
-    assert explain._pick(np.zeros(12), np.array([4, 4, 1, 0, 1, 7]), 3) == [0, 2, 3]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -1,6 +1,7 @@
 """One short epoch of each recipe on tiny data, their bad-input errors, the shipped preset."""
 
 import csv
+import dataclasses
 import json
 import os
 import shlex
@@ -15,7 +16,8 @@ import pytest
 
 from tiny import TINY_FASHION_MNIST, TINY_ONE_BLOCK, recipe_model_args, write_fashion_mnist
 from keras_vit import data
-from recipes import common
+from recipes import feeds
+from recipes.__main__ import recipe_module
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = recipe_model_args(TINY_FASHION_MNIST)
@@ -55,6 +57,31 @@ def test_fashion_mnist_recipe_one_epoch(fmnist_dir, tmp_path, pipeline):
     model = keras.saving.load_model(tmp_path / "model.keras")
     assert model.predict(np.zeros((2, 28, 28, 1), "float32"), verbose=0).shape == (2, 10)
     assert "Test accuracy" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize("pipeline", ["numpy", "tf.data"])
+def test_both_training_inputs_feed_full_one_hot_batches(fmnist_dir, pipeline):
+    """The two pipelines behind one interface: the same batches' shapes, steps and counts;
+    only the numpy one wraps the model to augment on the device."""
+    if pipeline == "tf.data":
+        pytest.importorskip("tensorflow")
+    from recipes import fashion_mnist, loop
+
+    config = dataclasses.replace(fashion_mnist.DEMO, model=dict(TINY_FASHION_MNIST),
+                                 batch_size=16, eval_batch_size=25)
+    model = loop.build_model(config)
+    arrays = [data.load_fashion_mnist(split, fmnist_dir) for split in ("train", "test")]
+    feed = feeds.array_input(*arrays, pipeline=pipeline).feed(model, config, 0, 1)
+    assert (feed.steps_per_epoch, feed.num_train) == (64 // 16, 64)
+    assert (feed.fit_model is model) == (pipeline == "tf.data")
+    images, labels = next(iter(feed.train))
+    assert tuple(images.shape) == (16, 28, 28, 1) and tuple(labels.shape) == (16, 10)
+    np.testing.assert_array_equal(np.sum(labels, -1), 1.0)
+    # The 40 test images in equal batches of at most 25.
+    if pipeline == "numpy":  # arrays that fit batches
+        assert len(feed.validation[0]) == 40 and feed.fit_kwargs["validation_batch_size"] == 20
+    else:
+        assert [len(batch[0]) for batch in feed.validation] == [20, 20]
 
 
 def write_easy_fashion_mnist(folder, train=96, test=30, seed=0):
@@ -215,7 +242,7 @@ def test_schedule_option():
     ("imagenet_eval", ["--crop-fraction", "1.5"], "fraction"),
 ])
 def test_bad_options_are_usage_errors(capsys, recipe, argv, error):
-    module = common.get_recipe_module(recipe)
+    module = recipe_module(recipe)
     with pytest.raises(SystemExit) as exit_info:
         module.parse_args(argv)
     assert exit_info.value.code == 2
@@ -226,7 +253,7 @@ def test_bad_options_are_usage_errors(capsys, recipe, argv, error):
 
 def test_unknown_recipe_name():
     with pytest.raises(ValueError, match="Unknown recipe 'mnist'.*fashion_mnist"):
-        common.get_recipe_module("mnist")
+        recipe_module("mnist")
     from recipes.__main__ import main
 
     with pytest.raises(SystemExit, match="Unknown recipe"):

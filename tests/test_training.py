@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_vit import data, precision, training
+from keras_vit.jit import resolve_jit_compile
 from tiny import TINY_FASHION_MNIST
 from keras_vit.model import ViT
 
@@ -87,7 +88,7 @@ def test_augmented_model_trains_and_keeps_the_vit_plain(tmp_path):
     augmenter = data.make_augmenter(data.AugmentConfig(translate=0.1, flip=True, random_erasing=0.5))
     wrapper = training.AugmentedModel(vit, augmenter)
     wrapper.compile(optimizer=training.make_adamw(1e-3), loss=training.make_loss(),
-                    jit_compile=keras.backend.backend() != "torch")
+                    jit_compile=resolve_jit_compile("auto", wrapper))
     x, y = toy_data()
     wrapper.fit(x, y, batch_size=16, epochs=1, verbose=0)
     # Augmentation runs only in training: inference through the wrapper is the ViT's.
@@ -246,3 +247,22 @@ def test_time_budget_shortens_the_schedule():
     assert budget.model.retraced == 1
     budget.on_epoch_end(budget.final_epoch - 1)
     assert budget.model.stop_training
+
+
+def test_one_jit_compile_rule_for_vit_compile_and_the_recipes():
+    """"auto" means XLA except on torch (torch.compile), when run eagerly and under a
+    tf.distribute strategy; `ViT.compile` follows the rule, True and False pass through."""
+    xla = keras.backend.backend() != "torch"
+    assert resolve_jit_compile() is xla
+    assert resolve_jit_compile("auto", run_eagerly=True) is False
+    assert resolve_jit_compile(True) is True and resolve_jit_compile(False) is False
+    model = small_vit()
+    model.compile(optimizer="adamw", loss="mse")
+    assert model.jit_compile is xla  # on TensorFlow on a CPU too, where Keras's "auto" is off
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.distribute.MirroredStrategy(["CPU:0"]).scope():
+            assert resolve_jit_compile() is False
+            in_scope = small_vit()
+        assert resolve_jit_compile("auto", in_scope) is False  # built in a strategy's scope
