@@ -21,8 +21,8 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError as e:
-        raise ImportError('The figures need matplotlib: pip install "keras-vit[plots]" '
-                          "(or pip install matplotlib).") from e
+        raise ImportError("The figures need matplotlib: pip install matplotlib "
+                          "(in a keras_vit checkout: pip install -e '.[plots]').") from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
