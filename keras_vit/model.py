@@ -50,6 +50,8 @@ class ViT(vit_inputs.CheckedModel):
             setattr(self, field, getattr(config, field))
         self.grid_size = config.grid_size
         self.gelu_approximate = config.mlp_activation == "gelu_tanh"
+        self.image_mean = None if config.image_mean is None else list(config.image_mean)
+        self.image_std = None if config.image_std is None else list(config.image_std)
         self._config_dtype = None if policy is None else policy.name
 
     def compile(self, *args, jit_compile="auto", **kwargs):
@@ -118,8 +120,8 @@ class ViT(vit_inputs.CheckedModel):
             "layer_scale_init": self.layer_scale_init,
             "distillation_token": self.distillation_token,
             "distillation_head": self.distillation_head,
-            "image_mean": None if self.image_mean is None else list(self.image_mean),
-            "image_std": None if self.image_std is None else list(self.image_std),
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
             "dtype": self._config_dtype,
             "name": self.name,
             "trainable": self.trainable,

@@ -5,6 +5,13 @@ import os
 
 from keras_vit import presets
 
+# Models trained by this project's recipes: the repository's saved_models/, installed with
+# the package as keras_vit/saved_models/ (or the folder named by $KERAS_VIT_SAVED_MODELS).
+_INSTALLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saved_models")
+_REPOSITORY = os.path.join(os.path.dirname(os.path.dirname(_INSTALLED)), "saved_models")
+SAVED_MODELS = os.environ.get("KERAS_VIT_SAVED_MODELS") or (
+    _INSTALLED if os.path.isdir(_INSTALLED) else _REPOSITORY)
+
 
 def _is_url(value):
     return isinstance(value, str) and "://" in value
@@ -30,7 +37,7 @@ def _fetch_named(preset, name, spec):
     from keras_vit import download
 
     if spec.get("file"):
-        path = os.path.join(presets.SAVED_MODELS, spec["file"])
+        path = os.path.join(SAVED_MODELS, spec["file"])
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"Preset {preset!r} loads {path}, which ships with keras_vit (the repository's "

@@ -11,7 +11,7 @@ import pytest
 from keras import ops
 
 import keras_vit
-from keras_vit import ViT, presets
+from keras_vit import ViT, preset_loading, presets
 from keras_vit import weights as vit_weights
 from checkpoint_files import (
     CLASSES, D, HEADS, LAYERS, MLP, PATCH, google_params, hf_output, randomised_hf,
@@ -230,7 +230,7 @@ def test_presets_document_their_weights():
         assert entry["default_weights"] in entry["weights"], name
         for weights_name, spec in entry["weights"].items():
             if spec["format"] == "keras":  # a model trained here, shipped in saved_models/
-                assert os.path.isfile(os.path.join(presets.SAVED_MODELS, spec["file"]))
+                assert os.path.isfile(os.path.join(preset_loading.SAVED_MODELS, spec["file"]))
                 continue
             assert spec["url"].startswith(("https://", "hf://")), (name, weights_name)
             assert spec["format"] in ("vit_jax", "timm", "hf")
