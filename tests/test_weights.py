@@ -341,3 +341,26 @@ def test_every_familys_mean_and_std_are_accepted(tmp_path, mean, std):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
     model = ViT.from_preset(path)
     assert (model.image_mean, model.image_std) == (mean, std)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_converters_key_arrays_by_the_models_variable_paths(tmp_path, fmt):
+    path = FORMATS[fmt](tmp_path)
+    checkpoint = vit_weights.load_checkpoint(path)
+    model = ViT.from_preset(path, num_heads=HEADS)
+    shapes = model.architecture.variable_shapes
+    assert set(checkpoint.params) == set(shapes)
+    for key, (array, _) in checkpoint.params.items():
+        assert array.size == np.prod(shapes[key]), key
+
+
+def test_a_failed_load_leaves_the_model_unchanged(tmp_path):
+    checkpoint = vit_weights.load_checkpoint(FORMATS["timm"](tmp_path))
+    model = ViT(**{**checkpoint.config, "num_heads": HEADS})
+    before = [ops.convert_to_numpy(v).copy() for v in model.weights]
+    head, source = checkpoint.params["head/bias"]
+    checkpoint.params["head/bias"] = (head[:-1], source)  # the last variable loaded
+    with pytest.raises(ValueError, match="head/bias expects"):
+        vit_weights.apply_checkpoint(model, checkpoint)
+    for variable, old in zip(model.weights, before):
+        np.testing.assert_array_equal(ops.convert_to_numpy(variable), old, err_msg=variable.path)
