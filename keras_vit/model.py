@@ -3,7 +3,7 @@
 import keras
 
 from keras_vit import arguments, atomic
-from keras_vit import config, sharding
+from keras_vit import config, preset_loading, sharding
 from keras_vit.architecture import ViTConfig, resolve_mlp_activation
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
@@ -162,8 +162,6 @@ class ViT(vit_inputs.CheckedModel):
                 is resampled), `include_top=False`, `drop_path_rate=0.1`,
                 `trainable=False`.
         """
-        from keras_vit import preset_loading
-
         arguments.check_keyword_arguments(cls, overrides)
         return preset_loading.build_from_preset(cls, preset, weights=weights, **overrides)
 
