@@ -10,9 +10,8 @@ import dataclasses
 import keras
 
 from keras_vit import arguments
-from keras_vit.sharding import (REPLICATED_VARIABLES, architecture_numbers, batch_clash,  # noqa: F401
-                                check_active_distribution, check_mesh, layout_map,
-                                sharded_variables)
+from keras_vit.sharding import REPLICATED_VARIABLES, layout_map, sharded_variables  # noqa: F401
+from keras_vit.sharding import architecture_numbers, batch_clash, check_mesh
 
 
 def model_parallel(model_or_config, device_mesh, global_batch=None,
