@@ -2,7 +2,6 @@
 argument and what it must be, and the preprocessing layer the mean / std arguments give."""
 
 import difflib
-import inspect
 import math
 import numbers
 
@@ -48,6 +47,11 @@ def check_integer(value, name, minimum=1):
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def optional_count(value, name):
+    """None, or `value` checked to be a positive integer (not 8.0, not a bool)."""
+    return None if value is None else check_integer(value, name)
 
 
 def check_bool(**values):
@@ -123,8 +127,9 @@ def check_epsilon(value):
 
 def check_keyword_arguments(cls, kwargs, allowed=("trainable",)):
     """Raises a ValueError naming keyword arguments `cls` does not take (with the closest
-    valid name), as Keras layers do; `allowed` are those passed on to `keras.Model`."""
-    valid = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "kwargs")]
+    valid name), as Keras layers do: its `ARGUMENTS`, and `allowed`, those passed on to
+    `keras.Model`."""
+    valid = list(cls.ARGUMENTS)
     unknown = [k for k in kwargs if k not in valid and k not in allowed]
     if unknown:
         hints = []

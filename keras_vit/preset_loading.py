@@ -3,7 +3,15 @@ URL, or an `hf://owner/repo[@revision]` handle, to a built ViT."""
 
 import os
 
-from keras_vit import presets
+from keras_vit import download, hub, presets
+from keras_vit import weights as weights_lib
+
+# Models trained by this project's recipes: the repository's saved_models/, installed with
+# the package as keras_vit/saved_models/ (or the folder named by $KERAS_VIT_SAVED_MODELS).
+_INSTALLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "saved_models")
+_REPOSITORY = os.path.join(os.path.dirname(os.path.dirname(_INSTALLED)), "saved_models")
+SAVED_MODELS = os.environ.get("KERAS_VIT_SAVED_MODELS") or (
+    _INSTALLED if os.path.isdir(_INSTALLED) else _REPOSITORY)
 
 
 def _is_url(value):
@@ -19,18 +27,14 @@ def _looks_like_file(value):
 def _fetch_url(url):
     """Downloads a checkpoint URL into the cache (for a `.safetensors` file, with the
     `config.json` beside it on the server, which a Hugging Face checkpoint needs)."""
-    from keras_vit import download
-
     return download.download_checkpoint(url)
 
 
 def _fetch_named(preset, name, spec):
     """Downloads a preset's named weights (and their config.json) into the cache, or
     returns the path of a shipped model."""
-    from keras_vit import download
-
     if spec.get("file"):
-        path = os.path.join(presets.SAVED_MODELS, spec["file"])
+        path = os.path.join(SAVED_MODELS, spec["file"])
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"Preset {preset!r} loads {path}, which ships with keras_vit (the repository's "
@@ -77,8 +81,6 @@ def _fetch_remote(location):
     """Fetches a checkpoint URL, or an `hf://owner/repo[@revision]` handle through
     `keras_vit.hub` (the huggingface_hub cache); returns the local path."""
     if _is_hub_handle(location):
-        from keras_vit import hub
-
         return hub.fetch(location)
     return _fetch_url(location)
 
@@ -86,8 +88,6 @@ def _fetch_remote(location):
 def build_from_preset(cls, preset, weights="default", **overrides):
     """Builds `cls` (a ViT) from a preset name, a checkpoint file or URL, or an `hf://`
     handle; see `ViT.from_preset`."""
-    from keras_vit import weights as weights_lib
-
     preset, weights = _location(preset, "preset"), _location(weights, "weights", none=True)
     if _is_url(preset) or _looks_like_file(preset) or (
         isinstance(preset, str) and preset not in presets.PRESETS and os.path.exists(preset)

@@ -174,7 +174,7 @@ DEVICES = [f"cpu:{i}" for i in range(4)]
      lambda: distribution.check_mesh({"num_heads": "12"}, mesh())),
     (ValueError, r"mlp_dim must be an integer >= 1, got 0\.",
      lambda: distribution.layout_map(mesh(), config={"num_heads": 4, "mlp_dim": 0})),
-    (TypeError, r"Expected a ViT config dict, got list",
+    (TypeError, r"Expected a ViT, a ViTConfig or a ViT config dict, got list",
      lambda: distribution.check_mesh([4, 64], mesh())),
     (ValueError, r"device_mesh must be a keras.distribution.DeviceMesh, got tuple",
      lambda: distribution.check_mesh(TINY, (2, 4), global_batch=8)),

@@ -11,7 +11,7 @@ import pytest
 from keras import ops
 
 import keras_vit
-from keras_vit import ViT, presets
+from keras_vit import ViT, preset_loading, presets
 from keras_vit import weights as vit_weights
 from checkpoint_files import (
     CLASSES, D, HEADS, LAYERS, MLP, PATCH, google_params, hf_output, randomised_hf,
@@ -230,7 +230,7 @@ def test_presets_document_their_weights():
         assert entry["default_weights"] in entry["weights"], name
         for weights_name, spec in entry["weights"].items():
             if spec["format"] == "keras":  # a model trained here, shipped in saved_models/
-                assert os.path.isfile(os.path.join(presets.SAVED_MODELS, spec["file"]))
+                assert os.path.isfile(os.path.join(preset_loading.SAVED_MODELS, spec["file"]))
                 continue
             assert spec["url"].startswith(("https://", "hf://")), (name, weights_name)
             assert spec["format"] in ("vit_jax", "timm", "hf")
@@ -341,3 +341,26 @@ def test_every_familys_mean_and_std_are_accepted(tmp_path, mean, std):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
     model = ViT.from_preset(path)
     assert (model.image_mean, model.image_std) == (mean, std)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_converters_key_arrays_by_the_models_variable_paths(tmp_path, fmt):
+    path = FORMATS[fmt](tmp_path)
+    checkpoint = vit_weights.load_checkpoint(path)
+    model = ViT.from_preset(path, num_heads=HEADS)
+    shapes = model.architecture.variable_shapes
+    assert set(checkpoint.params) == set(shapes)
+    for key, (array, _) in checkpoint.params.items():
+        assert array.size == np.prod(shapes[key]), key
+
+
+def test_a_failed_load_leaves_the_model_unchanged(tmp_path):
+    checkpoint = vit_weights.load_checkpoint(FORMATS["timm"](tmp_path))
+    model = ViT(**{**checkpoint.config, "num_heads": HEADS})
+    before = [ops.convert_to_numpy(v).copy() for v in model.weights]
+    head, source = checkpoint.params["head/bias"]
+    checkpoint.params["head/bias"] = (head[:-1], source)  # the last variable loaded
+    with pytest.raises(ValueError, match="head/bias expects"):
+        vit_weights.apply_checkpoint(model, checkpoint)
+    for variable, old in zip(model.weights, before):
+        np.testing.assert_array_equal(ops.convert_to_numpy(variable), old, err_msg=variable.path)

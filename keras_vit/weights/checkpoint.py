@@ -8,9 +8,14 @@ import re
 
 import numpy as np
 
+from keras_vit.architecture import ViTConfig
+
+# The ViT sizes: (width, heads), by timm's size names.
+SIZES = {"tiny": (192, 3), "small": (384, 6), "medium": (512, 8), "base": (768, 12),
+         "large": (1024, 16), "huge": (1280, 16), "so400m": (1152, 16)}
 # Heads of the standard ViT widths (Ti, S, B, L, H); files without a head count (timm,
 # HF without config.json) of another width need `num_heads=`.
-HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+HEADS_BY_WIDTH = dict(SIZES[name] for name in ("tiny", "small", "base", "large", "huge"))
 
 # How each format's reference resamples the position embedding (vit_jax and big_vision:
 # scipy zoom; timm: resample_abs_pos_embed; transformers: interpolate_pos_encoding).
@@ -30,10 +35,10 @@ MAX_IMAGE_SIDE = 16384
 class Checkpoint:
     """A checkpoint file converted to this package's layouts.
 
-    params: {canonical key: (array, name in the file)}; layouts are the Keras ones
-        (kernels (in, out); attention kernels (D, heads, head_dim) or a flat (D, D);
-        position embedding (1, P + h * w, D) with P = 1 class-token slot when pooling
-        is "token").
+    params: {variable path of the `ViT` (`v.path`, e.g. "encoder_block_0/mlp_dense_1/kernel"):
+        (array, name in the file)}; layouts are the Keras ones (kernels (in, out);
+        attention kernels (D, heads, head_dim) or a flat (D, D); the position embedding
+        (1, P + h * w, D) with P the positioned prefix tokens).
     config: ViT constructor arguments read from the file (architecture, image_size,
         pooling, num_classes or None without a head, epsilon, GELU flavour).
     unexpected: names in the file that were not used.
@@ -76,7 +81,7 @@ class Reader:
             raise ValueError(f"{key!r} has shape {array.shape}, expected a {ndim}-D array.")
         return array
 
-    def put(self, canonical, array, source):
+    def put(self, path, array, source):
         if array is None:
             return
         array = np.asarray(array)
@@ -86,14 +91,14 @@ class Reader:
             raise ValueError(f"{source!r} has an empty dimension (shape {array.shape}).")
         if not np.isfinite(array).all():
             raise ValueError(f"{source!r} holds NaN or infinite values.")
-        self.params[canonical] = (array, source)
+        self.params[path] = (array, source)
 
-    def take(self, canonical, key, transform=None, index=None, ndim=None):
+    def take(self, path, key, transform=None, index=None, ndim=None):
         array = self.get(key, index, ndim)
         if array is not None and transform is not None:
             array = transform(array)
         source = key if index is None else f"{key}[{index}]"
-        self.put(canonical, array, source)
+        self.put(path, array, source)
         return array
 
 
@@ -143,7 +148,7 @@ def position_embedding(r, key, has_cls, grid=None, distilled=False):
         pos = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
     elif prefix != expected:
         raise ValueError(f"{key} of shape {pos.shape} does not fit a {grid} patch grid.")
-    r.put("pos", pos, key)
+    r.put("position_embedding/embedding", pos, key)
     return grid
 
 
@@ -153,9 +158,9 @@ def architecture(r, kernel, grid, num_layers, num_heads=None, mlp_dim=None, **re
     when neither the file nor the standard widths say it."""
     if kernel is None:
         return {}
-    query = r.params.get("block0/query/kernel", (np.zeros((0,)),))[0]
+    query = r.params.get("encoder_block_0/attention/query/kernel", (np.zeros((0,)),))[0]
     num_heads = num_heads or (query.shape[1] if query.ndim == 3 else None)
-    mlp_kernel = r.params.get("block0/mlp1/kernel", (None,))[0]
+    mlp_kernel = r.params.get("encoder_block_0/mlp_dense_1/kernel", (None,))[0]
     mlp_dim = mlp_dim or (None if mlp_kernel is None else mlp_kernel.shape[1])
     patch = tuple(int(s) for s in kernel.shape[:2])
     hidden = int(kernel.shape[3])
@@ -173,55 +178,18 @@ def architecture(r, kernel, grid, num_layers, num_heads=None, mlp_dim=None, **re
 
 
 def expected_shapes(config):
-    """{canonical key: shape} of the variables of a ViT with `config`, in Keras layouts."""
-    ph, pw = config["patch_size"]
-    # Unknown heads (None): the flat sizes of the attention kernels are still checked.
-    d, heads, mlp = config["hidden_dim"], config["num_heads"] or 1, config["mlp_dim"]
+    """{variable path: shape} of a ViT with `config` (the file's constructor arguments),
+    from `ViTConfig.variable_shapes`. Unknown heads (None): the flat sizes of the attention
+    kernels are still checked, as one head's."""
+    d, heads = config["hidden_dim"], config["num_heads"] or 1
     if d % heads:
         raise ValueError(f"The checkpoint's width {d} is not divisible by its {heads} heads.")
-    grid = [s // p for s, p in zip(config["image_size"], config["patch_size"])]
-    token = config.get("pooling", "token") == "token"
-    distilled = bool(config.get("distillation_token"))
-    positioned = int(token and config.get("class_token_position", True)) + int(distilled)
-    shapes = {"patch/kernel": (ph, pw, config["num_channels"], d), "patch/bias": (d,),
-              "pos": (1, positioned + grid[0] * grid[1], d), "norm/scale": (d,), "norm/bias": (d,)}
-    if token:
-        shapes["cls"] = (1, 1, d)
-    if distilled:
-        shapes["dist"] = (1, 1, d)
-    if config.get("num_register_tokens"):
-        shapes["reg"] = (1, config["num_register_tokens"], d)
-    if config.get("pre_norm"):
-        shapes["pre_norm/scale"] = shapes["pre_norm/bias"] = (d,)
-    for i in range(config["num_layers"]):
-        b = f"block{i}/"
-        for part in ("norm1", "norm2"):
-            shapes[f"{b}{part}/scale"] = shapes[f"{b}{part}/bias"] = (d,)
-        for part in ("query", "key", "value"):
-            shapes[f"{b}{part}/kernel"], shapes[f"{b}{part}/bias"] = (d, heads, d // heads), (heads, d // heads)
-        shapes[f"{b}out/kernel"], shapes[f"{b}out/bias"] = (heads, d // heads, d), (d,)
-        shapes[f"{b}mlp1/kernel"], shapes[f"{b}mlp1/bias"] = (d, mlp), (mlp,)
-        shapes[f"{b}mlp2/kernel"], shapes[f"{b}mlp2/bias"] = (mlp, d), (d,)
-        if config.get("layer_scale_init") is not None:
-            shapes[f"{b}ls1"] = shapes[f"{b}ls2"] = (d,)
-    if config.get("pooling") == "map":
-        shapes["map/probe"] = (1, 1, d)
-        for part in ("query", "key", "value"):
-            shapes[f"map/{part}/kernel"], shapes[f"map/{part}/bias"] = (d, heads, d // heads), (heads, d // heads)
-        shapes["map/out/kernel"], shapes["map/out/bias"] = (heads, d // heads, d), (d,)
-        shapes["map/norm/scale"] = shapes["map/norm/bias"] = (d,)
-        shapes["map/mlp1/kernel"], shapes["map/mlp1/bias"] = (d, mlp), (mlp,)
-        shapes["map/mlp2/kernel"], shapes["map/mlp2/bias"] = (mlp, d), (d,)
-    width = d
-    if config.get("representation_size"):
-        width = config["representation_size"]
-        shapes["pre_logits/kernel"], shapes["pre_logits/bias"] = (d, width), (width,)
-    if config.get("num_classes") and config.get("include_top", True):
-        k = config["num_classes"]
-        shapes["head/kernel"], shapes["head/bias"] = (width, k), (k,)
-        if config.get("distillation_token") and config.get("distillation_head", True):
-            shapes["head_dist/kernel"], shapes["head_dist/bias"] = (width, k), (k,)
-    return shapes
+    fields = {key: value for key, value in config.items() if value is not None
+              and key in ViTConfig.field_names() and key not in ("image_mean", "image_std")}
+    fields["num_heads"] = heads
+    if not config.get("num_classes"):
+        fields.update(num_classes=1, include_top=False)
+    return ViTConfig(**fields).variable_shapes
 
 
 def check_against_tensors(checkpoint):

@@ -11,6 +11,9 @@ import re
 
 from keras_vit.weights.checkpoint import MAX_LAYERS, architecture, count_blocks, position_embedding
 
+# A LayerNormalization's variables and their Flax names.
+NORM_LEAVES = {"gamma": "scale", "beta": "bias"}
+
 
 def google_prefix(keys):
     """The prefix ("", "params/", "opt/target/") in front of `embedding/kernel`, or None."""
@@ -55,11 +58,11 @@ def convert(r, _):
     mlp = min((n for n in names if n.startswith("MlpBlock_")), default="MlpBlock_3")
     norm_1, norm_2 = (norms + ["LayerNorm_0", "LayerNorm_2"][len(norms):])[:2]
 
-    kernel = r.take("patch/kernel", f"{prefix}embedding/kernel", ndim=4)
-    r.take("patch/bias", f"{prefix}embedding/bias")
+    kernel = r.take("patch_embedding/projection/kernel", f"{prefix}embedding/kernel", ndim=4)
+    r.take("patch_embedding/projection/bias", f"{prefix}embedding/bias")
     has_cls = f"{prefix}cls" in keys
     if has_cls:
-        r.take("cls", f"{prefix}cls")
+        r.take("class_token/token", f"{prefix}cls")
     pos_key = f"{prefix}pos_embedding"
     if pos_key not in keys:
         pos_key = f"{encoder}posembed_input/pos_embedding"
@@ -67,18 +70,23 @@ def convert(r, _):
     for i in range(num_layers):
         block = f"{encoder}encoderblock/" if scanned else f"{encoder}encoderblock_{i}/"
         index = i if scanned else None
+        for part, name in (("attention_norm", norm_1), ("mlp_norm", norm_2)):
+            for leaf, flax_leaf in NORM_LEAVES.items():
+                r.take(f"encoder_block_{i}/{part}/{leaf}", f"{block}{name}/{flax_leaf}",
+                       index=index)
         parts = {
-            "norm1": norm_1, "norm2": norm_2, "query": f"{attention}/query",
-            "key": f"{attention}/key", "value": f"{attention}/value", "out": f"{attention}/out",
-            "mlp1": f"{mlp}/Dense_0", "mlp2": f"{mlp}/Dense_1",
+            "attention/query": f"{attention}/query", "attention/key": f"{attention}/key",
+            "attention/value": f"{attention}/value",
+            "attention/attention_output": f"{attention}/out",
+            "mlp_dense_1": f"{mlp}/Dense_0", "mlp_dense_2": f"{mlp}/Dense_1",
         }
         for part, name in parts.items():
-            for leaf in ("scale", "bias") if part.startswith("norm") else ("kernel", "bias"):
-                ndim = 3 if part == "query" and leaf == "kernel" else None
-                ndim = 2 if part == "mlp1" and leaf == "kernel" else ndim
-                r.take(f"block{i}/{part}/{leaf}", f"{block}{name}/{leaf}", index=index, ndim=ndim)
-    r.take("norm/scale", f"{encoder}encoder_norm/scale")
-    r.take("norm/bias", f"{encoder}encoder_norm/bias")
+            ndim = {"attention/query": 3, "mlp_dense_1": 2}.get(part)
+            r.take(f"encoder_block_{i}/{part}/kernel", f"{block}{name}/kernel", index=index,
+                   ndim=ndim)
+            r.take(f"encoder_block_{i}/{part}/bias", f"{block}{name}/bias", index=index)
+    for leaf, flax_leaf in NORM_LEAVES.items():
+        r.take(f"encoder_norm/{leaf}", f"{encoder}encoder_norm/{flax_leaf}")
     representation = optional_dense(r, "pre_logits", f"{prefix}pre_logits/", "kernel")
     classes = optional_dense(r, "head", f"{prefix}head/", "kernel")
     return architecture(
@@ -88,10 +96,10 @@ def convert(r, _):
     )
 
 
-def optional_dense(r, canonical, prefix, kernel_name, transform=None):
+def optional_dense(r, path, prefix, kernel_name, transform=None):
     """Reads an optional Dense (pre_logits, head); returns its width or None if absent."""
     if f"{prefix}{kernel_name}" not in r.tensors:
         return None
-    kernel = r.take(f"{canonical}/kernel", f"{prefix}{kernel_name}", transform, ndim=2)
-    r.take(f"{canonical}/bias", f"{prefix}bias")
+    kernel = r.take(f"{path}/kernel", f"{prefix}{kernel_name}", transform, ndim=2)
+    r.take(f"{path}/bias", f"{prefix}bias")
     return int(kernel.shape[1])

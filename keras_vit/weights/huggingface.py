@@ -28,7 +28,7 @@ from keras_vit.weights.checkpoint import (
     CLIP, IMAGENET, architecture, count_blocks, image_size_pair, number_list, position_embedding,
     positive_int)
 from keras_vit.weights.google import optional_dense
-from keras_vit.weights.timm import conv_kernel, linear, split_fused_qkv
+from keras_vit.weights.timm import conv_kernel, linear, split_fused_qkv, take_linear, take_norm
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                 "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
@@ -41,18 +41,20 @@ _DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "deit": IMAGENET, "d
 
 # Per family: where the embeddings are, and each block part's name in the file.
 _BLOCK_NAMES = {
-    "vit": dict(layers="encoder.layer", query="attention.attention.query",
-                key="attention.attention.key", value="attention.attention.value",
-                out="attention.output.dense", mlp1="intermediate.dense", mlp2="output.dense",
-                norm1="layernorm_before", norm2="layernorm_after"),
-    "dinov2": dict(layers="encoder.layer", query="attention.attention.query",
-                   key="attention.attention.key", value="attention.attention.value",
-                   out="attention.output.dense", mlp1="mlp.fc1", mlp2="mlp.fc2",
-                   norm1="norm1", norm2="norm2"),
-    "clip": dict(layers="encoder.layers", query="self_attn.q_proj", key="self_attn.k_proj",
-                 value="self_attn.v_proj", out="self_attn.out_proj", mlp1="mlp.fc1",
-                 mlp2="mlp.fc2", norm1="layer_norm1", norm2="layer_norm2"),
+    "vit": {"layers": "encoder.layer", "attention/query": "attention.attention.query",
+            "attention/key": "attention.attention.key",
+            "attention/value": "attention.attention.value",
+            "attention/attention_output": "attention.output.dense",
+            "mlp_dense_1": "intermediate.dense", "mlp_dense_2": "output.dense",
+            "attention_norm": "layernorm_before", "mlp_norm": "layernorm_after"},
+    "clip": {"layers": "encoder.layers", "attention/query": "self_attn.q_proj",
+             "attention/key": "self_attn.k_proj", "attention/value": "self_attn.v_proj",
+             "attention/attention_output": "self_attn.out_proj", "mlp_dense_1": "mlp.fc1",
+             "mlp_dense_2": "mlp.fc2", "attention_norm": "layer_norm1",
+             "mlp_norm": "layer_norm2"},
 }
+_BLOCK_NAMES["dinov2"] = {**_BLOCK_NAMES["vit"], "mlp_dense_1": "mlp.fc1", "mlp_dense_2": "mlp.fc2",
+                          "attention_norm": "norm1", "mlp_norm": "norm2"}
 _BLOCK_NAMES["siglip"] = _BLOCK_NAMES["clip"]
 
 
@@ -137,9 +139,10 @@ def convert(r, files):
                   if f"{prefix}embeddings.patch_embeddings.projection.weight" in keys), "")
         emb = f"{p}embeddings."
         r.ignorable |= {f"{emb}mask_token"}
-        kernel = r.take("patch/kernel", f"{emb}patch_embeddings.projection.weight", conv_kernel, ndim=4)
-        r.take("patch/bias", f"{emb}patch_embeddings.projection.bias")
-        r.take("cls", f"{emb}cls_token")
+        kernel = r.take("patch_embedding/projection/kernel",
+                        f"{emb}patch_embeddings.projection.weight", conv_kernel, ndim=4)
+        r.take("patch_embedding/projection/bias", f"{emb}patch_embeddings.projection.bias")
+        r.take("class_token/token", f"{emb}cls_token")
         pos_key = f"{emb}position_embeddings"
     grid = None
     if kernel is not None and hf["image_size"] is not None:
@@ -147,27 +150,27 @@ def convert(r, files):
         grid = (size[0] // kernel.shape[0], size[1] // kernel.shape[1])
     distilled = model_type == "deit"
     if distilled:
-        r.take("dist", f"{p}embeddings.distillation_token", ndim=3)
+        r.take("distillation_token/tokens", f"{p}embeddings.distillation_token", ndim=3)
     grid = position_embedding(r, pos_key, family != "siglip", grid=grid, distilled=distilled)
     registers = 0
     if f"{p}embeddings.register_tokens" in keys:
-        registers = r.take("reg", f"{p}embeddings.register_tokens", ndim=3).shape[1]
+        registers = r.take("register_tokens/tokens", f"{p}embeddings.register_tokens",
+                           ndim=3).shape[1]
     names = _BLOCK_NAMES[family]
     num_layers = count_blocks(keys, rf"{re.escape(p)}{re.escape(names['layers'])}\.(\d+)\.")
     for i in range(num_layers):
         b = f"{p}{names['layers']}.{i}."
-        for part in ("query", "key", "value", "out", "mlp1", "mlp2"):
-            r.take(f"block{i}/{part}/kernel", f"{b}{names[part]}.weight", linear, ndim=2)
-            r.take(f"block{i}/{part}/bias", f"{b}{names[part]}.bias")
-        for part in ("norm1", "norm2"):
-            r.take(f"block{i}/{part}/scale", f"{b}{names[part]}.weight")
-            r.take(f"block{i}/{part}/bias", f"{b}{names[part]}.bias")
+        block = f"encoder_block_{i}/"
+        for part in ("attention/query", "attention/key", "attention/value",
+                     "attention/attention_output", "mlp_dense_1", "mlp_dense_2"):
+            take_linear(r, block + part, b + names[part])
+        for part in ("attention_norm", "mlp_norm"):
+            take_norm(r, block + part, b + names[part])
         if family == "dinov2":
-            r.take(f"block{i}/ls1", f"{b}layer_scale1.lambda1")
-            r.take(f"block{i}/ls2", f"{b}layer_scale2.lambda1")
+            r.take(f"{block}attention_scale", f"{b}layer_scale1.lambda1")
+            r.take(f"{block}mlp_scale", f"{b}layer_scale2.lambda1")
     final = "post_layernorm" if family in ("clip", "siglip") else "layernorm"
-    r.take("norm/scale", f"{p}{final}.weight")
-    r.take("norm/bias", f"{p}{final}.bias")
+    take_norm(r, "encoder_norm", p + final)
     representation = classes = None
     if family == "clip":
         classes = _clip_projection(r)
@@ -204,13 +207,14 @@ def _clip_embeddings(r, p):
     table, and the norm before the encoder. Returns (patch kernel, position key)."""
     emb = f"{p}embeddings."
     r.ignorable |= {f"{emb}position_ids"}
-    kernel = r.take("patch/kernel", f"{emb}patch_embedding.weight", conv_kernel, ndim=4)
+    kernel = r.take("patch_embedding/projection/kernel", f"{emb}patch_embedding.weight",
+                    conv_kernel, ndim=4)
     if kernel is not None:
-        r.put("patch/bias", np.zeros(kernel.shape[-1], kernel.dtype), f"{emb}patch_embedding (no bias)")
-    r.take("cls", f"{emb}class_embedding", lambda a: a.reshape(1, 1, -1), ndim=1)
+        r.put("patch_embedding/projection/bias", np.zeros(kernel.shape[-1], kernel.dtype),
+              f"{emb}patch_embedding (no bias)")
+    r.take("class_token/token", f"{emb}class_embedding", lambda a: a.reshape(1, 1, -1), ndim=1)
     pos_key = _position_table(r, emb)
-    r.take("pre_norm/scale", f"{p}pre_layrnorm.weight")
-    r.take("pre_norm/bias", f"{p}pre_layrnorm.bias")
+    take_norm(r, "pre_norm", f"{p}pre_layrnorm")
     return kernel, pos_key
 
 
@@ -240,8 +244,9 @@ def _siglip_embeddings(r, p):
     Returns (patch kernel, position key)."""
     emb = f"{p}embeddings."
     r.ignorable |= {f"{emb}position_ids"}
-    kernel = r.take("patch/kernel", f"{emb}patch_embedding.weight", conv_kernel, ndim=4)
-    r.take("patch/bias", f"{emb}patch_embedding.bias")
+    kernel = r.take("patch_embedding/projection/kernel", f"{emb}patch_embedding.weight",
+                    conv_kernel, ndim=4)
+    r.take("patch_embedding/projection/bias", f"{emb}patch_embedding.bias")
     return kernel, _position_table(r, emb)
 
 
@@ -256,10 +261,10 @@ def _position_table(r, emb):
 def _map_head(r, h):
     """SigLIP's attention-pooling head: probe, a fused in-projection, out-projection,
     LayerNorm and MLP."""
-    r.take("map/probe", f"{h}probe", ndim=3)
-    split_fused_qkv(r, "map/", f"{h}attention.in_proj_weight", f"{h}attention.in_proj_bias")
-    for part, name in (("out", "attention.out_proj"), ("mlp1", "mlp.fc1"), ("mlp2", "mlp.fc2")):
-        r.take(f"map/{part}/kernel", f"{h}{name}.weight", linear, ndim=2)
-        r.take(f"map/{part}/bias", f"{h}{name}.bias")
-    r.take("map/norm/scale", f"{h}layernorm.weight")
-    r.take("map/norm/bias", f"{h}layernorm.bias")
+    r.take("pooling/probe", f"{h}probe", ndim=3)
+    split_fused_qkv(r, "pooling/attention/", f"{h}attention.in_proj_weight",
+                    f"{h}attention.in_proj_bias")
+    for part, name in (("attention/attention_output", "attention.out_proj"),
+                       ("mlp_dense_1", "mlp.fc1"), ("mlp_dense_2", "mlp.fc2")):
+        take_linear(r, f"pooling/{part}", h + name)
+    take_norm(r, "pooling/norm", f"{h}layernorm")

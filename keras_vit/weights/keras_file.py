@@ -9,6 +9,7 @@ import zipfile
 
 from keras_vit.weights.checkpoint import MAX_IMAGE_SIDE, MAX_LAYERS, Checkpoint, expected_shapes
 from keras_vit.weights.files import MAX_CONFIG_BYTES
+from keras_vit.weights.loading import targets
 
 _WEIGHTS_MEMBER = "model.weights.h5"
 # Weights are stored in at least 2 bytes each (bfloat16 / float16).
@@ -94,8 +95,6 @@ def check_archive(path):
 def load(path):
     """Loads the checked archive with Keras; returns a `Checkpoint`."""
     import keras
-
-    from keras_vit.weights.loading import targets
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")

@@ -1,5 +1,5 @@
-"""Loading a converted `Checkpoint` into a `keras_vit.ViT`: the variables each canonical
-key fills, the shape checks, position-embedding resampling and the new-head logic."""
+"""Loading a converted `Checkpoint` into a `keras_vit.ViT`: the variables it fills (by
+path), the shape checks, position-embedding resampling and the new-head logic."""
 
 import math
 import warnings
@@ -10,58 +10,10 @@ from keras_vit import layers as vit_layers
 
 
 def targets(model):
-    """{canonical key: variable} of a built ViT, in a fixed order (embedding first)."""
-    targets = {}
-    projection = model.get_layer("patch_embedding").projection
-    targets["patch/kernel"], targets["patch/bias"] = projection.kernel, projection.bias
-    if model.pooling == "token":
-        targets["cls"] = model.get_layer("class_token").token
-    targets["pos"] = model.get_layer("position_embedding").embedding
-    if model.num_register_tokens:
-        targets["reg"] = model.get_layer("register_tokens").tokens
-    if model.distillation_token:
-        targets["dist"] = model.get_layer("distillation_token").tokens
-    if model.pre_norm:
-        norm = model.get_layer("pre_norm")
-        targets["pre_norm/scale"], targets["pre_norm/bias"] = norm.gamma, norm.beta
-    for i in range(model.num_layers):
-        block = model.get_layer(f"encoder_block_{i}")
-        attention = block.attention
-        norms = {"norm1": block.attention_norm, "norm2": block.mlp_norm}
-        dense = {
-            "query": attention.query_dense, "key": attention.key_dense,
-            "value": attention.value_dense, "out": attention.output_dense,
-            "mlp1": block.mlp_dense_1, "mlp2": block.mlp_dense_2,
-        }
-        for part, layer in norms.items():
-            targets[f"block{i}/{part}/scale"] = layer.gamma
-            targets[f"block{i}/{part}/bias"] = layer.beta
-        for part, layer in dense.items():
-            targets[f"block{i}/{part}/kernel"] = layer.kernel
-            targets[f"block{i}/{part}/bias"] = layer.bias
-        if model.layer_scale_init is not None:
-            targets[f"block{i}/ls1"] = block.attention_scale
-            targets[f"block{i}/ls2"] = block.mlp_scale
-    norm = model.get_layer("pooled_norm" if model.pooled_norm else "encoder_norm")
-    if model.pooling == "map":
-        pool = model.get_layer("pooling")
-        targets["map/probe"] = pool.probe
-        for part, layer in (("query", pool.attention.query_dense), ("key", pool.attention.key_dense),
-                            ("value", pool.attention.value_dense), ("out", pool.attention.output_dense),
-                            ("mlp1", pool.mlp_dense_1), ("mlp2", pool.mlp_dense_2)):
-            targets[f"map/{part}/kernel"], targets[f"map/{part}/bias"] = layer.kernel, layer.bias
-        targets["map/norm/scale"], targets["map/norm/bias"] = pool.norm.gamma, pool.norm.beta
-    targets["norm/scale"], targets["norm/bias"] = norm.gamma, norm.beta
-    for name in ("pre_logits", "head", "head_dist"):
-        if name == "pre_logits" and model.representation_size is None:
-            continue
-        if name.startswith("head") and not model.include_top:
-            continue
-        if name == "head_dist" and not (model.distillation_token and model.distillation_head):
-            continue
-        layer = model.get_layer(name)
-        targets[f"{name}/kernel"], targets[f"{name}/bias"] = layer.kernel, layer.bias
-    return targets
+    """{variable path: variable} of a built ViT's architecture (`ViTConfig.variable_shapes`),
+    in the model's order."""
+    variables = {variable.path: variable for variable in model.weights}
+    return {path: variables[path] for path in model.architecture.variable_shapes}
 
 
 def apply_checkpoint(model, checkpoint, load_head=True):
@@ -90,14 +42,14 @@ def apply_checkpoint(model, checkpoint, load_head=True):
     values = {}
     for key, variable in variables.items():
         array, source = checkpoint.params[key]
-        if key == "pos":
+        if key == "position_embedding/embedding":
             old_grid = tuple(
                 s // p for s, p in zip(checkpoint.config["image_size"], model.patch_size)
             )
             if array.shape[-1] == variable.shape[-1]:
                 array = vit_layers.resample_position_embedding(
                     array, old_grid, model.grid_size,
-                    model.get_layer("position_embedding").num_prefix_tokens,
+                    len(model.architecture.positioned_prefix_tokens),
                     method=checkpoint.resample_method,
                 )
         expected = tuple(variable.shape)

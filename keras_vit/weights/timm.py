@@ -25,13 +25,10 @@ import numpy as np
 
 from keras_vit import arguments
 from keras_vit.weights.checkpoint import (
-    CLIP, IMAGENET, architecture, count_blocks, image_size_pair, number_list, position_embedding,
-    positive_int, square_grid)
+    CLIP, IMAGENET, SIZES, architecture, count_blocks, image_size_pair, number_list,
+    position_embedding, positive_int, square_grid)
 from keras_vit.weights.google import optional_dense
 
-# timm's size names: (width, heads) of its ViT definitions.
-_SIZES = {"tiny": (192, 3), "small": (384, 6), "medium": (512, 8), "base": (768, 12),
-          "large": (1024, 16), "huge": (1280, 16), "so400m": (1152, 16)}
 _ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu"}
 _POOLING = {"token": "token", "avg": "gap", "map": "map"}
 # model_args entries: read here, seen in the keys, or without effect at inference; a
@@ -55,9 +52,22 @@ def linear(weight):
     return weight.T
 
 
-def split_fused_qkv(r, canonical, weight_key, bias_key, parts=("query", "key", "value")):
-    """Reads a fused (len(parts) * D, D) projection (PyTorch layout) and its bias into
-    `{canonical}{part}/kernel` and `.../bias` for each part; `bias_key=None`: no bias in
+def take_linear(r, path, name):
+    """A PyTorch Linear `name` (`.weight`, `.bias`) into the Dense at variable `path`."""
+    r.take(f"{path}/kernel", f"{name}.weight", linear, ndim=2)
+    r.take(f"{path}/bias", f"{name}.bias")
+
+
+def take_norm(r, path, name):
+    """A PyTorch LayerNorm `name` (`.weight`, `.bias`) into the LayerNormalization at
+    variable `path`."""
+    r.take(f"{path}/gamma", f"{name}.weight")
+    r.take(f"{path}/beta", f"{name}.bias")
+
+
+def split_fused_qkv(r, prefix, weight_key, bias_key, parts=("query", "key", "value")):
+    """Reads a fused (len(parts) * D, D) projection (PyTorch layout) and its bias into the
+    variables `{prefix}{part}/kernel` and `.../bias` for each part; `bias_key=None`: no bias in
     the file (zeros)."""
     weight = r.get(weight_key, ndim=2)
     bias = None if bias_key is None else r.get(bias_key, ndim=1)
@@ -69,8 +79,8 @@ def split_fused_qkv(r, canonical, weight_key, bias_key, parts=("query", "key", "
         raise ValueError(f"{weight_key} has shape {weight.shape} and {bias_key} {bias.shape}: "
                          f"not a fused ({len(parts)} x width) projection.")
     for part, rows, values in zip(parts, np.split(weight, len(parts)), np.split(bias, len(parts))):
-        r.put(f"{canonical}{part}/kernel", rows.T, f"{weight_key} ({part} rows)")
-        r.put(f"{canonical}{part}/bias", values, f"{bias_key or weight_key + ' (no bias)'} ({part})")
+        r.put(f"{prefix}{part}/kernel", rows.T, f"{weight_key} ({part} rows)")
+        r.put(f"{prefix}{part}/bias", values, f"{bias_key or weight_key + ' (no bias)'} ({part})")
 
 
 def convert(r, files):
@@ -78,49 +88,52 @@ def convert(r, files):
     files = files or {}
     cfg = _config_values(files.get("config") or {},
                          files.get("paths", {}).get("config", "config.json"))
-    kernel = r.take("patch/kernel", "patch_embed.proj.weight", conv_kernel, ndim=4)
+    kernel = r.take("patch_embedding/projection/kernel", "patch_embed.proj.weight", conv_kernel,
+                    ndim=4)
     if "patch_embed.proj.bias" in keys or kernel is None:
-        r.take("patch/bias", "patch_embed.proj.bias")
+        r.take("patch_embedding/projection/bias", "patch_embed.proj.bias")
     else:  # CLIP's patch conv has no bias
-        r.put("patch/bias", np.zeros(kernel.shape[-1], kernel.dtype), "patch_embed.proj (no bias)")
+        r.put("patch_embedding/projection/bias", np.zeros(kernel.shape[-1], kernel.dtype),
+              "patch_embed.proj (no bias)")
     has_cls, distilled = "cls_token" in keys, "dist_token" in keys
     if has_cls:
-        r.take("cls", "cls_token")
+        r.take("class_token/token", "cls_token")
     if distilled:
-        r.take("dist", "dist_token", ndim=3)
+        r.take("distillation_token/tokens", "dist_token", ndim=3)
     grid, class_position = _grid(r, kernel, cfg["image_size"], has_cls, distilled)
     grid = position_embedding(r, "pos_embed", class_position, grid=grid, distilled=distilled)
     registers = 0
     if "reg_token" in keys:
-        registers = r.take("reg", "reg_token", ndim=3).shape[1]
+        registers = r.take("register_tokens/tokens", "reg_token", ndim=3).shape[1]
     pre_norm = "norm_pre.weight" in keys
     if pre_norm:
-        r.take("pre_norm/scale", "norm_pre.weight")
-        r.take("pre_norm/bias", "norm_pre.bias")
+        take_norm(r, "pre_norm", "norm_pre")
     num_layers = count_blocks(keys, r"blocks\.(\d+)\.")
     qkv_bias = "blocks.0.attn.qkv.bias" in keys
     layer_scale = "blocks.0.ls1.gamma" in keys
     for i in range(num_layers):
         b = f"blocks.{i}."
-        split_fused_qkv(r, f"block{i}/", f"{b}attn.qkv.weight", f"{b}attn.qkv.bias" if qkv_bias else None)
-        for part, name in (("out", "attn.proj"), ("mlp1", "mlp.fc1"), ("mlp2", "mlp.fc2")):
-            r.take(f"block{i}/{part}/kernel", f"{b}{name}.weight", linear, ndim=2)
-            r.take(f"block{i}/{part}/bias", f"{b}{name}.bias")
-        for part, name in (("norm1", "norm1"), ("norm2", "norm2")):
-            r.take(f"block{i}/{part}/scale", f"{b}{name}.weight")
-            r.take(f"block{i}/{part}/bias", f"{b}{name}.bias")
+        block = f"encoder_block_{i}/"
+        split_fused_qkv(r, f"{block}attention/", f"{b}attn.qkv.weight",
+                        f"{b}attn.qkv.bias" if qkv_bias else None)
+        for part, name in (("attention/attention_output", "attn.proj"),
+                           ("mlp_dense_1", "mlp.fc1"), ("mlp_dense_2", "mlp.fc2")):
+            take_linear(r, block + part, b + name)
+        take_norm(r, f"{block}attention_norm", f"{b}norm1")
+        take_norm(r, f"{block}mlp_norm", f"{b}norm2")
         if layer_scale:
-            r.take(f"block{i}/ls1", f"{b}ls1.gamma")
-            r.take(f"block{i}/ls2", f"{b}ls2.gamma")
+            r.take(f"{block}attention_scale", f"{b}ls1.gamma")
+            r.take(f"{block}mlp_scale", f"{b}ls2.gamma")
     pooling = _pooling(keys, cfg["pooling"])
     pooled_norm = "fc_norm.weight" in keys
     if pooled_norm and (pooling != "gap" or "norm.weight" in keys):
         raise ValueError("This timm checkpoint has a norm after pooling (fc_norm) with "
                          f"pooling {pooling!r}{' and a final norm' if 'norm.weight' in keys else ''}"
                          ": keras_vit has it for average pooling without a final norm only.")
-    final = "fc_norm" if pooled_norm else "norm"
-    r.take("norm/scale", f"{final}.weight")
-    r.take("norm/bias", f"{final}.bias")
+    if pooled_norm:
+        take_norm(r, "pooled_norm", "fc_norm")
+    else:
+        take_norm(r, "encoder_norm", "norm")
     if pooling == "map":
         _attention_pool(r)
     representation = optional_dense(r, "pre_logits", "pre_logits.fc.", "weight", linear)
@@ -176,22 +189,21 @@ def _pooling(keys, configured):
 def _attention_pool(r):
     """timm's AttentionPoolLatent: one latent query, q and fused kv projections, out
     projection, then a LayerNorm'd MLP on a residual."""
-    r.take("map/probe", "attn_pool.latent", ndim=3)
-    r.take("map/query/kernel", "attn_pool.q.weight", linear, ndim=2)
-    r.take("map/query/bias", "attn_pool.q.bias")
-    split_fused_qkv(r, "map/", "attn_pool.kv.weight", "attn_pool.kv.bias", parts=("key", "value"))
-    for part, name in (("out", "proj"), ("mlp1", "mlp.fc1"), ("mlp2", "mlp.fc2")):
-        r.take(f"map/{part}/kernel", f"attn_pool.{name}.weight", linear, ndim=2)
-        r.take(f"map/{part}/bias", f"attn_pool.{name}.bias")
-    r.take("map/norm/scale", "attn_pool.norm.weight")
-    r.take("map/norm/bias", "attn_pool.norm.bias")
+    r.take("pooling/probe", "attn_pool.latent", ndim=3)
+    take_linear(r, "pooling/attention/query", "attn_pool.q")
+    split_fused_qkv(r, "pooling/attention/", "attn_pool.kv.weight", "attn_pool.kv.bias",
+                    parts=("key", "value"))
+    for part, name in (("attention/attention_output", "proj"), ("mlp_dense_1", "mlp.fc1"),
+                       ("mlp_dense_2", "mlp.fc2")):
+        take_linear(r, f"pooling/{part}", f"attn_pool.{name}")
+    take_norm(r, "pooling/norm", "attn_pool.norm")
 
 
 def _heads_by_name(name, width):
     """The heads of timm's size name in `name` (e.g. "vit_small_patch14_dinov2"), when
     the file's width is that size's; else None."""
     match = re.match(r"(?:vit|deit3?)_([a-z0-9]+)_", name or "")
-    size = _SIZES.get(match.group(1)) if match else None
+    size = SIZES.get(match.group(1)) if match else None
     return size[1] if size and size[0] == width else None
 
 

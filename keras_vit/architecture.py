@@ -1,0 +1,265 @@
+"""`ViTConfig`: the architecture of a `keras_vit.ViT`, checked once, with what follows from
+it (the patch grid, the tokens before the patches, the MLP activation, every variable's
+shape). The model, the presets, the checkpoint converters and the sharding read it."""
+
+import dataclasses
+
+from keras_vit import arguments
+
+POOLINGS = ("token", "gap", "map")
+
+
+def resolve_mlp_activation(mlp_activation=None, gelu_approximate=True):
+    """The blocks' MLP activation name: `mlp_activation`, else "gelu_tanh" for
+    `gelu_approximate=True` (the original Flax models) and "gelu" (exact) for False."""
+    return mlp_activation or ("gelu_tanh" if gelu_approximate else "gelu")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """The architecture of a Vision Transformer (Dosovitskiy et al., 2021) and its variants.
+
+    Args:
+        image_size: int or (height, width); both must be multiples of `patch_size`.
+        patch_size: int or (height, width) of the patches cut from the image.
+        hidden_dim: token width D. num_layers: encoder blocks. num_heads: attention
+            heads (must divide D). mlp_dim: hidden width of each block's MLP.
+        num_classes: size of the classification head.
+        num_channels: image channels (3 for RGB, 1 for grayscale).
+        pooling: "token" (prepend a class token and read it out), "gap" (average) or
+            "map" (multi-head attention pooling with a learned probe, SigLIP; no class
+            token; its MLP is `mlp_dim` wide).
+        representation_size: if set, a Dense + tanh "pre_logits" layer of this width
+            before the head, as in the original ImageNet-21k checkpoints.
+        include_top: False drops the head and returns the pooled features.
+        include_preprocessing: True normalises 0..255 pixels inside the model, to
+            (pixel / 255 - image_mean) / image_std; False passes the inputs through.
+        image_mean, image_std: per-channel mean and std in 0..1 units (one value, or one
+            per channel; stored one per channel), e.g. ImageNet's for DeiT and DINOv2;
+            None is 0.5 / 0.5, the originals'.
+        dropout_rate, attention_dropout_rate, drop_path_rate: regularisation; drop path
+            grows linearly with depth up to `drop_path_rate` in the last block.
+        layer_norm_epsilon: 1e-6 as in the original (Flax); Hugging Face uses 1e-12.
+        mlp_activation: "gelu_tanh" (the original Flax models), "gelu" (exact: timm and
+            Hugging Face) or "quick_gelu" (OpenAI CLIP). `ViT` also takes the older
+            `gelu_approximate` (see `resolve_mlp_activation`).
+        classifier_activation: activation of the head, e.g. "softmax"; None for logits.
+        class_token_position: False gives the position embedding no slot for the class
+            token (DeiT III, big_vision): positions are added to the patch tokens only.
+        num_register_tokens: learned register tokens after the class token (DINOv2 with
+            registers); they get no position and pooling drops them.
+        pre_norm: a LayerNormalization ("pre_norm") before the first block (CLIP).
+        pooled_norm: with pooling "gap", the final LayerNormalization normalises the pooled
+            vector instead of the tokens (timm's `fc_norm`).
+        layer_scale_init: if set, a learned per-channel scale on both residual branches
+            of every block, initialised to this value (DeiT III, DINOv2).
+        distillation_token: DeiT's distillation token after the class token, with its own
+            position and its own head ("head_dist"); the model returns the average of the
+            two heads' logits, as the original does at inference.
+        distillation_head: False keeps the distillation token but gives it no head.
+    """
+
+    image_size: tuple = 224
+    patch_size: tuple = 16
+    hidden_dim: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    num_classes: int = 1000
+    num_channels: int = 3
+    pooling: str = "token"
+    representation_size: int = None
+    include_top: bool = True
+    include_preprocessing: bool = True
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    layer_norm_epsilon: float = 1e-6
+    mlp_activation: str = "gelu_tanh"
+    classifier_activation: str = None
+    class_token_position: bool = True
+    num_register_tokens: int = 0
+    pre_norm: bool = False
+    pooled_norm: bool = False
+    layer_scale_init: float = None
+    distillation_token: bool = False
+    distillation_head: bool = True
+    image_mean: tuple = None
+    image_std: tuple = None
+
+    def __post_init__(self):
+        """Checks the fields (each a ValueError naming it) and stores sizes as pairs and
+        mean / std one value per channel."""
+        normalized = dict(image_size=arguments.pair(self.image_size, "image_size"),
+                          patch_size=arguments.pair(self.patch_size, "patch_size"))
+        arguments.check_positive(
+            hidden_dim=self.hidden_dim, num_layers=self.num_layers, num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim, num_classes=self.num_classes, num_channels=self.num_channels)
+        if self.representation_size is not None:
+            arguments.check_positive(representation_size=self.representation_size)
+        arguments.check_rate(dropout_rate=self.dropout_rate,
+                             attention_dropout_rate=self.attention_dropout_rate,
+                             drop_path_rate=self.drop_path_rate)
+        arguments.check_epsilon(self.layer_norm_epsilon)
+        image, patch = normalized["image_size"], normalized["patch_size"]
+        if image[0] % patch[0] or image[1] % patch[1]:
+            raise ValueError(f"image_size {image} must be divisible by patch_size {patch}.")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads "
+                             f"({self.num_heads}).")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be 'token', 'gap' or 'map', got {self.pooling!r}.")
+        if not arguments.is_int(self.num_register_tokens) or self.num_register_tokens < 0:
+            raise ValueError("num_register_tokens must be an integer >= 0, got "
+                             f"{self.num_register_tokens!r}.")
+        if self.pooled_norm and self.pooling != "gap":
+            raise ValueError("pooled_norm=True needs pooling='gap' (timm's fc_norm).")
+        if self.layer_scale_init is not None:
+            arguments.check_number(layer_scale_init=self.layer_scale_init)
+        if self.distillation_token and (self.pooling != "token" or not self.class_token_position
+                                        or self.num_register_tokens):
+            raise ValueError("distillation_token=True needs pooling='token', a class-token "
+                             "position and no register tokens (DeiT's layout).")
+        if not isinstance(self.distillation_head, bool) or (
+                not self.distillation_head and not self.distillation_token):
+            raise ValueError("distillation_head must be True or False, and False only with "
+                             f"distillation_token=True; got {self.distillation_head!r}.")
+        mean, std = arguments.normalization(self.image_mean, self.image_std, self.num_channels)
+        if self.image_mean is not None:
+            normalized["image_mean"] = mean
+        if self.image_std is not None:
+            normalized["image_std"] = std
+        for name, value in normalized.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def field_names(cls):
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    @classmethod
+    def defaults(cls):
+        """{field: default value}."""
+        return {field.name: field.default for field in dataclasses.fields(cls)}
+
+    def replace(self, **changes):
+        """A copy with `changes` (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def normalization(self):
+        """(mean, std) one value per channel, 0.5 / 0.5 where the fields are None."""
+        return arguments.normalization(self.image_mean, self.image_std, self.num_channels)
+
+    @property
+    def grid_size(self):
+        """(h, w): the patch grid."""
+        return (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
+
+    @property
+    def num_patches(self):
+        return self.grid_size[0] * self.grid_size[1]
+
+    @property
+    def has_class_token(self):
+        return self.pooling == "token"
+
+    @property
+    def prefix_tokens(self):
+        """The names of the tokens before the patch tokens, in sequence order: "class",
+        "distillation", then one "register" per register token."""
+        return (("class",) * self.has_class_token + ("distillation",) * self.distillation_token
+                + ("register",) * self.num_register_tokens)
+
+    @property
+    def positioned_prefix_tokens(self):
+        """The prefix tokens with a row in the position embedding (before the patches')."""
+        positioned = ("class",) * (self.has_class_token and self.class_token_position)
+        return positioned + ("distillation",) * self.distillation_token
+
+    @property
+    def num_tokens_before_patches(self):
+        """Where the patch tokens start in the sequence the blocks see."""
+        return len(self.prefix_tokens)
+
+    @property
+    def sequence_length(self):
+        return self.num_tokens_before_patches + self.num_patches
+
+    @property
+    def final_norm_name(self):
+        """The final LayerNormalization: "encoder_norm" on the tokens, or "pooled_norm" on
+        the pooled vector."""
+        return "pooled_norm" if self.pooled_norm else "encoder_norm"
+
+    @property
+    def has_distillation_head(self):
+        return self.include_top and self.distillation_token and self.distillation_head
+
+    @property
+    def variable_shapes(self):
+        """{variable path (`v.path` of the built `ViT`): shape}, in the model's order."""
+        d, heads, mlp = self.hidden_dim, self.num_heads, self.mlp_dim
+        ph, pw = self.patch_size
+        shapes = {"patch_embedding/projection/kernel": (ph, pw, self.num_channels, d),
+                  "patch_embedding/projection/bias": (d,)}
+        if self.has_class_token:
+            shapes["class_token/token"] = (1, 1, d)
+        if self.distillation_token:
+            shapes["distillation_token/tokens"] = (1, 1, d)
+        shapes["position_embedding/embedding"] = (
+            1, len(self.positioned_prefix_tokens) + self.num_patches, d)
+        if self.num_register_tokens:
+            shapes["register_tokens/tokens"] = (1, self.num_register_tokens, d)
+        if self.pre_norm:
+            shapes.update(_norm_shapes("pre_norm", d))
+        for i in range(self.num_layers):
+            block = f"encoder_block_{i}/"
+            if self.layer_scale_init is not None:
+                shapes[block + "attention_scale"] = shapes[block + "mlp_scale"] = (d,)
+            shapes.update(_norm_shapes(block + "attention_norm", d))
+            shapes.update(_attention_shapes(block + "attention/", d, heads))
+            shapes.update(_norm_shapes(block + "mlp_norm", d))
+            shapes.update(_mlp_shapes(block, d, mlp))
+        if not self.pooled_norm:
+            shapes.update(_norm_shapes("encoder_norm", d))
+        if self.pooling == "map":
+            shapes["pooling/probe"] = (1, 1, d)
+            shapes.update(_attention_shapes("pooling/attention/", d, heads))
+            shapes.update(_norm_shapes("pooling/norm", d))
+            shapes.update(_mlp_shapes("pooling/", d, mlp))
+        if self.pooled_norm:
+            shapes.update(_norm_shapes("pooled_norm", d))
+        width = self.representation_size or d
+        if self.representation_size is not None:
+            shapes.update(_dense_shapes("pre_logits", d, width))
+        if self.include_top:
+            shapes.update(_dense_shapes("head", width, self.num_classes))
+        if self.has_distillation_head:
+            shapes.update(_dense_shapes("head_dist", width, self.num_classes))
+        return shapes
+
+
+def _norm_shapes(name, width):
+    return {f"{name}/gamma": (width,), f"{name}/beta": (width,)}
+
+
+def _dense_shapes(name, inputs, outputs):
+    return {f"{name}/kernel": (inputs, outputs), f"{name}/bias": (outputs,)}
+
+
+def _attention_shapes(prefix, width, heads):
+    """The query, key and value kernels (D, heads, head_dim) and biases (heads, head_dim),
+    the output kernel (heads, head_dim, D) and bias (D,)."""
+    head_dim = width // heads
+    shapes = {}
+    for part in ("query", "key", "value"):
+        shapes[f"{prefix}{part}/kernel"] = (width, heads, head_dim)
+        shapes[f"{prefix}{part}/bias"] = (heads, head_dim)
+    shapes[f"{prefix}attention_output/kernel"] = (heads, head_dim, width)
+    shapes[f"{prefix}attention_output/bias"] = (width,)
+    return shapes
+
+
+def _mlp_shapes(prefix, width, mlp):
+    return {**_dense_shapes(prefix + "mlp_dense_1", width, mlp),
+            **_dense_shapes(prefix + "mlp_dense_2", mlp, width)}
