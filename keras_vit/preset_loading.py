@@ -100,10 +100,10 @@ def build_from_preset(cls, preset, weights="default", **overrides):
         path = _fetch_remote(preset) if _is_url(preset) else _local_file(preset)
         checkpoint = weights_lib.load_checkpoint(path)
         if weights is None:
-            config = {**checkpoint.config, **overrides}
-            weights_lib.require_num_heads(checkpoint, config)
-            config["num_classes"] = config.get("num_classes") or 1000
-            return cls(**config)
+            weights_lib.require_num_heads(checkpoint, overrides)
+            changes = {"include_top": True, **overrides}
+            changes["num_classes"] = overrides.get("num_classes", checkpoint.num_classes) or 1000
+            return cls(config=checkpoint.config, **changes)
         return weights_lib.build_model(cls, checkpoint, overrides=overrides)
 
     entry = presets.get_preset(preset)

@@ -14,7 +14,7 @@ import keras_vit
 from keras_vit import ViT, preset_loading, presets
 from keras_vit import weights as vit_weights
 from checkpoint_files import (
-    CLASSES, D, HEADS, LAYERS, MLP, PATCH, google_params, hf_output, randomised_hf,
+    CLASSES, D, GRID, HEADS, LAYERS, MLP, PATCH, google_params, hf_output, randomised_hf,
     write_big_vision, write_hf, write_timm, write_vit_jax)
 from reference_vit import reference_logits
 
@@ -354,9 +354,24 @@ def test_converters_key_arrays_by_the_models_variable_paths(tmp_path, fmt):
         assert array.size == np.prod(shapes[key]), key
 
 
+def test_a_checkpoint_holds_the_files_vit_config(tmp_path):
+    with_head = vit_weights.load_checkpoint(FORMATS["vit_jax"](tmp_path))
+    assert with_head.config == keras_vit.ViTConfig(
+        image_size=GRID * PATCH, patch_size=PATCH, hidden_dim=D, num_layers=LAYERS,
+        num_heads=HEADS, mlp_dim=MLP, num_classes=CLASSES)
+    assert with_head.num_classes == CLASSES and with_head.undecided == ()
+    headless = vit_weights.load_checkpoint(
+        write_vit_jax(tmp_path / "headless.npz", google_params(classes=None)))
+    assert not headless.config.include_top and headless.num_classes is None
+    assert headless.config.replace(include_top=True, num_classes=CLASSES) == with_head.config
+    assert set(headless.params) == set(headless.config.variable_shapes)
+    # timm files do not say the heads of a width outside the standard ones.
+    assert vit_weights.load_checkpoint(FORMATS["timm"](tmp_path)).undecided == ("num_heads",)
+
+
 def test_a_failed_load_leaves_the_model_unchanged(tmp_path):
     checkpoint = vit_weights.load_checkpoint(FORMATS["timm"](tmp_path))
-    model = ViT(**{**checkpoint.config, "num_heads": HEADS})
+    model = ViT(config=checkpoint.config, num_heads=HEADS)
     before = [ops.convert_to_numpy(v).copy() for v in model.weights]
     head, source = checkpoint.params["head/bias"]
     checkpoint.params["head/bias"] = (head[:-1], source)  # the last variable loaded

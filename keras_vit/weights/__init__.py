@@ -18,7 +18,8 @@ assigns the arrays to a model's variables.
 import os
 
 from keras_vit.weights import google, huggingface, keras_file, timm
-from keras_vit.weights.checkpoint import Checkpoint, Reader, check_against_tensors
+from keras_vit.weights.checkpoint import (
+    MAX_IMAGE_SIDE, Checkpoint, Reader, check_against_tensors, file_config)
 from keras_vit.weights.files import read_json, read_tensors
 from keras_vit.weights.loading import apply_checkpoint, build_model, require_num_heads, targets
 
@@ -73,7 +74,8 @@ def _side_files(path, fmt):
 
 
 def load_checkpoint(path):
-    """Reads `path` and converts it; returns a `Checkpoint`.
+    """Reads `path` and converts it; returns a `Checkpoint` (the file's `ViTConfig` and its
+    arrays by variable path).
 
     A `.safetensors` file reads the `config.json` beside it when there is one (and in the
     Hugging Face format, `preprocessor_config.json`). Raises a ValueError naming the missing keys when the file lacks
@@ -92,14 +94,18 @@ def load_checkpoint(path):
                     "keras_vit does not build."
                 )
     reader = Reader(tensors, fmt)
-    config = _CONVERTERS[fmt](reader, _side_files(path, fmt))
+    arch = _CONVERTERS[fmt](reader, _side_files(path, fmt))
     if reader.missing:
         listed = ", ".join(reader.missing[:10])
         raise ValueError(
             f"Checkpoint {path!r} ({fmt} format) lacks {len(reader.missing)} expected "
             f"key(s): {listed}{', ...' if len(reader.missing) > 10 else ''}."
         )
+    for name in ("image_size", "patch_size"):
+        if max(arch[name]) > MAX_IMAGE_SIDE:
+            raise ValueError(f"Checkpoint {path!r}: {name} {arch[name]} is too large.")
     unexpected = sorted(set(tensors) - reader.used - reader.ignorable)
-    checkpoint = Checkpoint(path, fmt, reader.params, config, unexpected, reader.resample_method)
+    checkpoint = Checkpoint(path, fmt, reader.params, file_config(arch), unexpected,
+                            reader.resample_method, () if arch["num_heads"] else ("num_heads",))
     check_against_tensors(checkpoint)
     return checkpoint

@@ -33,25 +33,35 @@ MAX_IMAGE_SIDE = 16384
 
 @dataclasses.dataclass
 class Checkpoint:
-    """A checkpoint file converted to this package's layouts.
+    """A checkpoint file converted to this package's layouts: the architecture it holds
+    and its arrays by the model's variable paths.
 
     params: {variable path of the `ViT` (`v.path`, e.g. "encoder_block_0/mlp_dense_1/kernel"):
         (array, name in the file)}; layouts are the Keras ones (kernels (in, out);
         attention kernels (D, heads, head_dim) or a flat (D, D); the position embedding
         (1, P + h * w, D) with P the positioned prefix tokens).
-    config: ViT constructor arguments read from the file (architecture, image_size,
-        pooling, num_classes or None without a head, epsilon, GELU flavour).
+    config: the `ViTConfig` the file holds (architecture, image size, pooling, epsilon,
+        MLP activation, mean / std); `include_top=False` where the file has no head.
     unexpected: names in the file that were not used.
     resample_method: how the file's reference resamples the position embedding to another
         image size (a `keras_vit.layers.RESAMPLE_METHODS` name).
+    undecided: the `ViTConfig` fields the file does not say ("num_heads" of a fused-qkv
+        file of a nonstandard width without config.json): `config` holds a placeholder
+        there and whoever builds the model must give them.
     """
 
     path: str
     format: str
     params: dict
-    config: dict
+    config: ViTConfig
     unexpected: list
     resample_method: str = "bilinear"
+    undecided: tuple = ()
+
+    @property
+    def num_classes(self):
+        """The classes of the file's head; None without one."""
+        return self.config.num_classes if self.config.include_top else None
 
 
 class Reader:
@@ -153,9 +163,9 @@ def position_embedding(r, key, has_cls, grid=None, distilled=False):
 
 
 def architecture(r, kernel, grid, num_layers, num_heads=None, mlp_dim=None, **rest):
-    """ViT constructor arguments from what a converter read (the patch kernel in the
-    Keras layout (ph, pw, C, D) fixes patch size, channels and width). `num_heads` is None
-    when neither the file nor the standard widths say it."""
+    """The `ViTConfig` fields a converter read (the patch kernel in the Keras layout
+    (ph, pw, C, D) fixes patch size, channels and width; `file_config` makes the config).
+    `num_heads` is None when neither the file nor the standard widths say it."""
     if kernel is None:
         return {}
     query = r.params.get("encoder_block_0/attention/query/kernel", (np.zeros((0,)),))[0]
@@ -177,31 +187,27 @@ def architecture(r, kernel, grid, num_layers, num_heads=None, mlp_dim=None, **re
     )
 
 
-def expected_shapes(config):
-    """{variable path: shape} of a ViT with `config` (the file's constructor arguments),
-    from `ViTConfig.variable_shapes`. Unknown heads (None): the flat sizes of the attention
-    kernels are still checked, as one head's."""
-    d, heads = config["hidden_dim"], config["num_heads"] or 1
+def file_config(arch):
+    """The `ViTConfig` of the architecture a converter read (`arch`: constructor arguments,
+    None where the file does not say). A file without a head is `include_top=False`; one
+    without a head count gets one head as a placeholder (its attention kernels are then
+    checked by their flat sizes) and lists "num_heads" in `Checkpoint.undecided`."""
+    d, heads = arch["hidden_dim"], arch["num_heads"] or 1
     if d % heads:
         raise ValueError(f"The checkpoint's width {d} is not divisible by its {heads} heads.")
-    fields = {key: value for key, value in config.items() if value is not None
-              and key in ViTConfig.field_names() and key not in ("image_mean", "image_std")}
+    fields = {key: value for key, value in arch.items() if value is not None}
     fields["num_heads"] = heads
-    if not config.get("num_classes"):
-        fields.update(num_classes=1, include_top=False)
-    return ViTConfig(**fields).variable_shapes
+    if not arch.get("num_classes"):
+        fields["include_top"] = False
+    return ViTConfig(**fields)
 
 
 def check_against_tensors(checkpoint):
     """Raises a ValueError unless every parameter the file's architecture needs is in the
-    file with its shape (flat attention layouts allowed), and the sizes are sane."""
+    file with its shape (flat attention layouts allowed)."""
     config = checkpoint.config
-    if not config:
-        return
-    for name in ("image_size", "patch_size"):
-        if max(config[name]) > MAX_IMAGE_SIDE:
-            raise ValueError(f"Checkpoint {checkpoint.path!r}: {name} {config[name]} is too large.")
-    for key, shape in expected_shapes(config).items():
+    heads = "unknown" if "num_heads" in checkpoint.undecided else config.num_heads
+    for key, shape in config.variable_shapes.items():
         if key not in checkpoint.params:
             continue  # reported as a missing key by the loader
         array, source = checkpoint.params[key]
@@ -210,8 +216,7 @@ def check_against_tensors(checkpoint):
             raise ValueError(
                 f"Checkpoint {checkpoint.path!r} ({checkpoint.format} format) is inconsistent: "
                 f"{source!r} has shape {array.shape} but the architecture read from the file "
-                f"(width {config['hidden_dim']}, {config['num_heads'] or 'unknown'} heads, MLP "
-                f"{config['mlp_dim']}) needs {shape}."
+                f"(width {config.hidden_dim}, {heads} heads, MLP {config.mlp_dim}) needs {shape}."
             )
 
 

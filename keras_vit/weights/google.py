@@ -92,7 +92,7 @@ def convert(r, _):
     return architecture(
         r, kernel, grid, num_layers, pooling="token" if has_cls else "gap",
         representation_size=representation, num_classes=classes, layer_norm_epsilon=1e-6,
-        gelu_approximate=True,
+        mlp_activation="gelu_tanh",
     )
 
 

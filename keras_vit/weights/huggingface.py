@@ -185,8 +185,7 @@ def convert(r, files):
         classes = optional_dense(r, "head", "classifier.", "weight", linear)
     mean, std = _normalization(files.get("preprocessor"), model_type, files.get(
         "paths", {}).get("preprocessor", "preprocessor_config.json"))
-    options = dict(image_mean=mean, image_std=std, mlp_activation=hf["activation"],
-                   gelu_approximate=hf["activation"] == "gelu_tanh")
+    options = dict(image_mean=mean, image_std=std, mlp_activation=hf["activation"])
     if family == "dinov2":
         options.update(layer_scale_init=1.0, num_register_tokens=registers)
     if model_type == "dinov2_with_registers":

@@ -7,7 +7,7 @@ import math
 import os
 import zipfile
 
-from keras_vit.weights.checkpoint import MAX_IMAGE_SIDE, MAX_LAYERS, Checkpoint, expected_shapes
+from keras_vit.weights.checkpoint import MAX_IMAGE_SIDE, MAX_LAYERS, Checkpoint, file_config
 from keras_vit.weights.files import MAX_CONFIG_BYTES
 from keras_vit.weights.loading import targets
 
@@ -80,7 +80,7 @@ def check_archive(path):
             "keras.saving.load_model(path); from_preset builds float models from float weights."
         )
     try:
-        shapes = expected_shapes(_architecture(saved.get("config") or {}))
+        shapes = file_config(_architecture(saved.get("config") or {})).variable_shapes
     except ValueError as e:
         raise ValueError(f"The Keras model file {path!r} is not a valid keras_vit ViT: {e}.") from None
     parameters = sum(math.prod(s) for s in shapes.values())
@@ -103,13 +103,8 @@ def load(path):
         model = keras.saving.load_model(path, compile=False)
     except Exception as e:  # a corrupt weights file, a missing custom object, ...
         raise ValueError(f"Could not load the Keras model file {path!r}: {e}") from e
-    config = model.get_config()
-    for key in ("name", "trainable", "dtype", "include_top"):
-        config.pop(key, None)
-    if not model.include_top:
-        config["num_classes"] = None
     params = {
         key: (keras.ops.convert_to_numpy(variable), variable.path)
         for key, variable in targets(model).items()
     }
-    return Checkpoint(os.fspath(path), "keras", params, config, [])
+    return Checkpoint(os.fspath(path), "keras", params, model.architecture, [])

@@ -24,7 +24,7 @@ def apply_checkpoint(model, checkpoint, load_head=True):
     With `load_head=False` the head keeps its fresh (zero) initialisation. Raises a ValueError at the first array whose
     shape does not fit, naming the key in the file and both shapes.
     """
-    ckpt_layers = checkpoint.config.get("num_layers")
+    ckpt_layers = checkpoint.config.num_layers
     if ckpt_layers != model.num_layers:
         raise ValueError(
             f"Checkpoint {checkpoint.path!r} has {ckpt_layers} encoder blocks but the model "
@@ -44,7 +44,7 @@ def apply_checkpoint(model, checkpoint, load_head=True):
         array, source = checkpoint.params[key]
         if key == "position_embedding/embedding":
             old_grid = tuple(
-                s // p for s, p in zip(checkpoint.config["image_size"], model.patch_size)
+                s // p for s, p in zip(checkpoint.config.image_size, model.patch_size)
             )
             if array.shape[-1] == variable.shape[-1]:
                 array = vit_layers.resample_position_embedding(
@@ -84,35 +84,34 @@ def _cast(checkpoint, array, source, variable):
 
 
 def build_model(cls, checkpoint, base_config=None, overrides=None):
-    """Builds `cls(**config)` for `checkpoint` and loads it.
+    """Builds `cls(config=checkpoint.config, ...)` and loads it.
 
-    The config is the file's (architecture, image size, pooling, head, epsilon, GELU),
-    then `base_config` (a preset's architecture), then `overrides`. An `image_size`
-    other than the file's resamples the position embedding; a `num_classes` other than
-    the file's gets a fresh zero-initialised head; `include_top=False` drops the head.
+    The file's `ViTConfig` (architecture, image size, pooling, head, epsilon, MLP
+    activation, mean / std) is changed by `base_config` (a preset's architecture), then
+    `overrides`. An `image_size` other than the file's resamples the position embedding; a
+    `num_classes` other than the file's gets a fresh zero-initialised head;
+    `include_top=False` drops the head.
     """
     overrides = dict(overrides or {})
-    file_config = dict(checkpoint.config)
-    file_classes = file_config.pop("num_classes", None)
-    config = {**file_config, **(base_config or {}), **overrides}
-    require_num_heads(checkpoint, config)
-    if config.get("pooling") != file_config.get("pooling"):
+    changes = {**(base_config or {}), **overrides}
+    require_num_heads(checkpoint, changes)
+    if changes.get("pooling", checkpoint.config.pooling) != checkpoint.config.pooling:
         raise ValueError(
-            f"The checkpoint uses pooling={file_config.get('pooling')!r}; "
-            f"pooling={config.get('pooling')!r} would not use its weights as trained."
+            f"The checkpoint uses pooling={checkpoint.config.pooling!r}; "
+            f"pooling={changes['pooling']!r} would not use its weights as trained."
         )
-    include_top = config.get("include_top", True)
+    changes["include_top"] = changes.get("include_top", True)
     load_head = False
-    if include_top:
+    if changes["include_top"]:
         if "num_classes" not in overrides:
-            if file_classes is None:
+            if checkpoint.num_classes is None:
                 raise ValueError(
                     f"Checkpoint {checkpoint.path!r} has no classification head: pass "
                     "num_classes=... for a new zero-initialised head, or include_top=False."
                 )
-            config["num_classes"] = file_classes
-        load_head = config["num_classes"] == file_classes
-    model = cls(**config)
+            changes["num_classes"] = checkpoint.num_classes
+        load_head = changes["num_classes"] == checkpoint.num_classes
+    model = cls(config=checkpoint.config, **changes)
     apply_checkpoint(model, checkpoint, load_head=load_head)
     skipped = [
         source for key, (_, source) in checkpoint.params.items()
@@ -129,12 +128,13 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
     return model
 
 
-def require_num_heads(checkpoint, config):
+def require_num_heads(checkpoint, changes):
     """Raises a ValueError asking for `num_heads=` when neither the file, its config.json
-    nor the caller says how many attention heads the model has."""
-    if config.get("num_heads") is None:
+    nor `changes` (the caller's ViT arguments) says how many attention heads the model has."""
+    if "num_heads" in checkpoint.undecided and changes.get("num_heads") is None:
+        width = changes.get("hidden_dim", checkpoint.config.hidden_dim)
         raise ValueError(
             f"Checkpoint {checkpoint.path!r} ({checkpoint.format} format) does not say how "
-            f"many attention heads its width-{config.get('hidden_dim')} blocks have (no "
-            "config.json beside it, and not a standard ViT width): pass num_heads=..."
+            f"many attention heads its width-{width} blocks have (no config.json beside it, "
+            "and not a standard ViT width): pass num_heads=..."
         )

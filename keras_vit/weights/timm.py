@@ -144,10 +144,8 @@ def convert(r, files):
         raise ValueError(f"config.json says num_classes={cfg['num_classes']} but the file's "
                          f"head has {classes or 0} classes.")
     mean, std = cfg["normalization"] or _family_normalization(cfg["architecture"], cfg["tag"], keys)
-    activation = cfg["activation"]
     width = None if kernel is None else int(kernel.shape[-1])
-    options = dict(image_mean=mean, image_std=std, mlp_activation=activation,
-                   gelu_approximate=activation == "gelu_tanh", pre_norm=pre_norm,
+    options = dict(image_mean=mean, image_std=std, mlp_activation=cfg["activation"], pre_norm=pre_norm,
                    pooled_norm=pooled_norm, num_register_tokens=registers,
                    distillation_token=distilled, class_token_position=class_position or not has_cls)
     if layer_scale:
