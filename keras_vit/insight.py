@@ -30,7 +30,7 @@ from keras_vit.model import ViT
 def _num_prefix_tokens(model):
     """How many tokens come before the patch tokens: class, distillation, registers."""
     _check_vit(model)
-    return int(model.pooling == "token") + int(model.distillation_token) + model.num_register_tokens
+    return model.architecture.num_tokens_before_patches
 
 
 def intermediate_model(model, blocks=(-1,), norm=False, reshape=False):

@@ -76,7 +76,7 @@ def test_bad_onnx_requests_fail_clearly(tmp_path, monkeypatch):
         export.export_onnx(model, tmp_path / "m.onnx")
     assert (tmp_path / "m.onnx").read_bytes() == b"keep me"
     monkeypatch.setitem(export.checks.ONNX_PACKAGES, "no_such_module_xyz", "no-such-package")
-    with pytest.raises(ImportError, match=r"no-such-package: pip install \"keras-vit\[onnx\]\""):
+    with pytest.raises(ImportError, match=r"no-such-package: pip install no-such-package "):
         export.export_onnx(model, tmp_path / "n.onnx")
     assert not (tmp_path / "n.onnx").exists()
 

@@ -81,9 +81,10 @@ def test_model_page_examples_run():
     path = ROOT / "docs" / "model.md"
     examples = blocks(section(path, "The model"), "python")
     assert examples, "the model page has no Python example"
-    for block in examples:
-        namespace = run(block, path)
-    assert namespace["logits"].shape == (2, 1000)
+    namespaces = [run(block, path) for block in examples]
+    assert namespaces[0]["logits"].shape == (2, 1000)
+    config = namespaces[1]["config"]
+    assert namespaces[1]["model"].architecture == config.replace(drop_path_rate=0.1)
 
 
 def test_classify_a_photo_runs(small_presets, capsys):
