@@ -144,9 +144,12 @@ class ViT(vit_inputs.CheckedModel):
         Args:
             preset: a name from `keras_vit.presets.list_presets()` (e.g. "b16"), or the
                 path or URL of a checkpoint file (vit_jax / big_vision `.npz`, timm or
-                Hugging Face `.safetensors`, a keras_vit `.keras` file) or an
-                `hf://owner/repo[@revision]` Hugging Face Hub handle, whose architecture
-                is read from the file.
+                Hugging Face `.safetensors`, a keras_vit `.keras` file), a folder holding
+                one (`model.safetensors` + `config.json`, as `hf download` and
+                `save_pretrained` leave it) or an `hf://owner/repo[@revision]` Hugging
+                Face Hub handle, whose architecture is read from the file. A file
+                without a classification head gives the features model
+                (`include_top=False`) unless `num_classes=` asks for a new head.
             weights: "default" for the preset's default pretrained weights, a weights name
                 of that preset, a local path or URL of a checkpoint, or None for a randomly
                 initialised model.

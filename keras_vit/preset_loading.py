@@ -52,11 +52,36 @@ def _fetch_named(preset, name, spec):
     )
 
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".npz", ".keras")
+
+
 def _local_file(path):
+    """The checkpoint file at `path`, or in the folder `path` (the layout `hf download`,
+    `save_pretrained` and timm's `save_for_hf` leave: `model.safetensors` beside its
+    `config.json`; else the folder's one `.safetensors`, `.npz` or `.keras` file)."""
     path = os.path.expanduser(os.fspath(path))
+    if os.path.isdir(path):
+        return _checkpoint_in_folder(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
     return path
+
+
+def _checkpoint_in_folder(folder):
+    if os.path.isfile(os.path.join(folder, "model.safetensors")):
+        return os.path.join(folder, "model.safetensors")
+    names = sorted(os.listdir(folder))
+    found = [n for n in names if n.endswith(CHECKPOINT_SUFFIXES)
+             and os.path.isfile(os.path.join(folder, n))]
+    if len(found) == 1:
+        return os.path.join(folder, found[0])
+    if not found:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") or "nothing"
+        raise FileNotFoundError(
+            f"No checkpoint in the folder {folder!r}: expected model.safetensors (with its "
+            f"config.json) or one {', '.join(CHECKPOINT_SUFFIXES)} file; it holds {shown}.")
+    raise ValueError(f"The folder {folder!r} holds several checkpoints ({', '.join(found)}) "
+                     "and no model.safetensors: pass the path of the one to load.")
 
 
 def _is_hub_handle(value):
@@ -101,9 +126,7 @@ def build_from_preset(cls, preset, weights="default", **overrides):
         checkpoint = weights_lib.load_checkpoint(path)
         if weights is None:
             weights_lib.require_num_heads(checkpoint, overrides)
-            changes = {"include_top": True, **overrides}
-            changes["num_classes"] = overrides.get("num_classes", checkpoint.num_classes) or 1000
-            return cls(config=checkpoint.config, **changes)
+            return cls(config=checkpoint.config, **weights_lib.head_changes(checkpoint, overrides))
         return weights_lib.build_model(cls, checkpoint, overrides=overrides)
 
     entry = presets.get_preset(preset)

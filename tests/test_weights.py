@@ -77,11 +77,11 @@ def test_hugging_face_classifier_matches_transformers(tmp_path, images):
 
 def test_hugging_face_vit_model_pooler_is_pre_logits(tmp_path, images):
     hf, path = randomised_hf("ViTModel", tmp_path)
-    model = ViT.from_preset(path, include_top=False)
-    assert model.representation_size == D
+    model = ViT.from_preset(path)  # no head in the file: the features model
+    assert model.representation_size == D and not model.include_top
     assert_close(logits(model, images), hf_output(hf, images, pooled=True))
     with pytest.raises(ValueError, match="no classification head"):
-        ViT.from_preset(path)
+        ViT.from_preset(path, include_top=True)
 
 
 def test_resampling_to_another_image_size(tmp_path):

@@ -21,9 +21,10 @@ from keras_vit.weights import google, huggingface, keras_file, timm
 from keras_vit.weights.checkpoint import (
     MAX_IMAGE_SIDE, Checkpoint, Reader, check_against_tensors, file_config)
 from keras_vit.weights.files import read_json, read_tensors
-from keras_vit.weights.loading import apply_checkpoint, build_model, require_num_heads, targets
+from keras_vit.weights.loading import (
+    apply_checkpoint, build_model, head_changes, require_num_heads, targets)
 
-__all__ = ["Checkpoint", "apply_checkpoint", "build_model", "detect_format",
+__all__ = ["Checkpoint", "apply_checkpoint", "build_model", "detect_format", "head_changes",
            "load_checkpoint", "read_tensors", "require_num_heads", "targets"]
 
 # Keys that mean an architecture this ViT does not implement.

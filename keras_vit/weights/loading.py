@@ -90,7 +90,8 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
     activation, mean / std) is changed by `base_config` (a preset's architecture), then
     `overrides`. An `image_size` other than the file's resamples the position embedding; a
     `num_classes` other than the file's gets a fresh zero-initialised head;
-    `include_top=False` drops the head.
+    `include_top=False` drops the head; a file without a head gives the features model
+    unless `num_classes` asks for a new head (`head_changes`).
     """
     overrides = dict(overrides or {})
     changes = {**(base_config or {}), **overrides}
@@ -100,14 +101,15 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
             f"The checkpoint uses pooling={checkpoint.config.pooling!r}; "
             f"pooling={changes['pooling']!r} would not use its weights as trained."
         )
-    changes["include_top"] = changes.get("include_top", True)
+    changes = head_changes(checkpoint, changes, asked=overrides)
     load_head = False
     if changes["include_top"]:
         if "num_classes" not in overrides:
             if checkpoint.num_classes is None:
                 raise ValueError(
                     f"Checkpoint {checkpoint.path!r} has no classification head: pass "
-                    "num_classes=... for a new zero-initialised head, or include_top=False."
+                    "num_classes=... for a new zero-initialised head, or leave include_top "
+                    "out (or False) for the features model."
                 )
             changes["num_classes"] = checkpoint.num_classes
         load_head = changes["num_classes"] == checkpoint.num_classes
@@ -126,6 +128,16 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
             stacklevel=3,
         )
     return model
+
+
+def head_changes(checkpoint, changes, asked=None):
+    """`changes` (ViT arguments) with `include_top` set when they leave it out: True when
+    the file has a head or the caller (`asked`, by default `changes`) gives `num_classes=`
+    for a new one; False otherwise, so a file without a head (DINOv2, CLIP or SigLIP
+    towers) builds the features model, as timm's `num_classes=0` and `AutoModel` do."""
+    asked = changes if asked is None else asked
+    wants_head = checkpoint.num_classes is not None or "num_classes" in asked
+    return {"include_top": wants_head, **changes}
 
 
 def require_num_heads(checkpoint, changes):
