@@ -221,3 +221,33 @@ def test_variable_shapes_follow_the_options():
 def test_fields_are_checked(changes, message):
     with pytest.raises(ValueError, match=message):
         ViTConfig(**{**TINY_ONE_BLOCK, **changes})
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="converts under TensorFlow in-process (the other backends export "
+                    "through the same TensorFlow subprocess)")
+@pytest.mark.parametrize("quantize", ["float32", "int8"])
+def test_tflite_export_uses_builtin_ops_and_keeps_the_outputs(quantize, tmp_path):
+    """RoPE as constant tables at the export size: builtin ops only, in float32 and in
+    the full-integer graph (one head at a time)."""
+    from keras_vit import export
+
+    model = _model("dinov3")
+    model = ViT.from_config({**model.get_config(), "include_top": False})
+    rng = np.random.default_rng(5)
+    for v in model.weights:
+        base = 1.0 if v.path.endswith(("gamma", "_scale")) else 0.0
+        v.assign(base + rng.normal(0, 0.1, v.shape).astype("float32"))
+    images = rng.integers(0, 256, (16, 32, 32, 3)).astype("float32")
+    path = export.export_tflite(model, tmp_path / "m.tflite", quantize=quantize,
+                                representative_data=images if quantize == "int8" else None)
+    export.check_builtin_ops(path)
+    features = ops.convert_to_numpy(model(images[:4]))
+    ours = export.run_tflite(path, images[:4])[0]
+    if quantize == "float32":
+        np.testing.assert_allclose(ours, features, rtol=1e-4, atol=1e-4)
+    else:  # int8: nearer the features than the same model's without RoPE
+        unrotated = ViT.from_config({**model.get_config(), "rope": None})
+        unrotated.set_weights(model.get_weights())
+        other = ops.convert_to_numpy(unrotated(images[:4]))
+        assert np.abs(ours - features).mean() < 0.5 * np.abs(ours - other).mean()
