@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_vit import ViT
-from reference_families import assert_close
+from reference_families import assert_close, fine_tunes_and_round_trips
 from timm_reference import import_timm
 
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
@@ -78,6 +78,21 @@ def test_timm_dinov3_matches_timm(name, tmp_path):
     _compare(resized, _images(48, 40), *_timm_outputs(reference, _images(48, 40)))
 
 
+def test_timm_dinov3_hub_config_without_model_args(tmp_path):
+    """The hub's config.json: no model_args, global_pool "avg" (timm's default pooling,
+    not built: the class token is the features), the size in pretrained_cfg."""
+    reference = _timm_saved("vit_small_patch16_dinov3", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("model_args")
+    config["global_pool"], config["pretrained_cfg"]["input_size"] = "avg", [3, 48, 40]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="num_heads="):  # 32 wide is not timm's "small"
+        ViT.from_preset(str(tmp_path))
+    model = ViT.from_preset(str(tmp_path), num_heads=4)
+    assert model.image_size == (48, 40)
+    _compare(model, _images(48, 40), *_timm_outputs(reference, _images(48, 40)))
+
+
 def test_timm_dinov3_config_is_checked(tmp_path):
     _timm_saved("vit_small_patch16_dinov3", tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
@@ -139,3 +154,8 @@ def test_hf_dinov3_swiglu_is_refused(tmp_path):
     _hf_saved(tmp_path, use_gated_mlp=True)
     with pytest.raises(ValueError, match="use_gated_mlp"):
         ViT.from_preset(str(tmp_path))
+
+
+def test_hf_dinov3_fine_tunes_with_a_new_head_and_round_trips(tmp_path):
+    _hf_saved(tmp_path)
+    fine_tunes_and_round_trips(str(tmp_path), tmp_path)
