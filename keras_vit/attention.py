@@ -31,15 +31,16 @@ kernel (in a full-int8 ViT-S/16 it took ~60 % of the time). The full-integer TFL
 export traces the model that way.
 
 Attention masks, attention dropout in training, gated or windowed attention, quantized
-projections and returned scores always take the plain path.
+projections and returned scores always take the plain path. The default implementation is
+a switch of `keras_vit.config` (`set_attention_implementation`, `attention_implementation`,
+the environment variable `KERAS_VIT_ATTENTION`); a layer's `implementation` attribute, when
+set, overrides it, and `set_model_implementation` sets it on every attention layer of a model.
 
 With `rope` (the options of `keras_vit.rope.rope_options`), the query and key are rotated
 after their projections on every path (`keras_vit.rope`); the plain path is then this
 layer's own (`ops.dot_product_attention` on the rotated (B, T, heads, H) tensors, or the
-explicit softmax where scores are returned or dropped out), as Keras's has no place for it. The default implementation is
-a switch of `keras_vit.config` (`set_attention_implementation`, `attention_implementation`,
-the environment variable `KERAS_VIT_ATTENTION`); a layer's `implementation` attribute, when
-set, overrides it, and `set_model_implementation` sets it on every attention layer of a model.
+explicit softmax where scores are returned or dropped out), as Keras's has no place for it,
+and attention masks are refused.
 """
 
 import math
@@ -200,7 +201,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         heads = []
         for head in range(self.num_heads):
             q, k = self.rotate_query_key(project(self.query_dense, q_tokens, head, scale),
-                                 project(self.key_dense, k_tokens, head))
+                                         project(self.key_dense, k_tokens, head))
             v = project(self.value_dense, v_tokens, head)
             # (1, T, H) x (1, H, S): a matmul TFLite keeps as BATCH_MATMUL (in 2-D it
             # becomes a FULLY_CONNECTED with computed weights, which XNNPACK leaves out).

@@ -251,3 +251,18 @@ def test_tflite_export_uses_builtin_ops_and_keeps_the_outputs(quantize, tmp_path
         unrotated.set_weights(model.get_weights())
         other = ops.convert_to_numpy(unrotated(images[:4]))
         assert np.abs(ours - features).mean() < 0.5 * np.abs(ours - other).mean()
+
+
+def test_attention_dropout_in_training_and_masks_refused():
+    model = ViT(**TINY_ONE_BLOCK, **FORMS["dinov3"], attention_dropout_rate=0.5, include_top=False)
+    images = np.random.default_rng(6).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    inference = ops.convert_to_numpy(model(images, training=False))
+    trained = ops.convert_to_numpy(model(images, training=True))
+    assert np.isfinite(trained).all() and not np.allclose(trained, inference)
+    set_model_implementation(model, "head_major")  # the own paths take no dropout
+    np.testing.assert_allclose(ops.convert_to_numpy(model(images)), inference, rtol=1e-5, atol=1e-5)
+    attention = model.get_layer("encoder_block_0").attention
+    length = model.architecture.sequence_length
+    tokens = ops.ones((1, length, 32))
+    with pytest.raises(ValueError, match="rope takes no attention masks"):
+        attention(tokens, tokens, attention_mask=ops.ones((1, length, length), dtype="bool"))
