@@ -7,6 +7,7 @@ import dataclasses
 from keras_vit import arguments
 
 POOLINGS = ("token", "gap", "map")
+ROPE_FORMS = ("dinov3", "axial")
 
 
 def resolve_mlp_activation(mlp_activation=None, gelu_approximate=True):
@@ -57,6 +58,20 @@ class ViTConfig:
             position and its own head ("head_dist"); the model returns the average of the
             two heads' logits, as the original does at inference.
         distillation_head: False keeps the distillation token but gives it no head.
+        position_embedding: False: no learned absolute position embedding (DINOv3, which
+            has RoPE only).
+        rope: 2-D rotary position embedding of the patch tokens' queries and keys in every
+            block (`keras_vit.rope`): None, "dinov3" (patch centres in [-1, 1], theta 100,
+            rotate-half) or "axial" (EVA-02 / Perception Encoder: patch indices, theta
+            10000, interleaved); recomputed from the grid of `image_size`.
+        rope_theta: the frequencies' base; None: the form's (100 or 10000).
+        rope_rotate_half: True pairs channel j with j + head_dim / 2, False pairs
+            neighbours (interleaved); None: the form's.
+        rope_reference_grid: "axial" only: (h, w) the coordinates are scaled to span
+            (timm's `ref_feat_shape`, the pre-training grid); None: the model's grid.
+        rope_grid_offset: added to the patch indices (Perception Encoder: 1).
+        rope_grid_indexing: "ij" (row coordinate first) or "xy" (column first, PE).
+        pooling_heads: heads of the "map" pooling attention; None: `num_heads`.
     """
 
     image_size: tuple = 224
@@ -86,6 +101,14 @@ class ViTConfig:
     distillation_head: bool = True
     image_mean: tuple = None
     image_std: tuple = None
+    position_embedding: bool = True
+    rope: str = None
+    rope_theta: float = None
+    rope_rotate_half: bool = None
+    rope_reference_grid: tuple = None
+    rope_grid_offset: float = 0.0
+    rope_grid_indexing: str = "ij"
+    pooling_heads: int = None
 
     def __post_init__(self):
         """Checks the fields (each a ValueError naming it) and stores sizes as pairs and
@@ -124,6 +147,12 @@ class ViTConfig:
                 not self.distillation_head and not self.distillation_token):
             raise ValueError("distillation_head must be True or False, and False only with "
                              f"distillation_token=True; got {self.distillation_head!r}.")
+        self._check_rope(normalized)
+        if self.pooling_heads is not None:
+            arguments.check_positive(pooling_heads=self.pooling_heads)
+            if self.pooling != "map" or self.hidden_dim % self.pooling_heads:
+                raise ValueError(f"pooling_heads ({self.pooling_heads}) needs pooling='map' and "
+                                 f"must divide hidden_dim ({self.hidden_dim}).")
         mean, std = arguments.normalization(self.image_mean, self.image_std, self.num_channels)
         if self.image_mean is not None:
             normalized["image_mean"] = mean
@@ -131,6 +160,38 @@ class ViTConfig:
             normalized["image_std"] = std
         for name, value in normalized.items():
             object.__setattr__(self, name, value)
+
+    def _check_rope(self, normalized):
+        """Checks `position_embedding` and the `rope*` fields; stores the reference grid
+        as a pair in `normalized`."""
+        if not isinstance(self.position_embedding, bool):
+            raise ValueError(f"position_embedding must be True or False, got {self.position_embedding!r}.")
+        if self.rope is None:
+            changed = [name for name in ("rope_theta", "rope_rotate_half", "rope_reference_grid",
+                                         "rope_grid_offset", "rope_grid_indexing")
+                       if getattr(self, name) != self.defaults()[name]]
+            if changed:
+                raise ValueError(f"{changed[0]} needs rope='dinov3' or 'axial'.")
+            return
+        if self.rope not in ROPE_FORMS:
+            raise ValueError(f"rope must be None, 'dinov3' or 'axial', got {self.rope!r}.")
+        if (self.hidden_dim // self.num_heads) % 4:
+            raise ValueError(f"rope needs a head width divisible by 4, got "
+                             f"{self.hidden_dim // self.num_heads}.")
+        if self.rope_theta is not None:
+            arguments.check_number(rope_theta=self.rope_theta)
+            if self.rope_theta <= 0:
+                raise ValueError(f"rope_theta must be positive, got {self.rope_theta!r}.")
+        if self.rope_rotate_half not in (None, True, False):
+            raise ValueError(f"rope_rotate_half must be None, True or False, got {self.rope_rotate_half!r}.")
+        if self.rope_reference_grid is not None:
+            if self.rope != "axial":
+                raise ValueError("rope_reference_grid needs rope='axial'.")
+            normalized["rope_reference_grid"] = arguments.pair(
+                self.rope_reference_grid, "rope_reference_grid")
+        arguments.check_number(rope_grid_offset=self.rope_grid_offset)
+        if self.rope_grid_indexing not in ("ij", "xy"):
+            raise ValueError(f"rope_grid_indexing must be 'ij' or 'xy', got {self.rope_grid_indexing!r}.")
 
     @classmethod
     def field_names(cls):
@@ -206,8 +267,9 @@ class ViTConfig:
             shapes["class_token/token"] = (1, 1, d)
         if self.distillation_token:
             shapes["distillation_token/tokens"] = (1, 1, d)
-        shapes["position_embedding/embedding"] = (
-            1, len(self.positioned_prefix_tokens) + self.num_patches, d)
+        if self.position_embedding:
+            shapes["position_embedding/embedding"] = (
+                1, len(self.positioned_prefix_tokens) + self.num_patches, d)
         if self.num_register_tokens:
             shapes["register_tokens/tokens"] = (1, self.num_register_tokens, d)
         if self.pre_norm:
@@ -224,7 +286,7 @@ class ViTConfig:
             shapes.update(_norm_shapes("encoder_norm", d))
         if self.pooling == "map":
             shapes["pooling/probe"] = (1, 1, d)
-            shapes.update(_attention_shapes("pooling/attention/", d, heads))
+            shapes.update(_attention_shapes("pooling/attention/", d, self.pooling_heads or heads))
             shapes.update(_norm_shapes("pooling/norm", d))
             shapes.update(_mlp_shapes("pooling/", d, mlp))
         if self.pooled_norm:

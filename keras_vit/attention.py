@@ -35,6 +35,12 @@ projections and returned scores always take the plain path. The default implemen
 a switch of `keras_vit.config` (`set_attention_implementation`, `attention_implementation`,
 the environment variable `KERAS_VIT_ATTENTION`); a layer's `implementation` attribute, when
 set, overrides it, and `set_model_implementation` sets it on every attention layer of a model.
+
+With `rope` (the options of `keras_vit.rope.rope_options`), the query and key are rotated
+after their projections on every path (`keras_vit.rope`); the plain path is then this
+layer's own (`ops.dot_product_attention` on the rotated (B, T, heads, H) tensors, or the
+explicit softmax where scores are returned or dropped out), as Keras's has no place for it,
+and attention masks are refused.
 """
 
 import math
@@ -43,6 +49,7 @@ import keras
 from keras import ops
 
 from keras_vit import config
+from keras_vit import rope as vit_rope
 from keras_vit.backend import private_apis
 
 
@@ -55,11 +62,17 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             None follows `keras_vit.config.get_attention_implementation()`.
         pad_multiple: the "fast" path pads the sequence to a multiple of this (a positive
             integer; 1 pads nothing).
+        rope: None, or the 2-D rotary position embedding's options
+            (`keras_vit.rope.rope_options`) for a self-attention over that many tokens.
         **kwargs: `keras.layers.MultiHeadAttention`'s arguments.
     """
 
-    def __init__(self, *args, implementation=None, pad_multiple=64, **kwargs):
+    def __init__(self, *args, implementation=None, pad_multiple=64, rope=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.rope = None if rope is None else dict(rope)
+        if rope is not None:
+            self.rope_cos, self.rope_sin = vit_rope.rope_tables(self.rope, self.key_dim)
+            self.rope_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         if implementation is not None:
             config.check_attention_implementation(implementation)
         self.implementation = implementation
@@ -116,6 +129,13 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             impl = "head_major"  # the own path's conditions, then one head at a time
         keras_masks = [private_apis.keras_mask(t) for t in (query, value, key)]
         masks = [query_mask, value_mask, key_mask, attention_mask, *keras_masks]
+        if self.rope is not None and not self._takes_own_path(
+            impl, training, masks, return_attention_scores, use_causal_mask
+        ):
+            if any(m is not None for m in masks) or use_causal_mask:
+                raise ValueError("ViTAttention with rope takes no attention masks.")
+            return self._rope_attention(query, value if key is None else key, value,
+                                        training, return_attention_scores)
         if not self._takes_own_path(
             impl, training, masks, return_attention_scores, use_causal_mask
         ):
@@ -138,7 +158,8 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             return self._head_major_attention(query, key, value)
         from keras_vit.backend.jax_attention import padded_dot_product_attention
 
-        q, k, v = self.query_dense(query), self.key_dense(key), self.value_dense(value)
+        q, k = self.rotate_query_key(self.query_dense(query), self.key_dense(key), heads_axis=True)
+        v = self.value_dense(value)
         out = padded_dot_product_attention(
             q, k, v, scale=1.0 / math.sqrt(self.key_dim), pad_multiple=self.pad_multiple
         )
@@ -153,8 +174,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
                 y = y + ops.cast(dense.bias, x.dtype)[:, None, :]
             return y
 
-        q = project(self.query_dense, query)
-        k = project(self.key_dense, key)
+        q, k = self.rotate_query_key(project(self.query_dense, query), project(self.key_dense, key))
         v = project(self.value_dense, value)
         q = q * ops.cast(1.0 / math.sqrt(self.key_dim), q.dtype)
         scores = ops.matmul(q, ops.swapaxes(k, -1, -2))
@@ -180,8 +200,8 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         scale = 1.0 / math.sqrt(self.key_dim)
         heads = []
         for head in range(self.num_heads):
-            q = project(self.query_dense, q_tokens, head, scale)
-            k = project(self.key_dense, k_tokens, head)
+            q, k = self.rotate_query_key(project(self.query_dense, q_tokens, head, scale),
+                                         project(self.key_dense, k_tokens, head))
             v = project(self.value_dense, v_tokens, head)
             # (1, T, H) x (1, H, S): a matmul TFLite keeps as BATCH_MATMUL (in 2-D it
             # becomes a FULLY_CONNECTED with computed weights, which XNNPACK leaves out).
@@ -196,11 +216,37 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             out = out + ops.cast(self.output_dense.bias, out.dtype)
         return ops.reshape(out, (1,) + tuple(out.shape))
 
+    def rotate_query_key(self, q, k, heads_axis=False):
+        """q and k (..., T, H), or (B, T, heads, H) with `heads_axis`, rotated by the RoPE
+        tables (unchanged without rope)."""
+        if self.rope is None:
+            return q, k
+        cos, sin = self.rope_cos, self.rope_sin
+        if heads_axis:
+            cos, sin = cos[:, None], sin[:, None]
+        half = self.rope["rotate_half"]
+        return vit_rope.rotate(q, cos, sin, half), vit_rope.rotate(k, cos, sin, half)
+
+    def _rope_attention(self, query, key, value, training, return_attention_scores):
+        """The plain path with rope: (B, T, D) -> (B, T, D) (and the (B, heads, T, T)
+        scores with `return_attention_scores`)."""
+        q, k = self.rotate_query_key(self.query_dense(query), self.key_dense(key), heads_axis=True)
+        v = self.value_dense(value)
+        scale = 1.0 / math.sqrt(self.key_dim)
+        if not return_attention_scores and not (self.dropout > 0.0 and training):
+            return self.output_dense(ops.dot_product_attention(q, k, v, scale=scale))
+        scores = ops.einsum("btnh,bsnh->bnts", q * ops.cast(scale, q.dtype), k)
+        probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
+        dropped = self.rope_dropout(probs, training=training)
+        out = self.output_dense(ops.einsum("bnts,bsnh->btnh", dropped, v))
+        return (out, probs) if return_attention_scores else out
+
     def get_config(self):
         return {
             **super().get_config(),
             "implementation": self.implementation,
             "pad_multiple": self.pad_multiple,
+            "rope": self.rope,
         }
 
 

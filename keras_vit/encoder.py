@@ -68,7 +68,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
     `layer_scale_init` (DeiT III, DINOv2) adds a learned per-channel scale on both
     branches, initialised to that value; None (the original) has none. `mlp_activation`:
     "gelu" (exact), "gelu_tanh" (the tanh approximation of the Flax originals) or
-    "quick_gelu" (x * sigmoid(1.702 x), OpenAI CLIP).
+    "quick_gelu" (x * sigmoid(1.702 x), OpenAI CLIP). `rope`: the 2-D rotary position
+    embedding's options (`keras_vit.rope.rope_options`), applied to the attention's query
+    and key; None (the original) has none.
 
     Attention is `keras_vit.attention.ViTAttention`, a `keras.layers.MultiHeadAttention`
     with the same variables that computes in head-major layout on a CPU (JAX, TensorFlow)
@@ -89,6 +91,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-6,
         mlp_activation="gelu_tanh",
         layer_scale_init=None,
+        rope=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -105,6 +108,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.mlp_activation = check_mlp_activation(mlp_activation)
         self.layer_scale_init = layer_scale_init
+        self.rope = rope
 
         policy = self.dtype_policy
         self.attention_norm = LayerNormalization(
@@ -115,6 +119,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             key_dim=hidden_dim // num_heads,
             dropout=attention_dropout_rate,
             kernel_initializer=FlatXavierUniform(fan_in=hidden_dim),
+            rope=rope,
             dtype=policy,
             name="attention",
         )
@@ -183,6 +188,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             layer_norm_epsilon=self.layer_norm_epsilon,
             mlp_activation=self.mlp_activation,
             layer_scale_init=self.layer_scale_init,
+            rope=self.rope,
         )
         return config
 

@@ -79,8 +79,8 @@ def attention_model(model):
     """A functional `keras.Model` images (B, H, W, C) -> attention (B, L, heads, T, T).
 
     Each block's attention probabilities softmax(q k^T / sqrt(head_dim)) are recomputed
-    from the block's input with its own `attention_norm` and query and key projections,
-    in float32. They do not depend on `keras_vit.config`'s attention implementation,
+    from the block's input with its own `attention_norm` and query and key projections
+    (rotated by the block's RoPE, if any), in float32. They do not depend on `keras_vit.config`'s attention implementation,
     which keeps choosing how the blocks themselves compute. `attention_maps` calls it
     eagerly on an array; its `predict` also takes a dataset.
     """
@@ -113,6 +113,7 @@ class _BlockAttention(keras.layers.Layer):
         y = self.block.attention_norm(x)
         q = ops.cast(attention.query_dense(y), "float32")  # (B, T, heads, head_dim)
         k = ops.cast(attention.key_dense(y), "float32")
+        q, k = attention.rotate_query_key(q, k, heads_axis=True)  # RoPE, as in the block
         scores = ops.einsum("bqnh,bknh->bnqk", q, k) / math.sqrt(attention.key_dim)
         return ops.softmax(scores, axis=-1)
 

@@ -8,6 +8,7 @@ from keras_vit.architecture import ViTConfig, resolve_mlp_activation
 from keras_vit import inputs as vit_inputs
 from keras_vit import layers as vit_layers
 from keras_vit import quantization
+from keras_vit.rope import rope_options
 from keras_vit.jit import resolve_jit_compile
 from keras_vit.norm import LayerNormalization
 
@@ -115,6 +116,14 @@ class ViT(vit_inputs.CheckedModel):
             "distillation_head": self.distillation_head,
             "image_mean": self.image_mean,
             "image_std": self.image_std,
+            "position_embedding": self.position_embedding,
+            "rope": self.rope,
+            "rope_theta": self.rope_theta,
+            "rope_rotate_half": self.rope_rotate_half,
+            "rope_reference_grid": self.rope_reference_grid,
+            "rope_grid_offset": self.rope_grid_offset,
+            "rope_grid_indexing": self.rope_grid_indexing,
+            "pooling_heads": self.pooling_heads,
             "dtype": self._config_dtype,
             "name": self.name,
             "trainable": self.trainable,
@@ -190,14 +199,16 @@ def _outputs(config, images, policy):
     positioned = config.positioned_prefix_tokens
     for token in positioned:
         x = prefix_layers[token](x)
-    x = vit_layers.PositionEmbedding(config.grid_size, num_prefix_tokens=len(positioned),
-                                     dtype=policy, name="position_embedding")(x)
+    if config.position_embedding:
+        x = vit_layers.PositionEmbedding(config.grid_size, num_prefix_tokens=len(positioned),
+                                         dtype=policy, name="position_embedding")(x)
     for token, layer in prefix_layers.items():
         if token not in positioned:
             x = layer(x)
     x = keras.layers.Dropout(config.dropout_rate, dtype=policy, name="embedding_dropout")(x)
     if config.pre_norm:
         x = LayerNormalization(epsilon=config.layer_norm_epsilon, dtype=policy, name="pre_norm")(x)
+    rope = rope_options(config)
     for i in range(config.num_layers):
         x = vit_layers.TransformerEncoderBlock(
             config.hidden_dim,
@@ -209,12 +220,14 @@ def _outputs(config, images, policy):
             layer_norm_epsilon=config.layer_norm_epsilon,
             mlp_activation=config.mlp_activation,
             layer_scale_init=config.layer_scale_init,
+            rope=rope,
             dtype=policy,
             name=f"encoder_block_{i}",
         )(x)
     if config.pooling == "map":
         pooling = vit_layers.AttentionPooling(
-            config.num_heads, config.mlp_dim, layer_norm_epsilon=config.layer_norm_epsilon,
+            config.pooling_heads or config.num_heads, config.mlp_dim,
+            layer_norm_epsilon=config.layer_norm_epsilon,
             mlp_activation=config.mlp_activation, dtype=policy, name="pooling")
     else:
         pooling = vit_layers.TokenPooling(

@@ -5,9 +5,10 @@ The format is told from the keys, not the file name:
 - "vit_jax" and "big_vision": Google's `.npz` files (`google.py`);
 - "timm": a timm state dict in `.safetensors`, with timm's `config.json` beside it when
   there is one (`timm.py`): ViT, DeiT (distilled too), DeiT III, DINOv2 (with registers),
-  CLIP, SigLIP and MAE;
+  CLIP, SigLIP and MAE; DINOv3 (`dinov3.py`);
 - "hf": Hugging Face ViT, MAE, DINOv2 (with registers) and CLIP image-tower
   `.safetensors`, with the `config.json` beside it when there is one (`huggingface.py`);
+  DINOv3 (`dinov3.py`);
 - "keras": a `.keras` file of a `keras_vit.ViT` (`keras_file.py`).
 
 Files are read as hostile input (`files.py`), and the architecture read from a file is
@@ -17,7 +18,7 @@ assigns the arrays to a model's variables.
 
 import os
 
-from keras_vit.weights import google, huggingface, keras_file, timm
+from keras_vit.weights import dinov3, google, huggingface, keras_file, timm
 from keras_vit.weights.checkpoint import (
     MAX_IMAGE_SIDE, Checkpoint, Reader, check_against_tensors, file_config)
 from keras_vit.weights.files import read_json, read_tensors
@@ -47,7 +48,8 @@ def detect_format(tensors):
     if {"embeddings.patch_embeddings.projection.weight",
             "vit.embeddings.patch_embeddings.projection.weight",
             "deit.embeddings.patch_embeddings.projection.weight",
-            "vision_model.embeddings.patch_embedding.weight"} & keys or (
+            "vision_model.embeddings.patch_embedding.weight",
+            "embeddings.patch_embeddings.weight"} & keys or (
                 "embeddings.patch_embedding.weight" in keys and "head.probe" in keys):
         return "hf"
     shown = ", ".join(sorted(keys)[:8])
@@ -55,6 +57,15 @@ def detect_format(tensors):
         "Unrecognised checkpoint: expected the keys of a vit_jax/big_vision .npz, a timm "
         f"or a Hugging Face ViT state dict; found {len(keys)} keys: {shown}, ..."
     )
+
+
+def _converter(fmt, tensors, files):
+    """The conversion of a file of format `fmt` (DINOv3's where the file is one)."""
+    if fmt == "timm" and dinov3.is_timm_dinov3(tensors, files):
+        return dinov3.convert_timm
+    if fmt == "hf" and dinov3.is_hf_dinov3(tensors, files):
+        return dinov3.convert_hf
+    return _CONVERTERS[fmt]
 
 
 def _side_files(path, fmt):
@@ -95,7 +106,8 @@ def load_checkpoint(path):
                     "keras_vit does not build."
                 )
     reader = Reader(tensors, fmt)
-    arch = _CONVERTERS[fmt](reader, _side_files(path, fmt))
+    files = _side_files(path, fmt)
+    arch = _converter(fmt, tensors, files)(reader, files)
     if reader.missing:
         listed = ", ".join(reader.missing[:10])
         raise ValueError(

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 
+from keras_vit import arguments
 from keras_vit.architecture import ViTConfig
 
 # The ViT sizes: (width, heads), by timm's size names.
@@ -227,6 +228,16 @@ def number_list(value, name):
             for v in value):
         raise ValueError(f"{name} must be a list of numbers, got {value!r}.")
     return tuple(value)
+
+
+def read_normalization(mean, std, names):
+    """(mean, std) read from a config file, checked (a ValueError naming `names`, the
+    two fields, where they are not plausible); None where it gives neither."""
+    if mean is None and std is None:
+        return None
+    mean, std = number_list(mean, names[0]), number_list(std, names[1])
+    arguments.check_normalization(mean, std, *names)
+    return mean, std
 
 
 def positive_int(value, name, limit=None, zero=False):

@@ -23,10 +23,9 @@ import re
 
 import numpy as np
 
-from keras_vit import arguments
 from keras_vit.weights.checkpoint import (
-    CLIP, IMAGENET, SIZES, architecture, count_blocks, image_size_pair, number_list,
-    position_embedding, positive_int, square_grid)
+    CLIP, IMAGENET, SIZES, architecture, count_blocks, image_size_pair,
+    position_embedding, positive_int, read_normalization, square_grid)
 from keras_vit.weights.google import optional_dense
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu"}
@@ -151,7 +150,7 @@ def convert(r, files):
     if layer_scale:
         options["layer_scale_init"] = 1.0
     return architecture(
-        r, kernel, grid, num_layers, num_heads=cfg["num_heads"] or _heads_by_name(cfg["architecture"], width),
+        r, kernel, grid, num_layers, num_heads=cfg["num_heads"] or heads_by_name(cfg["architecture"], width),
         pooling=pooling, representation_size=representation, num_classes=classes,
         layer_norm_epsilon=1e-5 if pre_norm else 1e-6, **options,
     )
@@ -197,7 +196,7 @@ def _attention_pool(r):
     take_norm(r, "pooling/norm", "attn_pool.norm")
 
 
-def _heads_by_name(name, width):
+def heads_by_name(name, width):
     """The heads of timm's size name in `name` (e.g. "vit_small_patch14_dinov2"), when
     the file's width is that size's; else None."""
     match = re.match(r"(?:vit|deit3?)_([a-z0-9]+)_", name or "")
@@ -219,8 +218,10 @@ def _family_normalization(name, tag, keys):
     return None, None
 
 
-def _config_values(config, path):
-    """What the conversion uses from timm's config.json (at `path`), checked."""
+def read_config(config, known=_MODEL_ARGS, required=_REQUIRED):
+    """(model_args, pretrained_cfg) of timm's config.json, checked: a model_args entry in
+    `required` must have that value, and any other must be `known` (read by the caller,
+    or without effect at inference)."""
     if not isinstance(config, dict):
         raise ValueError("timm config.json must be an object.")
     args = config.get("model_args") or {}
@@ -228,12 +229,27 @@ def _config_values(config, path):
     if not isinstance(args, dict) or not isinstance(pretrained, dict):
         raise ValueError("timm config.json: model_args and pretrained_cfg must be objects.")
     for name, value in args.items():
-        if name in _REQUIRED and value != _REQUIRED[name]:
+        if name in required and value != required[name]:
             raise ValueError(f"config.json: model_args {name}={value!r} is an architecture "
                              "keras_vit does not build.")
-        if name not in _MODEL_ARGS and name not in _REQUIRED:
+        if name not in known and name not in required:
             raise ValueError(f"config.json: model_args has {name!r}, which keras_vit does not "
                              "read: it may change the architecture.")
+    return args, pretrained
+
+
+def configured_image_size(args, pretrained):
+    """The image size config.json gives (model_args img_size, else pretrained_cfg
+    input_size), as (height, width); None where it gives none."""
+    size = args.get("img_size")
+    if size is None and isinstance(pretrained.get("input_size"), list) and len(pretrained["input_size"]) == 3:
+        size = pretrained["input_size"][1:]
+    return None if size is None else image_size_pair(size, "img_size")
+
+
+def _config_values(config, path):
+    """What the conversion uses from timm's config.json (at `path`), checked."""
+    args, pretrained = read_config(config)
     name = config.get("architecture")
     if name is not None and not isinstance(name, str):
         raise ValueError(f"config.json: architecture must be a string, got {name!r}.")
@@ -244,27 +260,19 @@ def _config_values(config, path):
     if pool is not None and (not isinstance(pool, str) or pool not in _POOLING):
         raise ValueError(f"config.json: global_pool {pool!r} is not one keras_vit builds "
                          f"(it builds {', '.join(_POOLING)}).")
-    size = args.get("img_size")
-    if size is None and isinstance(pretrained.get("input_size"), list) and len(pretrained["input_size"]) == 3:
-        size = pretrained["input_size"][1:]
     classes = args.get("num_classes", config.get("num_classes"))
     return dict(
         architecture=name, tag=pretrained.get("tag") if isinstance(pretrained.get("tag"), str) else None,
         num_heads=positive_int(args.get("num_heads"), "model_args num_heads"),
         activation=_ACTIVATIONS[act], pooling=None if pool is None else _POOLING[pool],
-        image_size=None if size is None else image_size_pair(size, "img_size"),
+        image_size=configured_image_size(args, pretrained),
         num_classes=positive_int(classes, "num_classes", zero=True),
-        normalization=_normalization(pretrained, path),
+        normalization=pretrained_normalization(pretrained, path),
     )
 
 
-def _normalization(pretrained, path):
+def pretrained_normalization(pretrained, path):
     """(mean, std) from pretrained_cfg, or None where it does not say them; a ValueError
     naming the file and the field where they are not plausible."""
-    mean, std = pretrained.get("mean"), pretrained.get("std")
-    if mean is None and std is None:
-        return None
-    names = (f"{path}: pretrained_cfg mean", f"{path}: pretrained_cfg std")
-    mean, std = number_list(mean, names[0]), number_list(std, names[1])
-    arguments.check_normalization(mean, std, *names)
-    return mean, std
+    return read_normalization(pretrained.get("mean"), pretrained.get("std"),
+                              (f"{path}: pretrained_cfg mean", f"{path}: pretrained_cfg std"))
