@@ -7,6 +7,7 @@ import dataclasses
 from keras_vit import arguments
 
 POOLINGS = ("token", "gap", "map")
+POSITION_EMBEDDINGS = ("learned", "learned_2d", "sincos_2d", "none")
 ROPE_FORMS = ("dinov3", "axial")
 
 
@@ -58,8 +59,12 @@ class ViTConfig:
             position and its own head ("head_dist"); the model returns the average of the
             two heads' logits, as the original does at inference.
         distillation_head: False keeps the distillation token but gives it no head.
-        position_embedding: False: no learned absolute position embedding (DINOv3, which
-            has RoPE only).
+        position_embedding: the absolute position embedding added to the tokens: "learned"
+            (one learned row per position, the original), "learned_2d" (a learned row
+            embedding and column embedding, concatenated: the ViT paper's 2-D ablation),
+            "sincos_2d" (fixed sines and cosines of the patch coordinates, big_vision's
+            plain baseline; hidden_dim divisible by 4) or "none" (DINOv3, which has RoPE
+            only). See `keras_vit.positions`.
         rope: 2-D rotary position embedding of the patch tokens' queries and keys in every
             block (`keras_vit.rope`): None, "dinov3" (patch centres in [-1, 1], theta 100,
             rotate-half) or "axial" (EVA-02 / Perception Encoder: patch indices, theta
@@ -101,7 +106,7 @@ class ViTConfig:
     distillation_head: bool = True
     image_mean: tuple = None
     image_std: tuple = None
-    position_embedding: bool = True
+    position_embedding: str = "learned"
     rope: str = None
     rope_theta: float = None
     rope_rotate_half: bool = None
@@ -164,8 +169,12 @@ class ViTConfig:
     def _check_rope(self, normalized):
         """Checks `position_embedding` and the `rope*` fields; stores the reference grid
         as a pair in `normalized`."""
-        if not isinstance(self.position_embedding, bool):
-            raise ValueError(f"position_embedding must be True or False, got {self.position_embedding!r}.")
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(f"position_embedding must be one of {POSITION_EMBEDDINGS}, got "
+                             f"{self.position_embedding!r}.")
+        if self.position_embedding == "sincos_2d" and self.hidden_dim % 4:
+            raise ValueError(f"position_embedding='sincos_2d' needs hidden_dim divisible by 4, "
+                             f"got {self.hidden_dim}.")
         if self.rope is None:
             changed = [name for name in ("rope_theta", "rope_rotate_half", "rope_reference_grid",
                                          "rope_grid_offset", "rope_grid_indexing")
@@ -267,9 +276,14 @@ class ViTConfig:
             shapes["class_token/token"] = (1, 1, d)
         if self.distillation_token:
             shapes["distillation_token/tokens"] = (1, 1, d)
-        if self.position_embedding:
-            shapes["position_embedding/embedding"] = (
-                1, len(self.positioned_prefix_tokens) + self.num_patches, d)
+        positioned = len(self.positioned_prefix_tokens)
+        if self.position_embedding == "learned":
+            shapes["position_embedding/embedding"] = (1, positioned + self.num_patches, d)
+        elif self.position_embedding == "learned_2d":
+            shapes["position_embedding/row_embedding"] = (self.grid_size[0], d // 2)
+            shapes["position_embedding/column_embedding"] = (self.grid_size[1], d - d // 2)
+            if positioned:
+                shapes["position_embedding/prefix_embedding"] = (positioned, d)
         if self.num_register_tokens:
             shapes["register_tokens/tokens"] = (1, self.num_register_tokens, d)
         if self.pre_norm:

@@ -36,9 +36,9 @@ def _shown(image):
     return image[..., 0] if image.shape[-1] == 1 else image[..., :3]
 
 
-def plot_overlays(images, maps, path, titles=None):
+def plot_overlays(images, maps, path, titles=None, map_title="attention rollout"):
     """Each image beside itself overlaid with its (H, W) map in 0..1 (e.g. from
-    `insight.upsample_map`); one row per image."""
+    `insight.upsample_map`, titled `map_title`); one row per image."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(images), 2, figsize=(5, 2.5 * len(images)), squeeze=False)
     for row, (image, heat) in enumerate(zip(images, maps)):
@@ -47,7 +47,7 @@ def plot_overlays(images, maps, path, titles=None):
         axes[row, 0].set_title(titles[row] if titles else f"image {row}")
         axes[row, 1].imshow(shown, cmap="gray" if shown.ndim == 2 else None)
         overlay = axes[row, 1].imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        axes[row, 1].set_title("attention rollout")
+        axes[row, 1].set_title(map_title)
         fig.colorbar(overlay, ax=axes[row, 1], fraction=0.046)
         for ax in axes[row]:
             ax.set_xticks([]), ax.set_yticks([])

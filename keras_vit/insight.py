@@ -330,10 +330,14 @@ def patch_embedding_components(model, count=28):
 def position_embedding_similarity(model):
     """Cosine similarity between the position embeddings of every pair of patches (the ViT
     paper's Figure 7, centre): (h, w, h, w), entry [i, j] the similarity map of patch (i, j).
-    Prefix-token positions (class, distillation) are left out."""
+    Prefix-token positions (class, distillation) are left out. Any kind of table
+    (`position_embedding` "learned", "learned_2d", "sincos_2d")."""
     _check_vit(model)
-    layer = model.get_layer("position_embedding")
-    table = ops.convert_to_numpy(layer.embedding)[0, layer.num_prefix_tokens:].astype("float64")
+    if model.architecture.position_embedding == "none":
+        raise ValueError("This model has no absolute position embedding (position_embedding="
+                         "'none'), so there is no similarity to show.")
+    table = ops.convert_to_numpy(model.get_layer("position_embedding").patch_table())
+    table = table.astype("float64")
     table = table / np.maximum(np.linalg.norm(table, axis=-1, keepdims=True), 1e-12)
     h, w = model.grid_size
     return (table @ table.T).reshape(h, w, h, w)

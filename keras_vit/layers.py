@@ -3,6 +3,7 @@ namespace (`keras_vit.layers.<Name>`); each lives in the module of its concern:
 
 - `keras_vit.tokens`: `PatchEmbedding`, `ClassToken`, `RegisterTokens`,
   `DistillationToken`, `PositionEmbedding`;
+- `keras_vit.positions`: `LearnedPositionEmbedding2D`, `SinCosPositionEmbedding2D`;
 - `keras_vit.resampling`: `resample_position_embedding`, `RESAMPLE_METHODS`;
 - `keras_vit.encoder`: `TransformerEncoderBlock`, `DropPath`, `materializes_gradient`;
 - `keras_vit.attention`: `ViTAttention`; `keras_vit.norm`: `LayerNormalization`;
@@ -17,6 +18,7 @@ from keras_vit.encoder import DropPath, TransformerEncoderBlock, materializes_gr
 from keras_vit.layer_helpers import MLP_ACTIVATIONS, FlatXavierUniform, activation
 from keras_vit.norm import LayerNormalization
 from keras_vit.pooling import AttentionPooling, TokenPooling
+from keras_vit.positions import LearnedPositionEmbedding2D, SinCosPositionEmbedding2D
 from keras_vit.resampling import RESAMPLE_METHODS, resample_position_embedding
 from keras_vit.tokens import (
     ClassToken,
@@ -35,9 +37,11 @@ __all__ = [
     "DropPath",
     "FlatXavierUniform",
     "LayerNormalization",
+    "LearnedPositionEmbedding2D",
     "PatchEmbedding",
     "PositionEmbedding",
     "RegisterTokens",
+    "SinCosPositionEmbedding2D",
     "TokenPooling",
     "TransformerEncoderBlock",
     "ViTAttention",

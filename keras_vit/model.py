@@ -10,6 +10,7 @@ from keras_vit import layers as vit_layers
 from keras_vit import quantization
 from keras_vit.rope import rope_options
 from keras_vit.jit import resolve_jit_compile
+from keras_vit.positions import POSITION_LAYERS
 from keras_vit.norm import LayerNormalization
 
 
@@ -199,9 +200,10 @@ def _outputs(config, images, policy):
     positioned = config.positioned_prefix_tokens
     for token in positioned:
         x = prefix_layers[token](x)
-    if config.position_embedding:
-        x = vit_layers.PositionEmbedding(config.grid_size, num_prefix_tokens=len(positioned),
-                                         dtype=policy, name="position_embedding")(x)
+    if config.position_embedding != "none":
+        layer = POSITION_LAYERS[config.position_embedding]
+        x = layer(config.grid_size, num_prefix_tokens=len(positioned), dtype=policy,
+                  name="position_embedding")(x)
     for token, layer in prefix_layers.items():
         if token not in positioned:
             x = layer(x)

@@ -113,35 +113,26 @@ class DistillationToken(RegisterTokens):
         return config
 
 
-@keras.saving.register_keras_serializable(package="keras_vit")
-class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned position embedding: (B, P + h * w, D) -> same shape.
-
-    The P = `num_prefix_tokens` leading tokens (the class token) have their own positions;
-    the other h * w positions form the patch grid `grid_size = (h, w)`, which
-    `resample_position_embedding` can stretch to another image size.
-    """
+class GridPositionEmbedding(keras.layers.Layer):
+    """What every absolute position embedding shares: the patch grid `grid_size = (h, w)`,
+    the P = `num_prefix_tokens` leading tokens (the class token) with their own positions,
+    the check of the token count and the config. Subclasses add to (B, P + h * w, D)
+    tokens and give their (h * w, D) patch table as `patch_table()`."""
 
     def __init__(self, grid_size, num_prefix_tokens=1, **kwargs):
         super().__init__(**kwargs)
         self.grid_size = tuple(grid_size)
         self.num_prefix_tokens = num_prefix_tokens
 
-    def build(self, input_shape):
+    def check_length(self, input_shape):
+        """Raises unless `input_shape` has P + h * w tokens (or an unknown count)."""
         length = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
         if input_shape[1] is not None and input_shape[1] != length:
             raise ValueError(
-                f"PositionEmbedding for a {self.grid_size} grid and {self.num_prefix_tokens} "
-                f"prefix tokens expects {length} tokens, got {input_shape[1]}."
-            )
-        self.embedding = self.add_weight(
-            shape=(1, length, input_shape[-1]),
-            initializer=keras.initializers.RandomNormal(stddev=0.02),
-            name="embedding",
-        )
-
-    def call(self, tokens):
-        return tokens + ops.cast(self.embedding, tokens.dtype)
+                f"{type(self).__name__} for a {self.grid_size} grid and "
+                f"{self.num_prefix_tokens} prefix tokens expects {length} tokens, got "
+                f"{input_shape[1]}.")
+        return length
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -150,3 +141,27 @@ class PositionEmbedding(keras.layers.Layer):
         config = super().get_config()
         config.update(grid_size=self.grid_size, num_prefix_tokens=self.num_prefix_tokens)
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class PositionEmbedding(GridPositionEmbedding):
+    """Adds a learned position embedding: (B, P + h * w, D) -> same shape.
+
+    The P = `num_prefix_tokens` leading tokens (the class token) have their own positions;
+    the other h * w positions form the patch grid `grid_size = (h, w)`, which
+    `resample_position_embedding` can stretch to another image size.
+    """
+
+    def build(self, input_shape):
+        self.embedding = self.add_weight(
+            shape=(1, self.check_length(input_shape), input_shape[-1]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+            name="embedding",
+        )
+
+    def call(self, tokens):
+        return tokens + ops.cast(self.embedding, tokens.dtype)
+
+    def patch_table(self):
+        """(h * w, D): the patches' rows of the embedding."""
+        return self.embedding[0, self.num_prefix_tokens:]

@@ -213,10 +213,44 @@ def _gelu(kind):
     return lambda x: 0.5 * x * (1 + scipy.special.erf(x / math.sqrt(2)))
 
 
+def _sincos_row(row, col, width, temperature=10_000.0):
+    """big_vision's fixed 2-D embedding of one patch: sin and cos of its column, then of
+    its row, at width / 4 geometrically spaced frequencies from 1 to 1 / temperature."""
+    quarter = width // 4
+    values = []
+    for coordinate in (col, row):
+        angles = [coordinate * temperature ** (-k / (quarter - 1)) for k in range(quarter)]
+        values += [math.sin(a) for a in angles] + [math.cos(a) for a in angles]
+    return values
+
+
+def _position_table(w, c, grid, width, prefix):
+    """(prefix + h * w, D) of the `position_embedding` kind: "learned" (the table),
+    "learned_2d" (the paper's X and Y embeddings of D / 2 each, concatenated), "sincos_2d"
+    (fixed; prefix positions zero) or "none" (zeros)."""
+    kind = c.get("position_embedding", "learned")
+    if kind == "learned":
+        return w["position_embedding/embedding"][0]
+    rows = []
+    if kind == "learned_2d":
+        rows += list(w["position_embedding/prefix_embedding"]) if prefix else []
+        for i in range(grid[0]):
+            for j in range(grid[1]):
+                rows.append(np.concatenate([w["position_embedding/row_embedding"][i],
+                                            w["position_embedding/column_embedding"][j]]))
+        return np.array(rows)
+    if kind == "sincos_2d":
+        rows = [[0.0] * width] * prefix
+        rows += [_sincos_row(i, j, width) for i in range(grid[0]) for j in range(grid[1])]
+        return np.array(rows)
+    return np.zeros((prefix + grid[0] * grid[1], width))
+
+
 def options_forward(w, c, images):
     """A float64 forward pass of a ViT with the zoo's options, from its weights named by
     Keras variable path (`w`) and its config (`c`), written from the papers' descriptions:
-    per-channel normalisation, class token with or without a position, register tokens
+    per-channel normalisation, the kinds of position embedding, class token with or
+    without a position, register tokens
     after the class token (no position, dropped by pooling), a norm before the encoder,
     layer scale on both branches, exact / tanh / quick GELU, a norm after average pooling."""
     x = np.asarray(images, np.float64) / 255.0
@@ -229,8 +263,9 @@ def options_forward(w, c, images):
     b, gh, gw = x.shape[0], x.shape[1] // p, x.shape[2] // p
     patches = x.reshape(b, gh, p, gw, p, channels).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, -1)
     tokens = patches @ kernel.reshape(-1, kernel.shape[-1]) + w["patch_embedding/projection/bias"]
-    pos = w["position_embedding/embedding"][0]
     token_pooling = c.get("pooling", "token") == "token"
+    pos = _position_table(w, c, (gh, gw), tokens.shape[-1],
+                          int(token_pooling and c.get("class_token_position", True)))
     cls = np.broadcast_to(w.get("class_token/token", np.zeros((1, 1, 1))), (b, 1, tokens.shape[-1]))
     if token_pooling and c.get("class_token_position", True):
         tokens = np.concatenate([cls, tokens], axis=1) + pos

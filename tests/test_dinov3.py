@@ -69,7 +69,7 @@ def _timm_outputs(model, images):
 def test_timm_dinov3_matches_timm(name, tmp_path):
     reference = _timm_saved(name, tmp_path)
     model = ViT.from_preset(str(tmp_path))
-    expected = dict(rope="dinov3", rope_theta=100.0, position_embedding=False, pooling="token",
+    expected = dict(rope="dinov3", rope_theta=100.0, position_embedding="none", pooling="token",
                     num_register_tokens=4, layer_scale_init=1.0, layer_norm_epsilon=1e-5,
                     include_top=False, num_heads=4, image_mean=MEAN, image_std=STD)
     assert {k: getattr(model, k) for k in expected} == expected
@@ -126,7 +126,7 @@ def test_hf_dinov3_matches_transformers(changes, tmp_path):
     hf = _hf_saved(tmp_path, **changes)
     model = ViT.from_preset(str(tmp_path))
     expected = dict(rope="dinov3", rope_theta=changes.get("rope_theta", 100.0),
-                    position_embedding=False, num_register_tokens=2, include_top=False,
+                    position_embedding="none", num_register_tokens=2, include_top=False,
                     layer_norm_epsilon=1e-5, image_mean=MEAN, image_std=STD)
     assert {k: getattr(model, k) for k in expected} == expected
     _compare(model, _images(32, 32), *_hf_outputs(hf, _images(32, 32)))

@@ -16,14 +16,14 @@ from timm_reference import import_timm
 from tiny import TINY_ONE_BLOCK
 
 FORMS = {
-    "dinov3": dict(rope="dinov3", position_embedding=False, num_register_tokens=2,
+    "dinov3": dict(rope="dinov3", position_embedding="none", num_register_tokens=2,
                    layer_scale_init=0.5),
     "dinov3_interleaved": dict(rope="dinov3", rope_rotate_half=False, rope_theta=1000.0),
     "eva02": dict(rope="axial", rope_reference_grid=(3, 3), pooling="gap"),
     "eva02_token": dict(rope="axial", rope_reference_grid=(2, 5)),
     "pe": dict(rope="axial", rope_reference_grid=(3, 3), rope_grid_offset=1.0,
                rope_grid_indexing="xy", pooling="map", pooling_heads=2),
-    "axial_half": dict(rope="axial", rope_rotate_half=True, position_embedding=False),
+    "axial_half": dict(rope="axial", rope_rotate_half=True, position_embedding="none"),
 }
 THETA = {"dinov3": 100.0, "axial": 10000.0}
 
@@ -214,7 +214,7 @@ def test_variable_shapes_follow_the_options():
     (dict(rope="axial", rope_rotate_half="yes"), "rope_rotate_half must be"),
     (dict(rope="axial", rope_grid_offset=float("nan")), "rope_grid_offset must be"),
     (dict(rope="axial", num_heads=8, hidden_dim=48), "head width divisible by 4"),
-    (dict(position_embedding=None), "position_embedding must be True or False"),
+    (dict(position_embedding=None), "position_embedding must be one of"),
     (dict(pooling_heads=2), "pooling_heads .* needs pooling='map'"),
     (dict(pooling="map", pooling_heads=3), "must divide hidden_dim"),
 ])

@@ -1,9 +1,11 @@
 """The zoo's architecture options (layer scale, register tokens, a class token without a
 position, a norm before the encoder, a norm after pooling, quick GELU, per-channel
-normalisation), each against an independent NumPy forward pass, saved and reloaded."""
+normalisation, the position embedding's kinds), each against an independent NumPy forward
+pass, saved and reloaded."""
 
 import math
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -22,6 +24,10 @@ OPTIONS = {
                                 layer_norm_epsilon=1e-5, image_std=0.25),
     "gap_with_pooled_norm_and_registers": dict(pooling="gap", pooled_norm=True,
                                                num_register_tokens=2, layer_scale_init=1e-6),
+    "learned_2d_position": dict(position_embedding="learned_2d", num_register_tokens=1),
+    "sincos_2d_position_and_gap": dict(position_embedding="sincos_2d", pooling="gap"),
+    "sincos_2d_position_class_token": dict(position_embedding="sincos_2d"),
+    "no_position": dict(position_embedding="none"),
 }
 
 
@@ -36,6 +42,22 @@ def test_options_match_the_numpy_reference_and_round_trip(name, tmp_path):
     np.testing.assert_allclose(ops.convert_to_numpy(loaded(images)), ours, rtol=1e-5, atol=1e-5)
 
 
+def test_2d_position_tables_resample_per_axis(tmp_path):
+    """A "learned_2d" model loaded at another size: rows and columns linearly resampled,
+    end points aligned (as the 1-D table is)."""
+    model = ViT(**BASE, position_embedding="learned_2d")
+    weights = randomised(model)
+    model.save(tmp_path / "model.keras")
+    bigger = ViT.from_preset(str(tmp_path / "model.keras"), image_size=(40, 24))
+    layer = bigger.get_layer("position_embedding")
+    for name, size in (("row_embedding", 5), ("column_embedding", 3)):
+        table = weights[f"position_embedding/{name}"]
+        coords = np.linspace(0, len(table) - 1, size)
+        expected = np.stack([np.interp(coords, np.arange(len(table)), c) for c in table.T], 1)
+        np.testing.assert_allclose(ops.convert_to_numpy(getattr(layer, name)), expected, atol=1e-6)
+    assert bigger(np.zeros((1, 40, 24, 3), "float32")).shape == (1, 3)
+
+
 def test_option_parameter_counts():
     d = BASE["hidden_dim"]
     plain = ViT(**BASE).count_params()
@@ -47,6 +69,11 @@ def test_option_parameter_counts():
     assert ViT(**{**BASE, "pooling": "gap"}, pooled_norm=True).count_params() == gap
     assert gap == plain - d - d  # no class token, no class-token position
     assert math.isclose(plain, ViT(**BASE, image_mean=0.3, image_std=0.2).count_params())
+    positions = (1 + (BASE["image_size"] // BASE["patch_size"]) ** 2) * d
+    assert ViT(**BASE, position_embedding="none").count_params() == plain - positions
+    assert ViT(**BASE, position_embedding="sincos_2d").count_params() == plain - positions
+    # 2 rows and 2 columns of d / 2, and the class token's position
+    assert ViT(**BASE, position_embedding="learned_2d").count_params() == plain - positions + 3 * d
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -56,10 +83,13 @@ def test_option_parameter_counts():
     (dict(layer_scale_init="small"), "layer_scale_init must be a finite number"),
     (dict(image_mean=(0.5, 0.5)), r"image_mean needs 1 or 3 values"),
     (dict(image_std=0.0), "image_std must be positive"),
+    (dict(position_embedding="2d"), "position_embedding must be one of"),
+    (dict(position_embedding="sincos_2d", hidden_dim=18, num_heads=2),
+     "'sincos_2d' needs hidden_dim divisible by 4"),
 ])
 def test_bad_options_fail_clearly(overrides, message):
     with pytest.raises(ValueError, match=message):
-        ViT(**BASE, **overrides)
+        ViT(**{**BASE, **overrides})
 
 
 def test_distillation_token_round_trips_and_needs_a_class_token(tmp_path):
@@ -118,3 +148,17 @@ def test_hub_presets_load_through_the_hub(monkeypatch, tmp_path):
     monkeypatch.setitem(presets.PRESETS, "hub_tiny", entry)
     model = ViT.from_preset("hub_tiny")
     assert asked == ["hf://test/tiny"] and model.num_heads == 4
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="converts under TensorFlow in-process (the other backends export "
+                    "through the same TensorFlow subprocess)")
+@pytest.mark.parametrize("kind", ["learned_2d", "sincos_2d"])
+def test_2d_position_embeddings_export_to_tflite(kind, tmp_path):
+    from keras_vit import export
+
+    model, images, _ = reference_case({**BASE, "position_embedding": kind})
+    path = export.export_tflite(model, tmp_path / "m.tflite")
+    export.check_builtin_ops(path)
+    np.testing.assert_allclose(export.run_tflite(path, images)[0],
+                               ops.convert_to_numpy(model(images)), rtol=1e-4, atol=1e-4)

@@ -84,7 +84,7 @@ def _embeddings(r, cls_key, reg_key, kernel_key, bias_key):
 
 def _options(registers, theta, mean_std):
     mean, std = mean_std
-    return dict(rope="dinov3", rope_theta=float(theta), position_embedding=False,
+    return dict(rope="dinov3", rope_theta=float(theta), position_embedding="none",
                 num_register_tokens=registers, layer_scale_init=1.0, pooling="token",
                 layer_norm_epsilon=1e-5, mlp_activation="gelu", image_mean=mean, image_std=std)
 

@@ -16,11 +16,16 @@ def targets(model):
     return {path: variables[path] for path in model.architecture.variable_shapes}
 
 
+# The per-axis tables of a "learned_2d" position embedding (`keras_vit.positions`).
+AXIS_TABLES = ("position_embedding/row_embedding", "position_embedding/column_embedding")
+
+
 def apply_checkpoint(model, checkpoint, load_head=True):
     """Assigns `checkpoint`'s arrays to `model`'s variables.
 
     The position embedding is resampled to the model's patch grid the way the
-    checkpoint's reference does (see `keras_vit.layers.resample_position_embedding`).
+    checkpoint's reference does (see `keras_vit.layers.resample_position_embedding`); a
+    "learned_2d" one has its row and column tables resampled along their axis.
     With `load_head=False` the head keeps its fresh (zero) initialisation. Raises a ValueError at the first array whose
     shape does not fit, naming the key in the file and both shapes.
     """
@@ -52,6 +57,10 @@ def apply_checkpoint(model, checkpoint, load_head=True):
                     len(model.architecture.positioned_prefix_tokens),
                     method=checkpoint.resample_method,
                 )
+        elif key in AXIS_TABLES and array.ndim == 2 and array.shape[0] != variable.shape[0]:
+            old, new = (array.shape[0], 1), (variable.shape[0], 1)  # one axis of the grid
+            array = vit_layers.resample_position_embedding(
+                array[None], old, new, 0, method=checkpoint.resample_method)[0]
         expected = tuple(variable.shape)
         if array.shape != expected:
             if array.ndim < len(expected) and array.size == math.prod(expected):
