@@ -1,10 +1,10 @@
-"""`python -m recipes NAME [options]` runs a recipe: fashion_mnist, cifar10_finetune or
-imagenet_eval (each also runs as `python -m recipes.NAME`)."""
+"""`python -m recipes NAME [options]` runs a recipe: fashion_mnist, cifar10_finetune,
+imagenet_eval or ablations (each also runs as `python -m recipes.NAME`)."""
 
 import importlib
 import sys
 
-RECIPES = ("fashion_mnist", "cifar10_finetune", "imagenet_eval")
+RECIPES = ("fashion_mnist", "cifar10_finetune", "imagenet_eval", "ablations")
 
 
 def recipe_module(name):

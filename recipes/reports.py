@@ -40,7 +40,8 @@ def describe_distribution(summary):
             f"{summary['model_devices']} devices")
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,15 +50,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """Writes `fig` as a PNG at `path` atomically and closes it."""
     with atomic.replacing(path) as tmp:
         fig.savefig(tmp, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def plot_confusion(confusion, class_names, path, title):
     """The row-normalised confusion matrix (counts written in the cells) as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     confusion = np.asarray(confusion)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
@@ -75,13 +77,13 @@ def plot_confusion(confusion, class_names, path, title):
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_history(history, path, title):
     """Loss and accuracy per epoch, train and test (`run_folder.read_history`'s dict), as
     a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [int(e) + 1 for e in history.get("epoch", [])]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for key, label in (("loss", "train"), ("val_loss", "test")):
@@ -100,7 +102,7 @@ def plot_history(history, path, title):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def banner(lines):
