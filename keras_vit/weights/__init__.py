@@ -5,8 +5,8 @@ The format is told from the keys, not the file name:
 - "vit_jax" and "big_vision": Google's `.npz` files (`google.py`);
 - "timm": a timm state dict in `.safetensors`, with timm's `config.json` beside it when
   there is one (`timm.py`): ViT, DeiT (distilled too), DeiT III, DINOv2 (with registers),
-  CLIP, SigLIP and MAE;
-- "hf": Hugging Face ViT, MAE, DINOv2 (with registers) and CLIP image-tower
+  CLIP, SigLIP, MAE and AIMv2;
+- "hf": Hugging Face ViT, MAE, DINOv2 (with registers), CLIP, SigLIP and AIMv2 image-tower
   `.safetensors`, with the `config.json` beside it when there is one (`huggingface.py`);
 - "keras": a `.keras` file of a `keras_vit.ViT` (`keras_file.py`).
 
@@ -47,7 +47,8 @@ def detect_format(tensors):
     if {"embeddings.patch_embeddings.projection.weight",
             "vit.embeddings.patch_embeddings.projection.weight",
             "deit.embeddings.patch_embeddings.projection.weight",
-            "vision_model.embeddings.patch_embedding.weight"} & keys or (
+            "vision_model.embeddings.patch_embedding.weight",
+            "embeddings.patch_embed.weight"} & keys or (  # the last: AIMv2
                 "embeddings.patch_embedding.weight" in keys and "head.probe" in keys):
         return "hf"
     shown = ", ".join(sorted(keys)[:8])
