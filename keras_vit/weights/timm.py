@@ -76,16 +76,45 @@ def take_norm(r, path, name, norm_type="layer_norm"):
     r.take(f"{path}/beta", f"{name}.bias")
 
 
+def take_mlp(r, block, prefix, bias=True, norm_type="layer_norm"):
+    """timm's MLP at `prefix` (e.g. "blocks.0.mlp.") into the MLP variables of the block
+    at `block` (e.g. "encoder_block_0/"), in each of timm's forms: `Mlp` (fc1, fc2),
+    `SwiGLU` (fc1_g the gate, fc1_x the up; AIMv2, EVA-02 with an inner norm) and the packed
+    SwiGLU (`GluMlp` with gate_last=False, EVA's: fc1's first half the gate, its second the
+    up), each with its inner norm (`norm`) where the file has one. `bias`: whether its
+    Linear layers have biases. Returns (mlp_type, mlp_inner_norm) for `ViTConfig`."""
+    keys = r.tensors
+    fc1, fc2 = keys.get(f"{prefix}fc1.weight"), keys.get(f"{prefix}fc2.weight")
+    if f"{prefix}fc1_g.weight" in keys:
+        mlp_type = "swiglu"
+        take_linear(r, block + "mlp_gate", f"{prefix}fc1_g", bias)
+        take_linear(r, block + "mlp_dense_1", f"{prefix}fc1_x", bias)
+    elif fc1 is not None and fc2 is not None and fc1.ndim == fc2.ndim == 2 and (
+            fc1.shape[0] == 2 * fc2.shape[1]):
+        mlp_type = "swiglu"
+        split_fused_qkv(r, block, f"{prefix}fc1.weight", f"{prefix}fc1.bias" if bias else None,
+                        parts=("mlp_gate", "mlp_dense_1"))
+    else:
+        mlp_type = "mlp"
+        take_linear(r, block + "mlp_dense_1", f"{prefix}fc1", bias)
+    take_linear(r, block + "mlp_dense_2", f"{prefix}fc2", bias)
+    inner_norm = f"{prefix}norm.weight" in keys
+    if inner_norm:
+        take_norm(r, block + "mlp_inner_norm", f"{prefix}norm", norm_type)
+    return mlp_type, inner_norm
+
+
 def split_fused_qkv(r, prefix, weight_key, bias_key, parts=("query", "key", "value")):
-    """Reads a fused (len(parts) * D, D) projection (PyTorch layout) and its bias into the
-    variables `{prefix}{part}/kernel` and `.../bias` for each part; `bias_key=None`: no bias in
+    """Reads a fused (len(parts) * width, D) projection (PyTorch layout) and its bias into
+    the variables `{prefix}{part}/kernel` and `.../bias` for each part; `bias_key=None`: no bias in
     the file (no bias variables)."""
     weight = r.get(weight_key, ndim=2)
     bias = None if bias_key is None else r.get(bias_key, ndim=1)
     if weight is None or (bias is None and bias_key is not None):
         return
     if weight.shape[0] % len(parts) or (bias is not None and bias.shape[0] != weight.shape[0]):
-        raise ValueError(f"{weight_key} has shape {weight.shape} and {bias_key} {bias.shape}: "
+        raise ValueError(f"{weight_key} has shape {weight.shape} and {bias_key} "
+                         f"{getattr(bias, 'shape', None)}: "
                          f"not a fused ({len(parts)} x width) projection.")
     for part, rows in zip(parts, np.split(weight, len(parts))):
         r.put(f"{prefix}{part}/kernel", rows.T, f"{weight_key} ({part} rows)")
@@ -125,8 +154,6 @@ def convert(r, files):
     norm_type = blocks["norm_type"]
     if blocks["patch_norm"]:
         take_norm(r, "patch_embedding/norm", "patch_embed.norm", norm_type)
-    mlp = (("mlp_gate", "mlp.fc1_g"), ("mlp_dense_1", "mlp.fc1_x")) if (
-        blocks["mlp_type"] == "swiglu") else (("mlp_dense_1", "mlp.fc1"),)
     for i in range(num_layers):
         b = f"blocks.{i}."
         block = f"encoder_block_{i}/"
@@ -134,10 +161,8 @@ def convert(r, files):
                         f"{b}attn.qkv.bias" if blocks["query_bias"] else None)
         take_linear(r, block + "attention/attention_output", b + "attn.proj",
                     blocks["output_bias"])
-        for part, name in (*mlp, ("mlp_dense_2", "mlp.fc2")):
-            take_linear(r, block + part, b + name, blocks["mlp_bias"])
-        if blocks["mlp_inner_norm"]:
-            take_norm(r, f"{block}mlp_inner_norm", f"{b}mlp.norm", norm_type)
+        blocks["mlp_type"], blocks["mlp_inner_norm"] = take_mlp(
+            r, block, f"{b}mlp.", blocks["mlp_bias"], norm_type)
         take_norm(r, f"{block}attention_norm", f"{b}norm1", norm_type)
         take_norm(r, f"{block}mlp_norm", f"{b}norm2", norm_type)
         if layer_scale:
@@ -185,14 +210,13 @@ def convert(r, files):
 
 def _block_options(keys):
     """The `ViTConfig` block options the keys say: RMSNorm (norms without a bias, AIMv2),
-    SwiGLU (`mlp.fc1_g` and `mlp.fc1_x`), the MLP's inner norm (`mlp.norm`), a norm in
-    the patch embedding (`patch_embed.norm`), which projections have biases."""
+    a norm in the patch embedding (`patch_embed.norm`), which projections have biases
+    (`take_mlp` says the MLP's form)."""
     rms = "blocks.0.norm1.weight" in keys and "blocks.0.norm1.bias" not in keys
     qkv_bias = "blocks.0.attn.qkv.bias" in keys
     return dict(
         norm_type="rms_norm" if rms else "layer_norm",
-        mlp_type="swiglu" if "blocks.0.mlp.fc1_g.weight" in keys else "mlp",
-        mlp_inner_norm="blocks.0.mlp.norm.weight" in keys,
+        mlp_type="mlp", mlp_inner_norm=False,
         patch_norm="patch_embed.norm.weight" in keys,
         query_bias=qkv_bias, key_bias=qkv_bias, value_bias=qkv_bias,
         output_bias="blocks.0.attn.proj.bias" in keys, mlp_bias="blocks.0.mlp.fc2.bias" in keys)
