@@ -247,7 +247,8 @@ class ViTConfig:
             shapes["register_tokens/tokens"] = (1, self.num_register_tokens, d)
         if self.pre_norm:
             shapes.update(norm("pre_norm", d))
-        biases = {part: getattr(self, f"{part}_bias") for part in ("query", "key", "value", "output")}
+        biases = {part: getattr(self, f"{part}_bias")
+                  for part in ("query", "key", "value", "output")}
         for i in range(self.num_layers):
             block = f"encoder_block_{i}/"
             if self.layer_scale_init is not None:

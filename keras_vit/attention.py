@@ -99,7 +99,8 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         heads, key_dim, value_dim = self._num_heads, self._key_dim, self._value_dim
         self._query_dense = projection(
             "query", "abc,cde->abde", (None, heads, key_dim), "de", query_shape)
-        self._key_dense = projection("key", "abc,cde->abde", (None, heads, key_dim), "de", key_shape)
+        self._key_dense = projection(
+            "key", "abc,cde->abde", (None, heads, key_dim), "de", key_shape)
         self._value_dense = projection(
             "value", "abc,cde->abde", (None, heads, value_dim), "de", value_shape)
         self._build_attention(4)

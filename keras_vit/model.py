@@ -115,7 +115,7 @@ class ViT(vit_inputs.CheckedModel):
             "distillation_head": self.distillation_head,
             "image_mean": self.image_mean,
             "image_std": self.image_std,
-            **{name: getattr(self, name) for name in NEW_BLOCK_FIELDS},
+            **{name: getattr(self, name) for name in BLOCK_OPTION_FIELDS},
             "dtype": self._config_dtype,
             "name": self.name,
             "trainable": self.trainable,
@@ -164,8 +164,8 @@ class ViT(vit_inputs.CheckedModel):
 
 
 # The block options of issue 24 (norm, MLP form, biases), in ViTConfig's order.
-NEW_BLOCK_FIELDS = ("norm_type", "mlp_type", "mlp_inner_norm", "query_bias", "key_bias",
-                    "value_bias", "output_bias", "mlp_bias", "patch_bias", "patch_norm")
+BLOCK_OPTION_FIELDS = ("norm_type", "mlp_type", "mlp_inner_norm", "query_bias", "key_bias",
+                       "value_bias", "output_bias", "mlp_bias", "patch_bias", "patch_norm")
 
 
 def _head_policy(policy):

@@ -74,7 +74,8 @@ class AttentionPooling(keras.layers.Layer):
             self.num_heads, d // self.num_heads, kernel_initializer=FlatXavierUniform(fan_in=d),
             dtype=policy, name="attention")
         self.attention.build((input_shape[0], 1, d), input_shape)
-        self.norm = normalization(self.norm_type, self.layer_norm_epsilon, dtype=policy, name="norm")
+        self.norm = normalization(
+            self.norm_type, self.layer_norm_epsilon, dtype=policy, name="norm")
         self.norm.build((input_shape[0], 1, d))
         self.mlp_dense_1 = keras.layers.Dense(self.mlp_dim, dtype=policy, name="mlp_dense_1")
         self.mlp_dense_1.build((input_shape[0], 1, d))

@@ -36,10 +36,13 @@ def _norm(x, weights, prefix, norm_type):
 
 
 def _dense(x, weights, prefix):
+    """x @ kernel + bias (no bias where the layer has none), the kernel seen as a matrix:
+    (D, heads, head_dim) -> (D, heads * head_dim); output (heads, head_dim, D) and patch
+    (ph, pw, C, D) kernels -> (-1, D)."""
     kernel = weights[prefix + "/kernel"]
-    y = x @ kernel.reshape(kernel.shape[0], -1) if kernel.ndim == 3 and "output" not in prefix \
-        else x @ kernel.reshape(-1, kernel.shape[-1])
-    return y + weights.get(prefix + "/bias", np.zeros(1)).reshape(-1)
+    inputs_first = kernel.ndim == 3 and not prefix.endswith("attention_output")
+    matrix = kernel.reshape(kernel.shape[0], -1) if inputs_first else kernel.reshape(-1, kernel.shape[-1])
+    return x @ matrix + weights.get(prefix + "/bias", np.zeros(1)).reshape(-1)
 
 
 def numpy_block(x, weights, norm_type="layer_norm", mlp_type="mlp", mlp_inner_norm=False, **_):

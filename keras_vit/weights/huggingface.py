@@ -97,7 +97,9 @@ def _config_values(hf, model_type):
         raise ValueError(f"config.json: layer_norm_eps must be a positive number, got {eps!r}.")
     act = hf.get("hidden_act", {"clip": "quick_gelu", "siglip": "gelu_pytorch_tanh",
                                 "aimv2": "silu"}.get(family, "gelu"))
-    if not isinstance(act, str) or act not in _ACTIVATIONS or (act == "silu") != (family == "aimv2"):
+    # SiLU is AIMv2's SwiGLU gate, and AIMv2 has no other MLP.
+    if not isinstance(act, str) or act not in _ACTIVATIONS or (
+            (act == "silu") != (family == "aimv2")):
         raise ValueError(f"Unsupported hidden_act {act!r} in the Hugging Face config.")
     if hf.get("use_swiglu_ffn"):
         raise ValueError("config.json: use_swiglu_ffn (DINOv2-g's SwiGLU MLP) is not supported.")

@@ -33,7 +33,8 @@ from keras_vit.weights.checkpoint import (
 from keras_vit.weights.google import optional_dense
 
 # "silu" is SwiGLU's gate (AIMv2), whose models have no plain MLP.
-_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu", "silu": "silu"}
+_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "quick_gelu",
+                "silu": "silu"}
 # AIMv2's heads by timm's size name (its widths are not the standard sizes').
 _AIMV2_HEADS = {"large": 8, "huge": 12, "1b": 16, "3b": 24}
 _POOLING = {"token": "token", "avg": "gap", "map": "map"}
@@ -42,7 +43,8 @@ _POOLING = {"token": "token", "avg": "gap", "map": "map"}
 _MODEL_ARGS = {"img_size", "num_heads", "act_layer", "global_pool", "num_classes",
                "patch_size", "embed_dim", "depth", "mlp_ratio", "in_chans", "class_token",
                "no_embed_class", "reg_tokens", "init_values", "pre_norm", "fc_norm",
-               "qkv_bias", "proj_bias", "dynamic_img_size", "dynamic_img_pad", "drop_rate", "pos_drop_rate",
+               "qkv_bias", "proj_bias", "dynamic_img_size", "dynamic_img_pad", "drop_rate",
+               "pos_drop_rate",
                "patch_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
                "weight_init"}
 _REQUIRED = {"qk_norm": False, "pos_embed": "learn", "final_norm": True}
