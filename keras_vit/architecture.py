@@ -5,10 +5,14 @@ shape). The model, the presets, the checkpoint converters and the sharding read 
 import dataclasses
 
 from keras_vit import arguments
+from keras_vit.layer_helpers import MLP_TYPES
+from keras_vit.norm import NORM_TYPES
 
 POOLINGS = ("token", "gap", "map")
 POSITION_EMBEDDINGS = ("learned", "learned_2d", "sincos_2d", "none")
 ROPE_FORMS = ("dinov3", "axial")
+BOOLEAN_FIELDS = ("mlp_inner_norm", "query_bias", "key_bias", "value_bias", "output_bias",
+                  "mlp_bias", "patch_bias", "patch_norm")
 
 
 def resolve_mlp_activation(mlp_activation=None, gelu_approximate=True):
@@ -59,6 +63,16 @@ class ViTConfig:
             position and its own head ("head_dist"); the model returns the average of the
             two heads' logits, as the original does at inference.
         distillation_head: False keeps the distillation token but gives it no head.
+        norm_type: "layer_norm" or "rms_norm" (AIMv2: scale only, no offset), every norm
+            of the model; its epsilon is `layer_norm_epsilon`.
+        mlp_type: "mlp" (Dense -> activation -> Dense) or "swiglu":
+            `mlp_dense_2(silu(mlp_gate(x)) * mlp_dense_1(x))` in every block (AIMv2,
+            EVA-02); the MAP pooling's MLP stays "mlp".
+        mlp_inner_norm: a norm on each block's MLP hidden before `mlp_dense_2` (EVA-02).
+        query_bias, key_bias, value_bias, output_bias: False drops that attention
+            projection's bias in every block. mlp_bias: False drops the biases of the
+            blocks' MLP Dense layers. patch_bias: False drops the patch projection's.
+        patch_norm: a norm on the patch tokens inside the patch embedding (AIMv2).
         position_embedding: the absolute position embedding added to the tokens: "learned"
             (one learned row per position, the original), "learned_2d" (a learned row
             embedding and column embedding, concatenated: the ViT paper's 2-D ablation),
@@ -106,6 +120,16 @@ class ViTConfig:
     distillation_head: bool = True
     image_mean: tuple = None
     image_std: tuple = None
+    norm_type: str = "layer_norm"
+    mlp_type: str = "mlp"
+    mlp_inner_norm: bool = False
+    query_bias: bool = True
+    key_bias: bool = True
+    value_bias: bool = True
+    output_bias: bool = True
+    mlp_bias: bool = True
+    patch_bias: bool = True
+    patch_norm: bool = False
     position_embedding: str = "learned"
     rope: str = None
     rope_theta: float = None
@@ -158,6 +182,13 @@ class ViTConfig:
             if self.pooling != "map" or self.hidden_dim % self.pooling_heads:
                 raise ValueError(f"pooling_heads ({self.pooling_heads}) needs pooling='map' and "
                                  f"must divide hidden_dim ({self.hidden_dim}).")
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {self.norm_type!r}.")
+        if self.mlp_type not in MLP_TYPES:
+            raise ValueError(f"mlp_type must be one of {MLP_TYPES}, got {self.mlp_type!r}.")
+        for name in BOOLEAN_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         mean, std = arguments.normalization(self.image_mean, self.image_std, self.num_channels)
         if self.image_mean is not None:
             normalized["image_mean"] = mean
@@ -270,8 +301,12 @@ class ViTConfig:
         """{variable path (`v.path` of the built `ViT`): shape}, in the model's order."""
         d, heads, mlp = self.hidden_dim, self.num_heads, self.mlp_dim
         ph, pw = self.patch_size
-        shapes = {"patch_embedding/projection/kernel": (ph, pw, self.num_channels, d),
-                  "patch_embedding/projection/bias": (d,)}
+        norm = self._norm_shapes
+        shapes = {"patch_embedding/projection/kernel": (ph, pw, self.num_channels, d)}
+        if self.patch_bias:
+            shapes["patch_embedding/projection/bias"] = (d,)
+        if self.patch_norm:
+            shapes.update(norm("patch_embedding/norm", d))
         if self.has_class_token:
             shapes["class_token/token"] = (1, 1, d)
         if self.distillation_token:
@@ -287,24 +322,28 @@ class ViTConfig:
         if self.num_register_tokens:
             shapes["register_tokens/tokens"] = (1, self.num_register_tokens, d)
         if self.pre_norm:
-            shapes.update(_norm_shapes("pre_norm", d))
+            shapes.update(norm("pre_norm", d))
+        biases = {part: getattr(self, f"{part}_bias")
+                  for part in ("query", "key", "value", "output")}
         for i in range(self.num_layers):
             block = f"encoder_block_{i}/"
             if self.layer_scale_init is not None:
                 shapes[block + "attention_scale"] = shapes[block + "mlp_scale"] = (d,)
-            shapes.update(_norm_shapes(block + "attention_norm", d))
-            shapes.update(_attention_shapes(block + "attention/", d, heads))
-            shapes.update(_norm_shapes(block + "mlp_norm", d))
-            shapes.update(_mlp_shapes(block, d, mlp))
+            shapes.update(norm(block + "attention_norm", d))
+            shapes.update(_attention_shapes(block + "attention/", d, heads, **biases))
+            shapes.update(norm(block + "mlp_norm", d))
+            shapes.update(_mlp_shapes(block, d, mlp, self.mlp_bias, self.mlp_type == "swiglu"))
+            if self.mlp_inner_norm:
+                shapes.update(norm(block + "mlp_inner_norm", mlp))
         if not self.pooled_norm:
-            shapes.update(_norm_shapes("encoder_norm", d))
+            shapes.update(norm("encoder_norm", d))
         if self.pooling == "map":
             shapes["pooling/probe"] = (1, 1, d)
             shapes.update(_attention_shapes("pooling/attention/", d, self.pooling_heads or heads))
-            shapes.update(_norm_shapes("pooling/norm", d))
+            shapes.update(norm("pooling/norm", d))
             shapes.update(_mlp_shapes("pooling/", d, mlp))
         if self.pooled_norm:
-            shapes.update(_norm_shapes("pooled_norm", d))
+            shapes.update(norm("pooled_norm", d))
         width = self.representation_size or d
         if self.representation_size is not None:
             shapes.update(_dense_shapes("pre_logits", d, width))
@@ -314,28 +353,35 @@ class ViTConfig:
             shapes.update(_dense_shapes("head_dist", width, self.num_classes))
         return shapes
 
-
-def _norm_shapes(name, width):
-    return {f"{name}/gamma": (width,), f"{name}/beta": (width,)}
-
-
-def _dense_shapes(name, inputs, outputs):
-    return {f"{name}/kernel": (inputs, outputs), f"{name}/bias": (outputs,)}
+    def _norm_shapes(self, name, width):
+        """A norm's variables: gamma and beta (LayerNorm) or scale (RMSNorm)."""
+        if self.norm_type == "rms_norm":
+            return {f"{name}/scale": (width,)}
+        return {f"{name}/gamma": (width,), f"{name}/beta": (width,)}
 
 
-def _attention_shapes(prefix, width, heads):
+def _dense_shapes(name, inputs, outputs, bias=True):
+    return {f"{name}/kernel": (inputs, outputs), **({f"{name}/bias": (outputs,)} if bias else {})}
+
+
+def _attention_shapes(prefix, width, heads, query=True, key=True, value=True, output=True):
     """The query, key and value kernels (D, heads, head_dim) and biases (heads, head_dim),
-    the output kernel (heads, head_dim, D) and bias (D,)."""
+    the output kernel (heads, head_dim, D) and bias (D,); a False flag drops that bias."""
     head_dim = width // heads
     shapes = {}
-    for part in ("query", "key", "value"):
+    for part, bias in (("query", query), ("key", key), ("value", value)):
         shapes[f"{prefix}{part}/kernel"] = (width, heads, head_dim)
-        shapes[f"{prefix}{part}/bias"] = (heads, head_dim)
+        if bias:
+            shapes[f"{prefix}{part}/bias"] = (heads, head_dim)
     shapes[f"{prefix}attention_output/kernel"] = (heads, head_dim, width)
-    shapes[f"{prefix}attention_output/bias"] = (width,)
+    if output:
+        shapes[f"{prefix}attention_output/bias"] = (width,)
     return shapes
 
 
-def _mlp_shapes(prefix, width, mlp):
-    return {**_dense_shapes(prefix + "mlp_dense_1", width, mlp),
-            **_dense_shapes(prefix + "mlp_dense_2", mlp, width)}
+def _mlp_shapes(prefix, width, mlp, bias=True, gated=False):
+    """mlp_dense_1 (D, mlp), mlp_gate (the same, SwiGLU) and mlp_dense_2 (mlp, D)."""
+    shapes = _dense_shapes(prefix + "mlp_dense_1", width, mlp, bias)
+    if gated:
+        shapes.update(_dense_shapes(prefix + "mlp_gate", width, mlp, bias))
+    return {**shapes, **_dense_shapes(prefix + "mlp_dense_2", mlp, width, bias)}

@@ -64,11 +64,18 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             integer; 1 pads nothing).
         rope: None, or the 2-D rotary position embedding's options
             (`keras_vit.rope.rope_options`) for a self-attention over that many tokens.
+        query_bias, key_bias, value_bias, output_bias: False builds that projection
+            without a bias (`use_bias=False` turns all four off).
         **kwargs: `keras.layers.MultiHeadAttention`'s arguments.
     """
 
-    def __init__(self, *args, implementation=None, pad_multiple=64, rope=None, **kwargs):
+    def __init__(self, *args, implementation=None, pad_multiple=64, rope=None, query_bias=True,
+                 key_bias=True, value_bias=True, output_bias=True, **kwargs):
         super().__init__(*args, **kwargs)
+        self.biases = {"query": query_bias, "key": key_bias, "value": value_bias,
+                       "attention_output": output_bias}
+        if not all(isinstance(flag, bool) for flag in self.biases.values()):
+            raise ValueError(f"The projection biases must be True or False, got {self.biases}.")
         self.rope = None if rope is None else dict(rope)
         if rope is not None:
             self.rope_cos, self.rope_sin = vit_rope.rope_tables(self.rope, self.key_dim)
@@ -82,6 +89,37 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         self._gated_or_windowed = bool(options.get("use_gate")) or (
             options.get("sliding_window") is not None
         )
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        """`MultiHeadAttention.build`; for (B, T, D) inputs with some projection bias off,
+        the same EinsumDense layers (names, equations, creation order) without those biases."""
+        if not self._use_bias or all(self.biases.values()):
+            return super().build(query_shape, value_shape, key_shape)
+        key_shape = value_shape if key_shape is None else key_shape
+        if len(query_shape) != 3 or len(value_shape) != 3 or self._gated_or_windowed or (
+                self._output_shape):
+            raise ValueError("ViTAttention without some projection biases takes (B, T, D) "
+                             "inputs and no gate, window or output_shape.")
+
+        def projection(name, equation, output_shape, bias_axes, input_shape):
+            dense = keras.layers.EinsumDense(
+                equation, output_shape=output_shape,
+                bias_axes=bias_axes if self.biases[name] else None, name=name,
+                **self._get_common_kwargs_for_sublayer())
+            dense.build(input_shape)
+            return dense
+
+        heads, key_dim, value_dim = self._num_heads, self._key_dim, self._value_dim
+        self._query_dense = projection(
+            "query", "abc,cde->abde", (None, heads, key_dim), "de", query_shape)
+        self._key_dense = projection(
+            "key", "abc,cde->abde", (None, heads, key_dim), "de", key_shape)
+        self._value_dense = projection(
+            "value", "abc,cde->abde", (None, heads, value_dim), "de", value_shape)
+        self._build_attention(4)
+        self._output_dense = projection(
+            "attention_output", "abcd,cde->abe", (None, query_shape[-1]), "e",
+            (query_shape[0], query_shape[1], heads, value_dim))
 
     def resolved_implementation(self, training=None):
         """The path a call with this `training` flag takes: "plain", "head_major" or "fast"
@@ -170,7 +208,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
 
         def project(dense, x):
             y = ops.einsum("btd,dnh->bnth", x, ops.cast(dense.kernel, x.dtype))
-            if self.use_bias:
+            if dense.bias is not None:
                 y = y + ops.cast(dense.bias, x.dtype)[:, None, :]
             return y
 
@@ -181,7 +219,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
         out = ops.matmul(probs, v)
         out = ops.einsum("bnth,nhd->btd", out, ops.cast(self.output_dense.kernel, out.dtype))
-        if self.use_bias:
+        if self.output_dense.bias is not None:
             out = out + ops.cast(self.output_dense.bias, out.dtype)
         return out
 
@@ -193,7 +231,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
 
         def project(dense, tokens, head, factor=1.0):
             y = ops.matmul(tokens, ops.cast(dense.kernel[:, head, :], tokens.dtype) * factor)
-            if self.use_bias:
+            if dense.bias is not None:
                 y = y + ops.cast(dense.bias[head], y.dtype) * factor
             return y
 
@@ -212,7 +250,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         out = ops.concatenate(heads, axis=-1)  # (T, heads * H)
         kernel = ops.cast(self.output_dense.kernel, out.dtype)
         out = ops.matmul(out, ops.reshape(kernel, (-1, kernel.shape[-1])))
-        if self.use_bias:
+        if self.output_dense.bias is not None:
             out = out + ops.cast(self.output_dense.bias, out.dtype)
         return ops.reshape(out, (1,) + tuple(out.shape))
 
@@ -247,6 +285,8 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             "implementation": self.implementation,
             "pad_multiple": self.pad_multiple,
             "rope": self.rope,
+            **{("output" if name == "attention_output" else name) + "_bias": flag
+               for name, flag in self.biases.items()},
         }
 
 

@@ -10,8 +10,8 @@ from keras import ops
 
 from keras_vit import config as vit_config
 from keras_vit.attention import ViTAttention
-from keras_vit.layer_helpers import FlatXavierUniform, activation, check_mlp_activation
-from keras_vit.norm import LayerNormalization
+from keras_vit.layer_helpers import MLP_TYPES, FlatXavierUniform, activation, check_mlp_activation
+from keras_vit.norm import normalization
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -36,6 +36,12 @@ class DropPath(keras.layers.Layer):
         shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
         mask = keras.random.uniform(shape, seed=self.seed_generator) < keep
         return x * ops.cast(mask, x.dtype) / keep
+
+    def mlp_hidden(self, y):
+        """(B, N, D) -> (B, N, mlp_dim): the MLP's hidden, activated (before dropout)."""
+        if self.mlp_type == "swiglu":
+            return ops.silu(self.mlp_gate(y)) * self.mlp_dense_1(y)
+        return activation(self.mlp_activation)(self.mlp_dense_1(y))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -72,6 +78,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
     embedding's options (`keras_vit.rope.rope_options`), applied to the attention's query
     and key; None (the original) has none.
 
+    `norm_type`: "layer_norm" or "rms_norm" (`keras_vit.norm.normalization`). `mlp_type`
+    "swiglu" makes the MLP `mlp_dense_2(silu(mlp_gate(y)) * mlp_dense_1(y))` (AIMv2, EVA-02;
+    `mlp_activation` is then unused); `mlp_inner_norm` normalises the MLP's hidden
+    (mlp_dim wide) before `mlp_dense_2` (EVA-02). `query_bias`, `key_bias`, `value_bias`,
+    `output_bias` (attention) and `mlp_bias` (every MLP Dense): False drops that bias.
+
     Attention is `keras_vit.attention.ViTAttention`, a `keras.layers.MultiHeadAttention`
     with the same variables that computes in head-major layout on a CPU (JAX, TensorFlow)
     and with cuDNN's fused kernel for training on a JAX GPU. In JAX training on a CPU the
@@ -91,6 +103,14 @@ class TransformerEncoderBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-6,
         mlp_activation="gelu_tanh",
         layer_scale_init=None,
+        norm_type="layer_norm",
+        mlp_type="mlp",
+        mlp_inner_norm=False,
+        query_bias=True,
+        key_bias=True,
+        value_bias=True,
+        output_bias=True,
+        mlp_bias=True,
         rope=None,
         **kwargs,
     ):
@@ -108,30 +128,42 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.mlp_activation = check_mlp_activation(mlp_activation)
         self.layer_scale_init = layer_scale_init
+        if mlp_type not in MLP_TYPES:
+            raise ValueError(f"mlp_type must be one of {MLP_TYPES}, got {mlp_type!r}.")
+        self.norm_type, self.mlp_type, self.mlp_inner_norm = norm_type, mlp_type, mlp_inner_norm
+        self.biases = dict(query_bias=query_bias, key_bias=key_bias, value_bias=value_bias,
+                           output_bias=output_bias, mlp_bias=mlp_bias)
         self.rope = rope
 
         policy = self.dtype_policy
-        self.attention_norm = LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="attention_norm"
-        )
+        self.attention_norm = normalization(
+            norm_type, layer_norm_epsilon, dtype=policy, name="attention_norm")
         self.attention = ViTAttention(
             num_heads=num_heads,
             key_dim=hidden_dim // num_heads,
             dropout=attention_dropout_rate,
             kernel_initializer=FlatXavierUniform(fan_in=hidden_dim),
+            query_bias=query_bias,
+            key_bias=key_bias,
+            value_bias=value_bias,
+            output_bias=output_bias,
             rope=rope,
             dtype=policy,
             name="attention",
         )
-        self.mlp_norm = LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="mlp_norm"
-        )
+        self.mlp_norm = normalization(norm_type, layer_norm_epsilon, dtype=policy, name="mlp_norm")
         mlp_init = dict(
             kernel_initializer="glorot_uniform",
             bias_initializer=keras.initializers.RandomNormal(stddev=1e-6),
+            use_bias=mlp_bias,
             dtype=policy,
         )
         self.mlp_dense_1 = keras.layers.Dense(mlp_dim, name="mlp_dense_1", **mlp_init)
+        if mlp_type == "swiglu":
+            self.mlp_gate = keras.layers.Dense(mlp_dim, name="mlp_gate", **mlp_init)
+        if mlp_inner_norm:
+            self.mlp_inner_norm_layer = normalization(
+                norm_type, layer_norm_epsilon, dtype=policy, name="mlp_inner_norm")
         self.mlp_dense_2 = keras.layers.Dense(hidden_dim, name="mlp_dense_2", **mlp_init)
         self.dropout = keras.layers.Dropout(dropout_rate, dtype=policy)
         self.drop_path = DropPath(drop_path_rate, dtype=policy)
@@ -141,7 +173,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.attention.build(input_shape, input_shape)
         self.mlp_norm.build(input_shape)
         self.mlp_dense_1.build(input_shape)
-        self.mlp_dense_2.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+        hidden_shape = tuple(input_shape[:-1]) + (self.mlp_dim,)
+        if self.mlp_type == "swiglu":
+            self.mlp_gate.build(input_shape)
+        if self.mlp_inner_norm:
+            self.mlp_inner_norm_layer.build(hidden_shape)
+        self.mlp_dense_2.build(hidden_shape)
         # DropPath has no weights, but the symbolic call (compute_output_shape) never
         # builds it, and `Model.quantize` refuses unbuilt layers.
         self.drop_path.build(input_shape)
@@ -162,9 +199,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
         y = self.attention(y, y, training=training)
         y = self._scaled(self.dropout(y, training=training), "attention_scale")
         x = x + self.drop_path(y, training=training)
-        y = self.mlp_norm(x)
-        y = activation(self.mlp_activation)(self.mlp_dense_1(y))
+        y = self.mlp_hidden(self.mlp_norm(x))
         y = self.dropout(y, training=training)
+        if self.mlp_inner_norm:
+            y = self.mlp_inner_norm_layer(y)
         y = self._scaled(self.dropout(self.mlp_dense_2(y), training=training), "mlp_scale")
         x = x + self.drop_path(y, training=training)
         if training and materializes_gradient(x.dtype):
@@ -172,6 +210,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
 
             x = materialized_gradient(x)
         return x
+
+    def mlp_hidden(self, y):
+        """(B, N, D) -> (B, N, mlp_dim): the MLP's hidden, activated (before dropout)."""
+        if self.mlp_type == "swiglu":
+            return ops.silu(self.mlp_gate(y)) * self.mlp_dense_1(y)
+        return activation(self.mlp_activation)(self.mlp_dense_1(y))
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -188,6 +232,10 @@ class TransformerEncoderBlock(keras.layers.Layer):
             layer_norm_epsilon=self.layer_norm_epsilon,
             mlp_activation=self.mlp_activation,
             layer_scale_init=self.layer_scale_init,
+            norm_type=self.norm_type,
+            mlp_type=self.mlp_type,
+            mlp_inner_norm=self.mlp_inner_norm,
+            **self.biases,
             rope=self.rope,
         )
         return config

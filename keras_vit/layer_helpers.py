@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 MLP_ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
+MLP_TYPES = ("mlp", "swiglu")  # the blocks' MLP forms (see TransformerEncoderBlock)
 
 
 def check_mlp_activation(name):

@@ -6,7 +6,8 @@ namespace (`keras_vit.layers.<Name>`); each lives in the module of its concern:
 - `keras_vit.positions`: `LearnedPositionEmbedding2D`, `SinCosPositionEmbedding2D`;
 - `keras_vit.resampling`: `resample_position_embedding`, `RESAMPLE_METHODS`;
 - `keras_vit.encoder`: `TransformerEncoderBlock`, `DropPath`, `materializes_gradient`;
-- `keras_vit.attention`: `ViTAttention`; `keras_vit.norm`: `LayerNormalization`;
+- `keras_vit.attention`: `ViTAttention`; `keras_vit.norm`: `LayerNormalization`,
+  `RMSNormalization`;
 - `keras_vit.pooling`: `TokenPooling`, `AttentionPooling`;
 - `keras_vit.layer_helpers`: `MLP_ACTIVATIONS`, `activation`, `FlatXavierUniform`.
 
@@ -16,7 +17,7 @@ Only `keras.ops` is used in them, so every layer runs on TensorFlow, JAX and PyT
 from keras_vit.attention import ViTAttention
 from keras_vit.encoder import DropPath, TransformerEncoderBlock, materializes_gradient
 from keras_vit.layer_helpers import MLP_ACTIVATIONS, FlatXavierUniform, activation
-from keras_vit.norm import LayerNormalization
+from keras_vit.norm import LayerNormalization, RMSNormalization
 from keras_vit.pooling import AttentionPooling, TokenPooling
 from keras_vit.positions import LearnedPositionEmbedding2D, SinCosPositionEmbedding2D
 from keras_vit.resampling import RESAMPLE_METHODS, resample_position_embedding
@@ -40,6 +41,7 @@ __all__ = [
     "LearnedPositionEmbedding2D",
     "PatchEmbedding",
     "PositionEmbedding",
+    "RMSNormalization",
     "RegisterTokens",
     "SinCosPositionEmbedding2D",
     "TokenPooling",

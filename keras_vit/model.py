@@ -11,7 +11,7 @@ from keras_vit import quantization
 from keras_vit.rope import rope_options
 from keras_vit.jit import resolve_jit_compile
 from keras_vit.positions import POSITION_LAYERS
-from keras_vit.norm import LayerNormalization
+from keras_vit.norm import normalization
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -125,6 +125,7 @@ class ViT(vit_inputs.CheckedModel):
             "rope_grid_offset": self.rope_grid_offset,
             "rope_grid_indexing": self.rope_grid_indexing,
             "pooling_heads": self.pooling_heads,
+            **{name: getattr(self, name) for name in BLOCK_OPTION_FIELDS},
             "dtype": self._config_dtype,
             "name": self.name,
             "trainable": self.trainable,
@@ -172,6 +173,11 @@ class ViT(vit_inputs.CheckedModel):
         return preset_loading.build_from_preset(cls, preset, weights=weights, **overrides)
 
 
+# The block options of issue 24 (norm, MLP form, biases), in ViTConfig's order.
+BLOCK_OPTION_FIELDS = ("norm_type", "mlp_type", "mlp_inner_norm", "query_bias", "key_bias",
+                       "value_bias", "output_bias", "mlp_bias", "patch_bias", "patch_norm")
+
+
 def _head_policy(policy):
     """The head computes in float32 under a mixed policy, so logits stay precise."""
     policy = policy or keras.config.dtype_policy()
@@ -184,7 +190,9 @@ def _outputs(config, images, policy):
     if config.include_preprocessing:
         x = arguments.rescaling(*config.normalization, policy)(x)
     x = vit_layers.PatchEmbedding(
-        config.patch_size, config.hidden_dim, dtype=policy, name="patch_embedding")(x)
+        config.patch_size, config.hidden_dim, use_bias=config.patch_bias,
+        norm_type=config.norm_type if config.patch_norm else None,
+        norm_epsilon=config.layer_norm_epsilon, dtype=policy, name="patch_embedding")(x)
     # The prefix tokens in sequence order: those with a position before the position
     # embedding, the others (a class token without one, registers) after it.
     prefix_layers = {}
@@ -209,7 +217,8 @@ def _outputs(config, images, policy):
             x = layer(x)
     x = keras.layers.Dropout(config.dropout_rate, dtype=policy, name="embedding_dropout")(x)
     if config.pre_norm:
-        x = LayerNormalization(epsilon=config.layer_norm_epsilon, dtype=policy, name="pre_norm")(x)
+        x = normalization(config.norm_type, config.layer_norm_epsilon, dtype=policy,
+                          name="pre_norm")(x)
     rope = rope_options(config)
     for i in range(config.num_layers):
         x = vit_layers.TransformerEncoderBlock(
@@ -222,6 +231,14 @@ def _outputs(config, images, policy):
             layer_norm_epsilon=config.layer_norm_epsilon,
             mlp_activation=config.mlp_activation,
             layer_scale_init=config.layer_scale_init,
+            norm_type=config.norm_type,
+            mlp_type=config.mlp_type,
+            mlp_inner_norm=config.mlp_inner_norm,
+            query_bias=config.query_bias,
+            key_bias=config.key_bias,
+            value_bias=config.value_bias,
+            output_bias=config.output_bias,
+            mlp_bias=config.mlp_bias,
             rope=rope,
             dtype=policy,
             name=f"encoder_block_{i}",
@@ -229,14 +246,14 @@ def _outputs(config, images, policy):
     if config.pooling == "map":
         pooling = vit_layers.AttentionPooling(
             config.pooling_heads or config.num_heads, config.mlp_dim,
-            layer_norm_epsilon=config.layer_norm_epsilon,
-            mlp_activation=config.mlp_activation, dtype=policy, name="pooling")
+            layer_norm_epsilon=config.layer_norm_epsilon, mlp_activation=config.mlp_activation,
+            norm_type=config.norm_type, dtype=policy, name="pooling")
     else:
         pooling = vit_layers.TokenPooling(
             config.pooling, num_prefix_tokens=config.num_tokens_before_patches, dtype=policy,
             name="pooling")
-    final_norm = LayerNormalization(
-        epsilon=config.layer_norm_epsilon, dtype=policy, name=config.final_norm_name)
+    final_norm = normalization(
+        config.norm_type, config.layer_norm_epsilon, dtype=policy, name=config.final_norm_name)
     # The final norm acts on the tokens, or with pooled_norm on the pooled vector.
     first, second = (pooling, final_norm) if config.pooled_norm else (final_norm, pooling)
     normed_tokens = first(x)  # (the pooled vector with pooled_norm, never distilled)

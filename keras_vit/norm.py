@@ -1,4 +1,5 @@
-"""`LayerNormalization`: Keras's layer, able to trace to an integer-friendly graph.
+"""The norms: `LayerNormalization` (Keras's layer, able to trace to an integer-friendly
+graph), `RMSNormalization`, and `normalization` to make either by name.
 
 It keeps Keras's class name on purpose: a `.keras` file stores the variables of a
 functional model's layers under their class name in snake case, so any other name would
@@ -47,3 +48,54 @@ class LayerNormalization(keras.layers.LayerNormalization):
             if gamma is not None:
                 y = y * gamma
         return y + beta if beta is not None else y
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class RMSNormalization(keras.layers.Layer):
+    """RMSNorm (Zhang & Sennrich, 2019) over the last axis, as timm and transformers
+    compute it: (..., D) -> (..., D), `x * rsqrt(mean(x * x) + epsilon) * scale`, with a
+    learned per-channel `scale` (initialised to ones) and no offset. Half-precision inputs
+    are normalised in float32.
+
+    Under `keras_vit.config.graph_form("integer")` the per-token and per-channel factors
+    are multiplied first (`x * (inverse * scale)`, as `LayerNormalization` does there);
+    otherwise `(x * inverse) * scale` (no outer product, which TFLite's GPU delegate
+    refuses). Both square with a product, never SQUARED_DIFFERENCE or POW.
+    """
+
+    def __init__(self, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+            x = ops.cast(x, "float32")
+        inverse = ops.rsqrt(ops.mean(x * x, axis=-1, keepdims=True) + self.epsilon)
+        scale = ops.cast(self.scale, x.dtype)
+        if config.get_graph_form() == "integer":
+            y = x * (inverse * scale)
+        else:
+            y = x * inverse * scale
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+NORM_TYPES = ("layer_norm", "rms_norm")
+
+
+def normalization(norm_type, epsilon, dtype=None, name=None):
+    """A new norm layer of `norm_type` ("layer_norm": `LayerNormalization`, variables
+    gamma and beta; "rms_norm": `RMSNormalization`, variable scale)."""
+    if norm_type not in NORM_TYPES:
+        raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}.")
+    layer = LayerNormalization if norm_type == "layer_norm" else RMSNormalization
+    return layer(epsilon=epsilon, dtype=dtype, name=name)

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_vit.layer_helpers import FlatXavierUniform, activation, check_mlp_activation
-from keras_vit.norm import LayerNormalization
+from keras_vit.norm import normalization
 
 
 def read_token(tokens, index):
@@ -52,16 +52,17 @@ class AttentionPooling(keras.layers.Layer):
     """Multi-head attention pooling (MAP; SigLIP, big_vision): (B, N, D) -> (B, D).
 
         y = MHA(query=probe, key=value=tokens)       a learned probe token attends
-        y = y + MLP(LayerNormalization(y))                    MLP = Dense -> activation -> Dense
+        y = y + MLP(norm(y))                    MLP = Dense -> activation -> Dense
 
-    `mlp_activation`: "gelu", "gelu_tanh" or "quick_gelu", as in `TransformerEncoderBlock`.
+    `mlp_activation`: "gelu", "gelu_tanh" or "quick_gelu", as in `TransformerEncoderBlock`;
+    `norm_type`: "layer_norm" or "rms_norm" (`keras_vit.norm.normalization`).
     """
 
     def __init__(self, num_heads, mlp_dim, layer_norm_epsilon=1e-6, mlp_activation="gelu",
-                 **kwargs):
+                 norm_type="layer_norm", **kwargs):
         super().__init__(**kwargs)
         self.num_heads, self.mlp_dim = num_heads, mlp_dim
-        self.layer_norm_epsilon = layer_norm_epsilon
+        self.layer_norm_epsilon, self.norm_type = layer_norm_epsilon, norm_type
         self.mlp_activation = check_mlp_activation(mlp_activation)
 
     def build(self, input_shape):
@@ -73,8 +74,8 @@ class AttentionPooling(keras.layers.Layer):
             self.num_heads, d // self.num_heads, kernel_initializer=FlatXavierUniform(fan_in=d),
             dtype=policy, name="attention")
         self.attention.build((input_shape[0], 1, d), input_shape)
-        self.norm = LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="norm")
+        self.norm = normalization(
+            self.norm_type, self.layer_norm_epsilon, dtype=policy, name="norm")
         self.norm.build((input_shape[0], 1, d))
         self.mlp_dense_1 = keras.layers.Dense(self.mlp_dim, dtype=policy, name="mlp_dense_1")
         self.mlp_dense_1.build((input_shape[0], 1, d))
@@ -95,5 +96,5 @@ class AttentionPooling(keras.layers.Layer):
         config = super().get_config()
         config.update(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                       layer_norm_epsilon=self.layer_norm_epsilon,
-                      mlp_activation=self.mlp_activation)
+                      mlp_activation=self.mlp_activation, norm_type=self.norm_type)
         return config

@@ -24,7 +24,7 @@ REPLICATED_VARIABLES = (
     r"(?:.*/)?position_embedding/embedding",
     r"(?:.*/)?(?:class_token/token|distillation_token/tokens|register_tokens/tokens)",
     r"(?:.*/)?pooling/probe",
-    r"(?:.*/)?[a-z_]*norm/(?:gamma|beta)",
+    r"(?:.*/)?[a-z_]*norm/(?:gamma|beta|scale)",
     r"(?:.*/)?encoder_block_\d+/(?:attention|mlp)_scale",
     _SHARDED_LAYER + r"(?:attention/attention_output|mlp_dense_2)/bias",
     r"(?:.*/)?(?:pre_logits|head|head_dist)/(?:kernel|bias)",
@@ -41,8 +41,9 @@ def _sharded_layouts(model_axis):
         # (heads, head_dim, D): by heads, its input side.
         _SHARDED_LAYER + r"attention/attention_output/kernel": (model_axis, None, None),
         # (D, mlp) and (mlp,): by columns; (mlp, D): by rows.
-        _SHARDED_LAYER + r"mlp_dense_1/kernel": (None, model_axis),
-        _SHARDED_LAYER + r"mlp_dense_1/bias": (model_axis,),
+        # SwiGLU's gate like the first Dense (its "up").
+        _SHARDED_LAYER + r"(?:mlp_dense_1|mlp_gate)/kernel": (None, model_axis),
+        _SHARDED_LAYER + r"(?:mlp_dense_1|mlp_gate)/bias": (model_axis,),
         _SHARDED_LAYER + r"mlp_dense_2/kernel": (model_axis, None),
     }
 

@@ -5,6 +5,8 @@ N = number of tokens, D = hidden size."""
 import keras
 from keras import ops
 
+from keras_vit.norm import normalization
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class PatchEmbedding(keras.layers.Layer):
@@ -12,30 +14,40 @@ class PatchEmbedding(keras.layers.Layer):
 
     (B, H, W, C) -> (B, (H // ph) * (W // pw), D), using a Conv2D whose kernel and stride
     are the patch size `(ph, pw)` (an int for square patches), VALID padding, as the
-    original ViT does.
+    original ViT does. `use_bias=False`: a projection without bias (CLIP, AIMv2's
+    original); `norm_type` ("layer_norm" or "rms_norm", epsilon `norm_epsilon`): a norm
+    "norm" on the tokens (timm's `embed_norm_layer`, AIMv2); None: none.
     """
 
-    def __init__(self, patch_size, hidden_dim, **kwargs):
+    def __init__(self, patch_size, hidden_dim, use_bias=True, norm_type=None, norm_epsilon=1e-6,
+                 **kwargs):
         super().__init__(**kwargs)
         self.patch_size = (patch_size,) * 2 if isinstance(patch_size, int) else tuple(patch_size)
         self.hidden_dim = hidden_dim
+        self.use_bias, self.norm_type, self.norm_epsilon = use_bias, norm_type, norm_epsilon
         self.projection = keras.layers.Conv2D(
             hidden_dim,
             kernel_size=patch_size,
             strides=patch_size,
             padding="valid",
             kernel_initializer="lecun_normal",
+            use_bias=use_bias,
             dtype=self.dtype_policy,
             name="projection",
         )
+        self.norm = None if norm_type is None else normalization(
+            norm_type, norm_epsilon, dtype=self.dtype_policy, name="norm")
 
     def build(self, input_shape):
         self.projection.build(input_shape)
+        if self.norm is not None:
+            self.norm.build(self.compute_output_shape(input_shape))
 
     def call(self, images):
         x = self.projection(images)
         _, grid_h, grid_w, dim = x.shape
-        return ops.reshape(x, (-1, grid_h * grid_w, dim))
+        x = ops.reshape(x, (-1, grid_h * grid_w, dim))
+        return x if self.norm is None else self.norm(x)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
@@ -44,7 +56,9 @@ class PatchEmbedding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim)
+        config.update(patch_size=self.patch_size, hidden_dim=self.hidden_dim,
+                      use_bias=self.use_bias, norm_type=self.norm_type,
+                      norm_epsilon=self.norm_epsilon)
         return config
 
 

@@ -26,6 +26,8 @@ FAMILIES = {
     "clip_quickgelu": ("vit_base_patch16_clip_quickgelu_224.openai", 16),
     "siglip": ("vit_base_patch16_siglip_224.webli", 0),
     "mae": ("vit_base_patch16_224.mae", 0),
+    # RMSNorm, SwiGLU, no attention or MLP biases, a norm in the patch embedding
+    "aimv2": ("aimv2_large_patch14_224.apple_pt", 0),
 }
 
 EXTRA_ARGS = {"vit_fc_norm": dict(class_token=False, global_pool="avg", fc_norm=True)}

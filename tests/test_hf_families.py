@@ -26,7 +26,13 @@ FAMILIES = {
     "deit": ("DeiTConfig", "DeiTForImageClassification", {"num_labels": 5}),
     "deit_model": ("DeiTConfig", "DeiTModel", {}),
     "siglip": ("SiglipVisionConfig", "SiglipVisionModel", {}),
+    # RMSNorm, SwiGLU, a norm after the patch projection; without biases, then with them
+    "aimv2": ("Aimv2VisionConfig", "Aimv2VisionModel", {"use_head": False}),
+    "aimv2_biases": ("Aimv2VisionConfig", "Aimv2VisionModel",
+                     {"use_head": False, "qkv_bias": True, "mlp_bias": True}),
 }
+# Aimv2VisionModel has no interpolate_pos_encoding: tested at another size on its own.
+RESIZABLE = [family for family in FAMILIES if not family.startswith("aimv2")]
 HEADED = ("clip", "deit_distilled", "deit")  # loaded with their head (CLIP's: the projection)
 TEXT = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
             vocab_size=64, max_position_embeddings=16)
@@ -82,6 +88,7 @@ def _hf_outputs(family, hf, images, interpolate_pos_encoding=False):
             [sequence[:, :1], np.take_along_axis(sequence[:, 1:], restore, axis=1)], axis=1)
     pooled = {"clip": lambda: out.image_embeds.numpy(), "siglip": lambda: out.pooler_output.numpy(),
               "deit_model": lambda: out.pooler_output.numpy(),  # tanh(Dense(class token))
+              "aimv2": lambda: sequence.mean(1), "aimv2_biases": lambda: sequence.mean(1),
               }.get(family, lambda: sequence[:, 0])()
     return pooled.astype("float64"), sequence.astype("float64")
 
@@ -114,11 +121,17 @@ def test_family_matches_transformers(family, tmp_path):
                 "deit_model": dict(distillation_token=True, representation_size=32),
                 "dinov2_registers": dict(num_register_tokens=3),
                 "clip": dict(pre_norm=True, mlp_activation="quick_gelu", layer_norm_epsilon=1e-5),
-                "siglip": dict(pooling="map", mlp_activation="gelu_tanh")}
+                "siglip": dict(pooling="map", mlp_activation="gelu_tanh"),
+                "aimv2": dict(AIMV2, query_bias=False, mlp_bias=False),
+                "aimv2_biases": dict(AIMV2, query_bias=True, output_bias=True, mlp_bias=True)}
     assert all(getattr(model, k) == v for k, v in expected[family].items())
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+AIMV2 = dict(pooling="gap", norm_type="rms_norm", mlp_type="swiglu", patch_norm=True,
+             layer_norm_epsilon=1e-5, mlp_dim=64)
+
+
+@pytest.mark.parametrize("family", RESIZABLE)
 def test_family_at_another_image_size_matches_interpolate_pos_encoding(family, tmp_path):
     """48x48 images: the file's 4x4 position grid is resampled to 6x6 as transformers'
     `interpolate_pos_encoding` does (bicubic; antialiased for DINOv2 with registers)."""
@@ -131,6 +144,39 @@ def test_family_at_another_image_size_matches_interpolate_pos_encoding(family, t
     if sequence is not None:
         last = f"encoder_block_{model.num_layers - 1}" if family == "clip" else "encoder_norm"
         _close(keras.Model(model.input, model.get_layer(last).output)(images), sequence)
+
+
+@pytest.mark.parametrize("family", ["aimv2", "aimv2_biases"])
+def test_aimv2_at_another_image_size_matches_transformers(family, tmp_path):
+    """48x48 images: transformers' AIMv2 has a fixed table, so its 48x48 model is given
+    the file's weights and keras_vit's resampled 6x6 table."""
+    import torch
+    import transformers
+
+    hf, path = _saved_model(family, tmp_path)
+    model = ViT.from_preset(path, image_size=48)
+    config = transformers.Aimv2VisionConfig(**{**COMMON, **FAMILIES[family][2], "image_size": 48})
+    resized = transformers.Aimv2VisionModel(config).eval()
+    state = dict(hf.state_dict())
+    table = ops.convert_to_numpy(model.get_layer("position_embedding").embedding)[0]
+    state["embeddings.position_embedding.weight"] = torch.from_numpy(table)
+    state.pop("embeddings.position_ids", None)
+    resized.load_state_dict(state, strict=False)
+    images = np.random.default_rng(3).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    pooled, sequence = _hf_outputs(family, resized, images)
+    _close(model(images), pooled)
+    _close(keras.Model(model.input, model.get_layer("encoder_norm").output)(images), sequence)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"use_head": True}, "use_head"), ({"is_native": True}, "is_native"),
+    ({"hidden_act": "gelu"}, "hidden_act"), ({"qkv_bias": "no"}, "qkv_bias")])
+def test_aimv2_configs_keras_vit_does_not_build_are_refused(tmp_path, edit, message):
+    _, path = _saved_model("aimv2", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **edit}))
+    with pytest.raises(ValueError, match=message):
+        ViT.from_preset(path)
 
 
 def test_family_defaults_without_preprocessor_config(tmp_path):

@@ -33,6 +33,9 @@ def test_family_matches_timm(family, tmp_path):
         "clip": dict(pre_norm=True, layer_norm_epsilon=1e-5, mlp_activation="gelu"),
         "clip_quickgelu": dict(pre_norm=True, mlp_activation="quick_gelu"),
         "siglip": dict(pooling="map"),
+        "aimv2": dict(pooling="gap", norm_type="rms_norm", mlp_type="swiglu", patch_norm=True,
+                      patch_bias=True, query_bias=False, output_bias=False, mlp_bias=False,
+                      layer_norm_epsilon=1e-5, mlp_dim=88),
     }.get(family, dict(pooling="token", layer_scale_init=None))
     assert {k: getattr(model, k) for k in expected} == expected
 
@@ -116,3 +119,48 @@ def test_heads_come_from_the_architecture_name_or_must_be_given(tmp_path):
 def test_family_fine_tunes_with_a_new_head_and_round_trips(family, tmp_path):
     _, path = timm_saved_model(family, tmp_path)
     fine_tunes_and_round_trips(path, tmp_path)
+
+
+@pytest.mark.parametrize("form", ["mlp_inner_norm", "swiglu", "swiglu_inner_norm",
+                                  "packed_swiglu", "swiglu_no_bias"])
+def test_each_timm_mlp_form_maps_to_the_block_mlp(form):
+    """timm's Mlp, SwiGLU (separate gate and up, EVA-02's inner norm) and packed SwiGLU
+    (GluMlp, gate first) read by `take_mlp` into a block give timm's MLP output."""
+    import keras
+    import numpy as np
+    import torch
+
+    from keras_vit.layers import TransformerEncoderBlock
+    from keras_vit.weights.checkpoint import Reader
+    from keras_vit.weights.timm import take_mlp
+
+    layers = import_timm().layers
+    norm = torch.nn.LayerNorm if "inner_norm" in form else None
+    bias = form != "swiglu_no_bias"
+    mlp = {"mlp_inner_norm": lambda: layers.Mlp(32, 48, norm_layer=norm),
+           "packed_swiglu": lambda: layers.GluMlp(32, 96, act_layer=torch.nn.SiLU, gate_last=False),
+           }.get(form, lambda: layers.SwiGLU(32, 48, norm_layer=norm, bias=bias))().eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in mlp.parameters():
+            param.copy_(0.3 * torch.randn_like(param) + (1.0 if param.ndim == 1 else 0.0))
+    r = Reader({f"blocks.0.mlp.{k}": v.numpy() for k, v in mlp.state_dict().items()}, "timm")
+    mlp_type, inner_norm = take_mlp(r, "encoder_block_0/", "blocks.0.mlp.", bias)
+    assert (mlp_type, inner_norm) == ("mlp" if form == "mlp_inner_norm" else "swiglu",
+                                      "inner_norm" in form)
+    assert r.used == set(r.tensors) and not r.missing
+    block = TransformerEncoderBlock(32, 4, 48, layer_norm_epsilon=1e-5, mlp_activation="gelu",
+                                    mlp_type=mlp_type, mlp_inner_norm=inner_norm, mlp_bias=bias,
+                                    name="encoder_block_0")
+    block.build((1, 5, 32))
+    variables = {v.path: v for v in block.weights}
+    for path, (array, _) in r.params.items():
+        variables[path].assign(array)
+    x = np.random.default_rng(0).normal(size=(1, 5, 32)).astype("float32")
+    hidden = block.mlp_hidden(x)
+    if inner_norm:
+        hidden = block.mlp_inner_norm_layer(hidden)
+    ours = keras.ops.convert_to_numpy(block.mlp_dense_2(hidden))
+    with torch.no_grad():
+        theirs = mlp(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)

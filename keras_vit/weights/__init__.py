@@ -5,8 +5,8 @@ The format is told from the keys, not the file name:
 - "vit_jax" and "big_vision": Google's `.npz` files (`google.py`);
 - "timm": a timm state dict in `.safetensors`, with timm's `config.json` beside it when
   there is one (`timm.py`): ViT, DeiT (distilled too), DeiT III, DINOv2 (with registers),
-  CLIP, SigLIP and MAE; DINOv3 (`dinov3.py`);
-- "hf": Hugging Face ViT, MAE, DINOv2 (with registers) and CLIP image-tower
+  CLIP, SigLIP, MAE and AIMv2; DINOv3 (`dinov3.py`);
+- "hf": Hugging Face ViT, MAE, DINOv2 (with registers), CLIP, SigLIP and AIMv2 image-tower
   `.safetensors`, with the `config.json` beside it when there is one (`huggingface.py`);
   DINOv3 (`dinov3.py`);
 - "keras": a `.keras` file of a `keras_vit.ViT` (`keras_file.py`).
@@ -49,7 +49,8 @@ def detect_format(tensors):
             "vit.embeddings.patch_embeddings.projection.weight",
             "deit.embeddings.patch_embeddings.projection.weight",
             "vision_model.embeddings.patch_embedding.weight",
-            "embeddings.patch_embeddings.weight"} & keys or (
+            "embeddings.patch_embeddings.weight",  # DINOv3
+            "embeddings.patch_embed.weight"} & keys or (  # AIMv2
                 "embeddings.patch_embedding.weight" in keys and "head.probe" in keys):
         return "hf"
     shown = ", ".join(sorted(keys)[:8])

@@ -13,12 +13,11 @@ default average pooling of the patch tokens is not built (a timm file with a hea
   (`layer.N.` or `model.layer.N.` keys), `layer_scale1/2.lambda1`.
 
 The key projection has no bias in either (timm keeps it at zero, transformers'
-`key_bias=False`): it loads as a zero bias, as do the other biases a file leaves out.
+`key_bias=False`): it loads with `key_bias=False`, and each other bias field
+(`query_bias`, ..., `patch_bias`) is False where the file has none of those biases.
 """
 
 import re
-
-import numpy as np
 
 from keras_vit import arguments
 from keras_vit.weights.checkpoint import (
@@ -26,7 +25,7 @@ from keras_vit.weights.checkpoint import (
 from keras_vit.weights.google import optional_dense
 from keras_vit.weights.timm import (
     configured_image_size, conv_kernel, heads_by_name, linear, pretrained_normalization, read_config,
-    split_fused_qkv, take_linear, take_norm)
+    split_fused_qkv, take_norm)
 
 # timm model_args read here, or without effect at inference; _TIMM_REQUIRED: a value
 # other than this is an architecture not built here.
@@ -61,24 +60,30 @@ def is_hf_dinov3(tensors, files):
     return "embeddings.patch_embeddings.weight" in tensors
 
 
-def _bias_or_zeros(r, path, key, width_key):
-    """The bias `key` into `path`, or zeros as wide as the weight `width_key` where the
-    file has none."""
-    if key in r.tensors:
-        r.take(path, key)
-    elif width_key in r.tensors:
-        width = r.tensors[width_key].shape[0]
-        r.put(path, np.zeros(width, r.tensors[width_key].dtype), f"{width_key} (no bias)")
+def _bias_flags(r, biases):
+    """Takes each bias of `biases` ({ViTConfig bias field: [(variable path, key in file)]})
+    that the file has; returns {field: True where the file has them all, False where it
+    has none}; a field with some but not all is a ValueError."""
+    flags = {}
+    for field, pairs in biases.items():
+        present = [key in r.tensors for _, key in pairs]
+        if any(present) and not all(present):
+            missing = [key for (_, key), here in zip(pairs, present) if not here]
+            raise ValueError(f"The file has some of its {field} biases but not {missing[0]}.")
+        flags[field] = all(present)
+        for path, key in pairs if flags[field] else ():
+            r.take(path, key)
+    return flags
 
 
-def _embeddings(r, cls_key, reg_key, kernel_key, bias_key):
-    """Class token, registers and the patch projection; returns (kernel, registers)."""
+def _embeddings(r, cls_key, reg_key, kernel_key):
+    """Class token, registers and the patch projection's kernel; returns (kernel,
+    registers)."""
     r.take("class_token/token", cls_key, ndim=3)
     registers = 0
     if reg_key in r.tensors:
         registers = r.take("register_tokens/tokens", reg_key, ndim=3).shape[1]
     kernel = r.take("patch_embedding/projection/kernel", kernel_key, conv_kernel, ndim=4)
-    _bias_or_zeros(r, "patch_embedding/projection/bias", bias_key, kernel_key)
     return kernel, registers
 
 
@@ -93,22 +98,26 @@ def convert_timm(r, files):
     files = files or {}
     cfg = _timm_config(files.get("config") or {},
                        files.get("paths", {}).get("config", "config.json"))
-    kernel, registers = _embeddings(r, "cls_token", "reg_token", "patch_embed.proj.weight",
-                                    "patch_embed.proj.bias")
+    kernel, registers = _embeddings(r, "cls_token", "reg_token", "patch_embed.proj.weight")
     num_layers = count_blocks(r.tensors, r"blocks\.(\d+)\.")
+    biases = {"patch_bias": [("patch_embedding/projection/bias", "patch_embed.proj.bias")]}
     for i in range(num_layers):
         b, block = f"blocks.{i}.", f"encoder_block_{i}/"
         split_fused_qkv(r, f"{block}attention/", f"{b}attn.qkv.weight", None)
-        if f"{b}attn.q_bias" in r.tensors:  # the _qkvb variants
-            r.take(f"{block}attention/query/bias", f"{b}attn.q_bias")
-            r.take(f"{block}attention/value/bias", f"{b}attn.v_bias")
+        for field, part, name in (
+                ("query_bias", "attention/query", "attn.q_bias"),  # the _qkvb variants
+                ("value_bias", "attention/value", "attn.v_bias"),
+                ("output_bias", "attention/attention_output", "attn.proj.bias"),
+                ("mlp_bias", "mlp_dense_1", "mlp.fc1.bias"), ("mlp_bias", "mlp_dense_2", "mlp.fc2.bias")):
+            biases.setdefault(field, []).append((f"{block}{part}/bias", b + name))
         for part, name in (("attention/attention_output", "attn.proj"),
                            ("mlp_dense_1", "mlp.fc1"), ("mlp_dense_2", "mlp.fc2")):
-            take_linear(r, block + part, b + name)
+            r.take(f"{block}{part}/kernel", f"{b}{name}.weight", linear, ndim=2)
         take_norm(r, f"{block}attention_norm", f"{b}norm1")
         take_norm(r, f"{block}mlp_norm", f"{b}norm2")
         r.take(f"{block}attention_scale", f"{b}gamma_1")
         r.take(f"{block}mlp_scale", f"{b}gamma_2")
+    flags = dict(_bias_flags(r, biases), key_bias=False)
     take_norm(r, "encoder_norm", "norm")
     classes = optional_dense(r, "head", "head.", "weight", linear)
     if classes and cfg["pooling"] not in (None, "token"):
@@ -119,7 +128,8 @@ def convert_timm(r, files):
     grid = None if kernel is None or cfg["image_size"] is None else tuple(
         s // p for s, p in zip(cfg["image_size"], kernel.shape[:2]))
     return architecture(r, kernel, grid, num_layers, num_heads=heads, num_classes=classes,
-                        **_options(registers, cfg["theta"], cfg["normalization"] or IMAGENET))
+                        **_options(registers, cfg["theta"], cfg["normalization"] or IMAGENET),
+                        **flags)
 
 
 def convert_hf(r, files):
@@ -127,30 +137,32 @@ def convert_hf(r, files):
     hf = _hf_config(files.get("config") or {})
     r.ignorable = {"embeddings.mask_token"}
     kernel, registers = _embeddings(r, "embeddings.cls_token", "embeddings.register_tokens",
-                                    "embeddings.patch_embeddings.weight",
-                                    "embeddings.patch_embeddings.bias")
+                                    "embeddings.patch_embeddings.weight")
     p = "model.layer." if any(k.startswith("model.layer.") for k in r.tensors) else "layer."
     num_layers = count_blocks(r.tensors, rf"{re.escape(p)}(\d+)\.")
+    biases = {"patch_bias": [("patch_embedding/projection/bias", "embeddings.patch_embeddings.bias")]}
     for i in range(num_layers):
         b, block = f"{p}{i}.", f"encoder_block_{i}/"
-        for part, name in (("attention/query", "attention.q_proj"),
-                           ("attention/key", "attention.k_proj"),
-                           ("attention/value", "attention.v_proj"),
-                           ("attention/attention_output", "attention.o_proj"),
-                           ("mlp_dense_1", "mlp.up_proj"), ("mlp_dense_2", "mlp.down_proj")):
+        for field, part, name in (("query_bias", "attention/query", "attention.q_proj"),
+                                  ("key_bias", "attention/key", "attention.k_proj"),
+                                  ("value_bias", "attention/value", "attention.v_proj"),
+                                  ("output_bias", "attention/attention_output", "attention.o_proj"),
+                                  ("mlp_bias", "mlp_dense_1", "mlp.up_proj"),
+                                  ("mlp_bias", "mlp_dense_2", "mlp.down_proj")):
             r.take(f"{block}{part}/kernel", f"{b}{name}.weight", linear, ndim=2)
-            _bias_or_zeros(r, f"{block}{part}/bias", f"{b}{name}.bias", f"{b}{name}.weight")
+            biases.setdefault(field, []).append((f"{block}{part}/bias", f"{b}{name}.bias"))
         take_norm(r, f"{block}attention_norm", f"{b}norm1")
         take_norm(r, f"{block}mlp_norm", f"{b}norm2")
         r.take(f"{block}attention_scale", f"{b}layer_scale1.lambda1")
         r.take(f"{block}mlp_scale", f"{b}layer_scale2.lambda1")
+    flags = _bias_flags(r, biases)
     take_norm(r, "encoder_norm", "norm")
     grid = None if kernel is None or hf["image_size"] is None else tuple(
         s // p for s, p in zip(hf["image_size"], kernel.shape[:2]))
     mean_std = _hf_normalization(files.get("preprocessor"), files.get("paths", {}).get(
         "preprocessor", "preprocessor_config.json"))
     options = _options(registers, hf["theta"], mean_std)
-    options.update(layer_norm_epsilon=hf["eps"])
+    options.update(layer_norm_epsilon=hf["eps"], **flags)
     return architecture(r, kernel, grid, num_layers, num_heads=hf["num_heads"],
                         mlp_dim=hf["mlp_dim"], **options)
 

@@ -10,7 +10,10 @@
   `DeiTModel`): a distillation token; with the teacher's head too, the model averages the
   two heads' logits, as transformers does;
 - SigLIP's image tower (`SiglipVisionModel`): no class token, multi-head attention
-  pooling (MAP) with a learned probe, the tanh GELU.
+  pooling (MAP) with a learned probe, the tanh GELU;
+- AIMv2's image tower (`Aimv2VisionModel` with `use_head=False`, not `is_native`):
+  RMSNorm (`rms_norm_eps`), SwiGLU, biases as `qkv_bias` / `mlp_bias` say, an RMSNorm
+  after the patch projection; keras_vit averages its normed tokens (timm's pooling).
 
 A whole `CLIPModel`, `SiglipModel` or `ViTMAEForPreTraining` loads its image tower (from
 `vision_config`); the text tower and MAE's decoder are left out. The family comes from
@@ -31,13 +34,15 @@ from keras_vit.weights.google import optional_dense
 from keras_vit.weights.timm import conv_kernel, linear, split_fused_qkv, take_linear, take_norm
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu"}
+                "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu", "silu": "silu"}
 _FAMILIES = {"vit": "vit", "vit_mae": "vit", "deit": "vit", "dinov2": "dinov2",
              "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip",
-             "siglip_vision_model": "siglip", "siglip": "siglip"}
+             "siglip_vision_model": "siglip", "siglip": "siglip",
+             "aimv2_vision_model": "aimv2"}
 _DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "deit": IMAGENET, "dinov2": IMAGENET,
                           "dinov2_with_registers": IMAGENET, "clip_vision_model": CLIP,
-                          "clip": CLIP, "siglip_vision_model": None, "siglip": None}
+                          "clip": CLIP, "siglip_vision_model": None, "siglip": None,
+                          "aimv2_vision_model": CLIP}
 
 # Per family: where the embeddings are, and each block part's name in the file.
 _BLOCK_NAMES = {
@@ -61,6 +66,8 @@ _BLOCK_NAMES["siglip"] = _BLOCK_NAMES["clip"]
 def _model_type(hf, keys):
     model_type = hf.get("model_type")
     if model_type is None:
+        if "embeddings.rms_norm.weight" in keys:
+            return "aimv2_vision_model"
         if {"head.probe", "vision_model.head.probe"} & keys:
             return "siglip_vision_model"
         if any(k.startswith("vision_model.embeddings.") for k in keys):
@@ -83,12 +90,16 @@ def _config_values(hf, model_type):
     if size is not None:
         size = image_size_pair(size, "image_size")
     family = _FAMILIES[model_type]
-    eps = hf.get("layer_norm_eps", {"clip": 1e-5, "siglip": 1e-6}.get(family, 1e-12))
+    eps = hf.get("rms_norm_eps" if family == "aimv2" else "layer_norm_eps",
+                 {"clip": 1e-5, "siglip": 1e-6, "aimv2": 1e-5}.get(family, 1e-12))
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
             math.isfinite(eps) and eps > 0):
         raise ValueError(f"config.json: layer_norm_eps must be a positive number, got {eps!r}.")
-    act = hf.get("hidden_act", {"clip": "quick_gelu", "siglip": "gelu_pytorch_tanh"}.get(family, "gelu"))
-    if not isinstance(act, str) or act not in _ACTIVATIONS:
+    act = hf.get("hidden_act", {"clip": "quick_gelu", "siglip": "gelu_pytorch_tanh",
+                                "aimv2": "silu"}.get(family, "gelu"))
+    # SiLU is AIMv2's SwiGLU gate, and AIMv2 has no other MLP.
+    if not isinstance(act, str) or act not in _ACTIVATIONS or (
+            (act == "silu") != (family == "aimv2")):
         raise ValueError(f"Unsupported hidden_act {act!r} in the Hugging Face config.")
     if hf.get("use_swiglu_ffn"):
         raise ValueError("config.json: use_swiglu_ffn (DINOv2-g's SwiGLU MLP) is not supported.")
@@ -128,6 +139,8 @@ def convert(r, files):
             raise ValueError("config.json: vision_config must be an object.")
     r.ignorable = {k for k in keys if k.startswith(_OTHER_PARTS)}
     hf = _config_values(config, model_type)
+    if family == "aimv2":
+        return _aimv2(r, files, config, hf)
     if family == "clip":
         p = "vision_model."
         kernel, pos_key = _clip_embeddings(r, p)
@@ -267,3 +280,53 @@ def _map_head(r, h):
                        ("mlp_dense_1", "mlp.fc1"), ("mlp_dense_2", "mlp.fc2")):
         take_linear(r, f"pooling/{part}", h + name)
     take_norm(r, "pooling/norm", f"{h}layernorm")
+
+
+def _aimv2(r, files, config, hf):
+    """`Aimv2VisionModel`: RMSNorm everywhere (one after the patch projection too),
+    SwiGLU (`ffn.gate_proj`, `ffn.up_proj`, `ffn.down_proj`), attention projections with
+    a bias where `qkv_bias` (the output projection too) and MLP biases where `mlp_bias`;
+    no class token; the features are the mean of the normed tokens."""
+    keys = set(r.tensors)
+    for name in ("use_head", "is_native", "qkv_bias", "mlp_bias"):
+        if not isinstance(config.get(name, name == "use_head"), bool):
+            raise ValueError(f"config.json: {name} must be true or false.")
+    if config.get("use_head", True) or "head.cls_token" in keys:
+        raise ValueError("This AIMv2 checkpoint has its attention-pooling head (use_head=true), "
+                         "which keras_vit does not build; it loads AIMv2 with use_head=false.")
+    if config.get("is_native"):
+        raise ValueError("config.json: is_native=true (AIMv2's sinusoidal positions for native "
+                         "resolution) is not an architecture keras_vit builds.")
+    qkv_bias = config.get("qkv_bias", "encoder.layers.0.attention.q_proj.bias" in keys)
+    mlp_bias = config.get("mlp_bias", "encoder.layers.0.ffn.up_proj.bias" in keys)
+    emb = "embeddings."
+    r.ignorable |= {f"{emb}position_ids"}
+    kernel = r.take("patch_embedding/projection/kernel", f"{emb}patch_embed.weight", conv_kernel,
+                    ndim=4)
+    r.take("patch_embedding/projection/bias", f"{emb}patch_embed.bias")
+    take_norm(r, "patch_embedding/norm", f"{emb}rms_norm", "rms_norm")
+    grid = None if kernel is None or hf["image_size"] is None else tuple(
+        s // p for s, p in zip(hf["image_size"], kernel.shape[:2]))
+    grid = position_embedding(r, _position_table(r, emb), False, grid=grid)
+    num_layers = count_blocks(keys, r"encoder\.layers\.(\d+)\.")
+    parts = {"attention/query": ("attention.q_proj", qkv_bias),
+             "attention/key": ("attention.k_proj", qkv_bias),
+             "attention/value": ("attention.v_proj", qkv_bias),
+             "attention/attention_output": ("attention.out_proj", qkv_bias),
+             "mlp_gate": ("ffn.gate_proj", mlp_bias), "mlp_dense_1": ("ffn.up_proj", mlp_bias),
+             "mlp_dense_2": ("ffn.down_proj", mlp_bias)}
+    for i in range(num_layers):
+        b, block = f"encoder.layers.{i}.", f"encoder_block_{i}/"
+        for part, (name, bias) in parts.items():
+            take_linear(r, block + part, b + name, bias)
+        take_norm(r, block + "attention_norm", b + "rms_norm1", "rms_norm")
+        take_norm(r, block + "mlp_norm", b + "rms_norm2", "rms_norm")
+    take_norm(r, "encoder_norm", "rms_norm", "rms_norm")
+    mean, std = _normalization(files.get("preprocessor"), "aimv2_vision_model", files.get(
+        "paths", {}).get("preprocessor", "preprocessor_config.json"))
+    return architecture(
+        r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
+        pooling="gap", layer_norm_epsilon=hf["eps"], image_mean=mean, image_std=std,
+        mlp_activation="gelu", norm_type="rms_norm", mlp_type="swiglu", patch_norm=True,
+        query_bias=qkv_bias, key_bias=qkv_bias, value_bias=qkv_bias, output_bias=qkv_bias,
+        mlp_bias=mlp_bias)
