@@ -65,8 +65,9 @@ def xnnpack_ranges(flatbuffer):
 def probability_products(flatbuffer):
     """The output tensor names of a TFLite model's BATCH_MATMULs whose left operand is a
     SOFTMAX's output (directly or through layout ops): the attention products of
-    probabilities and values, whose int8 form costs most of the "integer" graph's accuracy
-    (probabilities over a few hundred tokens are mostly below one int8 step)."""
+    probabilities and values. In int8 they cost DINOv2-S/14's features more than all the
+    other matmuls together (benchmarks/RESULTS.md): probabilities over a few hundred tokens
+    share one int8 scale, and most are below one step."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
