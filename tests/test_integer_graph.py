@@ -126,24 +126,56 @@ def test_full_int8_file_gives_xnnpack_its_matmuls(tmp_path):
                                                              "concatenated_inputs": 0}
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="converts under TensorFlow in-process (once is enough)")
-def test_mixed_int8_file_keeps_only_the_softmax_in_float(tmp_path):
+def _tiny_features_file(tmp_path, quantize, seed):
+    """(min cosine of the file's features to the model's on 4 images, its interpreter, its
+    tensors by index, its op details, its path) of a tiny features ViT exported with
+    `quantize`."""
     from keras_vit import export
 
     model = ViT(**{**TINY, "include_top": False})
     randomised(model)
-    images = np.random.default_rng(6).integers(0, 256, (16, 16, 16, 3)).astype("float32")
-    path = export.export_tflite(model, tmp_path / "m.tflite", quantize="mixed",
+    images = np.random.default_rng(seed).integers(0, 256, (16, 16, 16, 3)).astype("float32")
+    path = export.export_tflite(model, tmp_path / "m.tflite", quantize=quantize,
                                 representative_data=images)
     with open(path, "rb") as f:
         interpreter = _interpreter(f.read())
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    float_ops = {op["op_name"] for op in interpreter._get_ops_details()
-                 if tensors[op["outputs"][0]]["dtype"] == np.float32}
-    assert float_ops == {"SOFTMAX", "DEQUANTIZE"}
-    assert all(zero_point == 0 for _, zero_point in _matmul_operands(interpreter))
     features = ops.convert_to_numpy(model(images[:4]))
     ours = export.run_tflite(path, images[:4])[0]
     cosine = np.sum(ours * features, -1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(features, axis=-1)
-    assert np.min(cosine) > 0.98
+    return np.min(cosine), interpreter, tensors, interpreter._get_ops_details(), path
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="converts under TensorFlow in-process (once is enough)")
+def test_mixed_int8_file_keeps_only_the_softmax_in_float(tmp_path):
+    min_cosine, interpreter, tensors, details, _ = _tiny_features_file(tmp_path, "mixed", 6)
+    float_ops = {op["op_name"] for op in details if tensors[op["outputs"][0]]["dtype"] == np.float32}
+    assert float_ops == {"SOFTMAX", "DEQUANTIZE"}
+    assert all(zero_point == 0 for _, zero_point in _matmul_operands(interpreter))
+    assert min_cosine > 0.98
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="converts under TensorFlow in-process (once is enough)")
+def test_matmul_int8_file_computes_only_the_matmuls_in_int8(tmp_path):
+    from keras_vit import export
+
+    min_cosine, interpreter, tensors, details, path = _tiny_features_file(tmp_path, "matmul", 7)
+    int8_ops = {}
+    for op in details:
+        if tensors[op["outputs"][0]]["dtype"] == np.int8:
+            int8_ops[op["op_name"]] = int8_ops.get(op["op_name"], 0) + 1
+    # int8 out of: the patch embedding; per block the query, key and value projections of
+    # each head, the output projection, 2 MLP layers and each head's attention scores (its
+    # probabilities times values stay float); and the QUANTIZE ops that feed them
+    assert set(int8_ops) == {"CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "QUANTIZE"}
+    assert int8_ops["FULLY_CONNECTED"] == TINY["num_layers"] * (3 * TINY["num_heads"] + 3)
+    assert int8_ops["BATCH_MATMUL"] == TINY["num_layers"] * TINY["num_heads"]
+    float_products = [op for op in details if op["op_name"] == "BATCH_MATMUL"
+                      and tensors[op["outputs"][0]]["dtype"] == np.float32]
+    assert len(float_products) == TINY["num_layers"] * TINY["num_heads"]
+    assert all(zero_point == 0 for _, zero_point in _matmul_operands(interpreter))
+    split = export.xnnpack_split(path)
+    assert split["fallback"] == {} and split["partitions"] == 1
+    assert min_cosine > 0.99

@@ -32,7 +32,13 @@ Quantization modes of `export_tflite`:
                dataset; the input is uint8 by default (raw 0..255 pixels, scale 1, zero
                point 0) and the output float32 logits. Every op is int8 (for NPUs and DSPs).
     "mixed_int8"  the same, except that the softmax computes in float32 (XNNPACK has no
-               int8 softmax): the fastest file on a phone's CPU; float32 input and output.
+               int8 softmax); float32 input and output.
+    "matmul_int8"  int8 only in the matmuls (patch embedding, projections, MLP, attention
+               scores), calibrated the same way; the attention probabilities times values,
+               the residual stream, layer norms, softmax and GELU compute in float32, so
+               XNNPACK runs every op but concatenations of more than 5 heads. About as fast
+               as "mixed_int8" on one core, and more accurate (benchmarks/RESULTS.md);
+               float32 input and output.
 
 The modules: `checks` (arguments, paths, labels, packages, the model's input), `arrays`
 (data files and images), `saved_model`, `tflite` and `onnx` (each format: export, its
@@ -64,7 +70,7 @@ from keras_vit.export.saved_model import export_saved_model
 from keras_vit.export.tflite import check_builtin_ops, export_tflite, run_tflite, tflite_ops
 
 FILE_SUFFIXES = {"float32": "fp32", "float16": "fp16", "dynamic": "dynamic_int8", "int8": "int8",
-                 "mixed_int8": "mixed_int8"}
+                 "mixed_int8": "mixed_int8", "matmul_int8": "matmul_int8"}
 
 __all__ = [
     "DEFAULT_CALIBRATION_SAMPLES", "FILE_SUFFIXES", "INPUT_DTYPES", "QUANTIZATIONS",

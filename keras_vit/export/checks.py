@@ -9,11 +9,11 @@ from importlib.util import find_spec
 import keras
 import numpy as np
 
-QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "mixed_int8")
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "mixed_int8", "matmul_int8")
 # The modes calibrated on representative data.
-CALIBRATED = ("int8", "mixed_int8")
+CALIBRATED = ("int8", "mixed_int8", "matmul_int8")
 _ALIASES = {"none": "float32", "fp32": "float32", "fp16": "float16", "dynamic_int8": "dynamic",
-            "mixed": "mixed_int8"}
+            "mixed": "mixed_int8", "matmul": "matmul_int8"}
 INPUT_DTYPES = ("float32", "uint8")
 DEFAULT_CALIBRATION_SAMPLES = 256
 
@@ -50,8 +50,8 @@ def check_positive_int(value, name):
 
 
 def check_representative(modes, representative_data):
-    """Raises a ValueError if the quantization `modes` include a calibrated one ("int8",
-    "mixed_int8") but no calibration data."""
+    """Raises a ValueError if the quantization `modes` include a calibrated one
+    (`CALIBRATED`) but no calibration data."""
     calibrated = [mode for mode in modes if mode in CALIBRATED]
     if calibrated and representative_data is None:
         raise ValueError(

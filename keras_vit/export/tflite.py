@@ -1,5 +1,5 @@
 """TFLite (LiteRT) files: `export_tflite` and its TensorFlow-side converter (batch 1,
-builtin ops only, four quantization modes), the builtin-op check, and running a file with
+builtin ops only, six quantization modes), the builtin-op check, and running a file with
 the LiteRT interpreter."""
 
 import os
@@ -15,6 +15,17 @@ from keras_vit.export import arrays, checks, saved_model, tflite_graph, worker
 # The ops "mixed_int8" keeps in float32: XNNPACK has no int8 softmax, and TFLite's own
 # int8 kernel is several times slower than XNNPACK's float one (docs/speed.md).
 MIXED_FLOAT_OPS = ("SOFTMAX",)
+# The only ops "matmul_int8" computes in int8 (the projections, MLP, attention products and
+# patch embedding), less the probabilities-times-values products
+# (`tflite_graph.probability_products`); the residual stream, layer norms, softmax and GELU
+# stay float32.
+MATMUL_INT8_OPS = ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D")
+
+
+def _builtin_op_names():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {name for name in vars(schema.BuiltinOperator) if name.isupper()} - {"CUSTOM"}
 
 
 def _pin_pixel_range(images):
@@ -30,9 +41,9 @@ def _pin_pixel_range(images):
 def convert(model, quantize, representative=None, input_dtype="float32"):
     """TFLite flatbuffer bytes of `model` (TensorFlow backend), batch 1, builtin ops only.
 
-    `quantize` is a canonical mode (see `export_tflite`); "int8" and "mixed_int8" calibrate
-    on the `representative` images (float32, N x H x W x C), trace the model in the
-    "integer" graph form (`keras_vit.config.graph_form`; the other modes in "tflite") and
+    `quantize` is a canonical mode (see `export_tflite`); the calibrated ones
+    (`checks.CALIBRATED`) calibrate on the `representative` images (float32, N x H x W x
+    C), trace the model in the "integer" graph form (`keras_vit.config.graph_form`; the other modes in "tflite") and
     give XNNPACK the ranges its int8 kernels need (`tflite_graph.xnnpack_ranges`).
     """
     import tensorflow as tf
@@ -60,6 +71,10 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
             flatbuffer = converter.convert()
         elif quantize == "mixed_int8":
             flatbuffer = _convert_keeping_float(converter, samples[:1], MIXED_FLOAT_OPS)
+        elif quantize == "matmul_int8":
+            float_ops = sorted(_builtin_op_names() - set(MATMUL_INT8_OPS))
+            flatbuffer = _convert_keeping_float(converter, samples[:1], float_ops,
+                                                tflite_graph.probability_products)
         else:
             flatbuffer = converter.convert()
         if calibrated:
@@ -76,15 +91,19 @@ def run_job(model, job):
     return {}
 
 
-def _convert_keeping_float(converter, samples, float_ops):
-    """Converts with int8 everywhere except the ops named in `float_ops`, which compute in
-    float32 between DEQUANTIZE and QUANTIZE (TFLite's selective quantization)."""
+def _convert_keeping_float(converter, samples, float_ops, float_nodes=None):
+    """Converts with int8 everywhere except the ops named in `float_ops` (and the nodes,
+    by output tensor name, that `float_nodes` finds in the calibrated model's bytes), which
+    compute in float32 between DEQUANTIZE and QUANTIZE (TFLite's selective quantization)."""
     import tensorflow as tf
 
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: ([s[None]] for s in samples),
         debug_options=options)
+    if float_nodes is not None:
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=list(float_ops), denylisted_nodes=float_nodes(debugger.calibrated_model))
     return debugger.get_nondebug_quantized_model()
 
 
@@ -102,9 +121,11 @@ def export_tflite(
     Args:
         model: a `keras.Model` (any backend) or the path of a `.keras` file.
         path: the output file, ending in `.tflite`; its folder must exist.
-        quantize: "float32" (or None), "float16", "dynamic", "int8" (full integer) or
-            "mixed_int8" (int8 except the softmax, which XNNPACK runs in float).
-        representative_data: images to calibrate "int8" and "mixed_int8" on, ideally from the training
+        quantize: "float32" (or None), "float16", "dynamic", "int8" (full integer),
+            "mixed_int8" (int8 except the softmax, which XNNPACK runs in float) or
+            "matmul_int8" (int8 matmuls but the attention probabilities-times-values,
+            everything else float).
+        representative_data: images to calibrate the int8 modes on, ideally from the training
             pipeline: an array, a .npy / .npz / idx path, or an iterable of batches
             (e.g. a `tf.data.Dataset` of `(images, labels)`), in the model's input range.
         input_dtype: "float32" or "uint8" (raw pixels); default uint8 for "int8" and
@@ -150,9 +171,7 @@ def check_builtin_ops(path):
     custom op resolver, which the plain LiteRT interpreter on a phone does not have.
     Returns the file's op names.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
-    builtin = {name for name in vars(schema.BuiltinOperator) if name.isupper()} - {"CUSTOM"}
+    builtin = _builtin_op_names()
     ops = tflite_ops(path)
     bad = [op for op in ops if op not in builtin]
     if bad:

@@ -1,4 +1,5 @@
-"""A pass over a converted int8 TFLite flatbuffer that lets XNNPACK take more of its ops.
+"""A pass over a converted int8 TFLite flatbuffer that lets XNNPACK take more of its ops,
+and `probability_products`, the attention products that "matmul_int8" keeps in float.
 
 XNNPACK's int8 kernels refuse two things TFLite's calibration produces:
 - a `BATCH_MATMUL` whose right-hand operand has a zero point other than 0: every attention
@@ -30,8 +31,7 @@ def xnnpack_ranges(flatbuffer):
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
-    by_code = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
-    names = [by_code[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in model.operatorCodes]
+    names = _op_names(model)
     moved = {"matmul_operands": 0, "concatenated_inputs": 0}
     for graph in model.subgraphs:
         producers, consumers = {}, {}
@@ -60,6 +60,40 @@ def xnnpack_ranges(flatbuffer):
     builder = flatbuffers.Builder(len(flatbuffer) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), moved
+
+
+def probability_products(flatbuffer):
+    """The output tensor names of a TFLite model's BATCH_MATMULs whose left operand is a
+    SOFTMAX's output (directly or through layout ops): the attention products of
+    probabilities and values. In int8 they cost DINOv2-S/14's features more than all the
+    other matmuls together (benchmarks/RESULTS.md): probabilities over a few hundred tokens
+    share one int8 scale, and most are below one step."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
+    names = _op_names(model)
+    graph = model.subgraphs[0]
+    producers = {t: op for op in graph.operators for t in op.outputs}
+
+    def from_softmax(tensor):
+        while tensor in producers:
+            name = names[producers[tensor].opcodeIndex]
+            if name == "SOFTMAX":
+                return True
+            if name not in _LAYOUT:
+                return False
+            tensor = producers[tensor].inputs[0]
+        return False
+
+    return [graph.tensors[op.outputs[0]].name.decode() for op in graph.operators
+            if names[op.opcodeIndex] == "BATCH_MATMUL" and from_softmax(op.inputs[0])]
+
+
+def _op_names(model):
+    from ai_edge_litert import schema_py_generated as schema
+
+    by_code = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    return [by_code[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in model.operatorCodes]
 
 
 def _per_tensor_int8(tensor):
