@@ -29,25 +29,35 @@ def _pair(size):
 
 def parameter_count(config):
     """Parameters of `ViT(**config)`, counted from the architecture (as the ViT paper
-    describes it) rather than by building the model."""
+    describes it, with the later families' options) rather than by building the model."""
     d, m = config.get("hidden_dim", 768), config.get("mlp_dim", 3072)
     (height, width), (patch_h, patch_w) = (
         _pair(config.get("image_size", 224)), _pair(config.get("patch_size", 16)))
+    grid_h, grid_w = height // patch_h, width // patch_w
     pooling = config.get("pooling", "token")
     class_token = pooling == "token"
     distillation = config.get("distillation_token", False)
     positioned = (class_token + distillation) if config.get("class_token_position", True) else 0
-    norm = 2 * d
-    attention = 4 * d * d + 4 * d
-    mlp = 2 * d * m + m + d
-    count = patch_h * patch_w * config.get("num_channels", 3) * d + d  # patch embedding
+    rms = config.get("norm_type", "layer_norm") == "rms_norm"
+    norm = lambda width: width if rms else 2 * width  # noqa: E731 - scale (and offset)
+    bias = lambda name, width: width if config.get(name, True) else 0  # noqa: E731
+    attention = 4 * d * d + sum(bias(f"{p}_bias", d) for p in ("query", "key", "value", "output"))
+    swiglu = config.get("mlp_type", "mlp") == "swiglu"
+    mlp = (2 + swiglu) * d * m + (1 + swiglu) * bias("mlp_bias", m) + bias("mlp_bias", d)
+    mlp += norm(m) if config.get("mlp_inner_norm") else 0
+    count = patch_h * patch_w * config.get("num_channels", 3) * d + bias("patch_bias", d)
+    count += norm(d) if config.get("patch_norm") else 0
     count += (class_token + distillation + config.get("num_register_tokens", 0)) * d
-    count += ((height // patch_h) * (width // patch_w) + positioned) * d  # position embedding
-    count += norm if config.get("pre_norm", False) else 0
-    block = 2 * norm + attention + mlp + (2 * d if config.get("layer_scale_init") else 0)
-    count += config.get("num_layers", 12) * block + norm  # then encoder_norm or pooled_norm
-    if pooling == "map":
-        count += d + attention + norm + mlp  # probe, attention, norm, MLP
+    kind = config.get("position_embedding", "learned")
+    if kind == "learned":
+        count += (grid_h * grid_w + positioned) * d
+    elif kind == "learned_2d":
+        count += (grid_h + grid_w) * (d // 2) + (grid_w * (d % 2)) + positioned * d
+    count += norm(d) if config.get("pre_norm", False) else 0
+    block = 2 * norm(d) + attention + mlp + (2 * d if config.get("layer_scale_init") else 0)
+    count += config.get("num_layers", 12) * block + norm(d)  # then encoder_norm or pooled_norm
+    if pooling == "map":  # probe, attention (all biases), norm, plain MLP
+        count += d + 4 * d * d + 4 * d + norm(d) + 2 * d * m + m + d
     features = d
     if config.get("representation_size"):
         features = config["representation_size"]

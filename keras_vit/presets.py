@@ -16,12 +16,14 @@ Weights names:
     orig_in21k                  original paper, ImageNet-21k only (21843 classes, pre_logits)
     orig_in21k_ft_in1k[_384]    original paper, fine-tuned on ImageNet-1k
     hf_orig_in21k_ft_in1k       Hugging Face's conversion of orig_in21k_ft_in1k
-The table is literal data (the original ViT presets are in `presets_original.py`); finding
+The table is literal data (the original ViT presets are in `presets_original.py`, the
+2025-26 families' in `presets_recent.py`); finding
 the files it names (downloads, `hf://` handles, the shipped `saved_models/`) is
 `keras_vit.preset_loading`'s.
 """
 
 from keras_vit.presets_original import ORIGINAL_PRESETS
+from keras_vit.presets_recent import RECENT_PRESETS
 
 PRESETS = {
     **ORIGINAL_PRESETS,
@@ -282,6 +284,7 @@ PRESETS = {
         },
         "default_weights": "in1k",
     },
+    **RECENT_PRESETS,
 }
 
 

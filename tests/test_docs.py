@@ -55,6 +55,13 @@ OPTIONS = {
     "pre_logits": dict(representation_size=6, num_classes=5),
     "distillation_without_head": dict(distillation_token=True, distillation_head=False),
     "non_square": dict(patch_size=(4, 8), image_size=(8, 24), num_channels=1),
+    "learned_2d_odd_width": dict(position_embedding="learned_2d", hidden_dim=10),
+    "sincos_gap": dict(position_embedding="sincos_2d", pooling="gap"),
+    "swiglu_inner_rms_no_biases": dict(mlp_type="swiglu", mlp_inner_norm=True, norm_type="rms_norm",
+                                       query_bias=False, output_bias=False, mlp_bias=False,
+                                       patch_bias=False, patch_norm=True),
+    "map_rms_pooling_heads": dict(pooling="map", norm_type="rms_norm", pooling_heads=1,
+                                  key_bias=False),
 }
 
 

@@ -1,0 +1,86 @@
+"""The 2025-26 ViT families' presets, as data (the same layout as `keras_vit.presets`).
+
+Their "config" is what the loader reads from the hub file (checked: the same parameter
+count as timm's model); a checkpoint still brings its own image size and mean / std.
+DINOv3's repositories are gated: accept the DINOv3 licence on the model's Hugging Face
+page, then log in (`hf auth login`) or set `HF_TOKEN`; without that the download fails
+with a message saying so. "top1" is None where no ImageNet figure of that exact file is
+published (DINOv3, AIMv2 and EVA-02 publish probe or fine-tuned results of other set-ups).
+"""
+
+_DINOV3 = {"patch_size": 16, "image_size": 256, "num_register_tokens": 4,
+           "layer_scale_init": 1.0, "layer_norm_epsilon": 1e-05, "mlp_activation": "gelu",
+           "position_embedding": "none", "rope": "dinov3", "rope_theta": 100.0,
+           "query_bias": False, "key_bias": False, "value_bias": False, "include_top": False,
+           "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225)}
+_GATED = ("Gated: accept the licence on the Hugging Face page, then `hf auth login` or set "
+          "HF_TOKEN.")
+
+
+def _dinov3(size, width, layers, heads, repo):
+    return {
+        "description": (
+            f"DINOv3 ViT-{size}/16 (Simeoni et al., 2025): self-supervised features (LVD-1689M), "
+            "2-D RoPE, 4 registers, no head; pass num_classes=... to fine-tune. " + _GATED
+        ),
+        "config": {**_DINOV3, "hidden_dim": width, "num_layers": layers, "num_heads": heads,
+                   "mlp_dim": 4 * width},
+        "weights": {
+            "lvd1689m": {
+                "url": f"hf://timm/{repo}.lvd1689m", "format": "timm", "image_size": 256,
+                "num_classes": None, "top1": None, "top1_source": None, "sha256": None,
+                "size": None,
+            },
+        },
+        "default_weights": "lvd1689m",
+    }
+
+
+RECENT_PRESETS = {
+    "dinov3_s16": _dinov3("S", 384, 12, 6, "vit_small_patch16_dinov3"),
+    "dinov3_b16": _dinov3("B", 768, 12, 12, "vit_base_patch16_dinov3"),
+    "dinov3_l16": _dinov3("L", 1024, 24, 16, "vit_large_patch16_dinov3"),
+    "siglip2_b16": {
+        "description": (
+            "SigLIP 2 B/16 image tower at 224 (Tschannen et al., 2025): SigLIP's architecture "
+            "(no class token, attention pooling, tanh GELU), new weights; features, no head. "
+            "Its top-1 is zero-shot."
+        ),
+        "config": {
+            "patch_size": 16, "hidden_dim": 768, "mlp_dim": 3072, "num_heads": 12,
+            "num_layers": 12, "pooling": "map", "mlp_activation": "gelu_tanh",
+            "layer_norm_epsilon": 1e-06, "include_top": False,
+        },
+        "weights": {
+            "webli": {
+                "url": "hf://google/siglip2-base-patch16-224",
+                "format": "hf", "image_size": 224, "num_classes": None, "top1": 78.2,
+                "top1_source": "SigLIP 2 paper, zero-shot ImageNet (B/16, 224)", "sha256": None,
+                "size": None,
+            },
+        },
+        "default_weights": "webli",
+    },
+    "aimv2_l14": {
+        "description": (
+            "AIMv2 ViT-L/14 at 224 (Fini et al., 2025): autoregressive multimodal pre-training, "
+            "RMSNorm, SwiGLU, no biases, average pooling; features, no head."
+        ),
+        "config": {
+            "patch_size": 14, "hidden_dim": 1024, "num_layers": 24, "num_heads": 8,
+            "mlp_dim": 2816, "pooling": "gap", "include_top": False, "layer_norm_epsilon": 1e-05,
+            "norm_type": "rms_norm", "mlp_type": "swiglu", "patch_norm": True,
+            "query_bias": False, "key_bias": False, "value_bias": False, "output_bias": False,
+            "mlp_bias": False, "image_mean": (0.48145466, 0.4578275, 0.40821073),
+            "image_std": (0.26862954, 0.26130258, 0.27577711),
+        },
+        "weights": {
+            "apple_pt": {
+                "url": "hf://timm/aimv2_large_patch14_224.apple_pt",
+                "format": "timm", "image_size": 224, "num_classes": None, "top1": None,
+                "top1_source": None, "sha256": None, "size": None,
+            },
+        },
+        "default_weights": "apple_pt",
+    },
+}
