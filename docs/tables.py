@@ -71,7 +71,7 @@ def parameter_count(config):
 
 def _top1(top1, source):
     """The top-1 and source cells."""
-    return ("-", "-") if top1 is None else (f"{top1:g}", source)
+    return ("-", source or "-") if top1 is None else (f"{top1:g}", source)
 
 
 def _size(image_size):

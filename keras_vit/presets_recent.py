@@ -4,8 +4,8 @@ Their "config" is what the loader reads from the hub file (checked: the same par
 count as timm's model); a checkpoint still brings its own image size and mean / std.
 DINOv3's repositories are gated: accept the DINOv3 licence on the model's Hugging Face
 page, then log in (`hf auth login`) or set `HF_TOKEN`; without that the download fails
-with a message saying so. "top1" is None where no ImageNet figure of that exact file is
-published (DINOv3, AIMv2 and EVA-02 publish probe or fine-tuned results of other set-ups).
+with a message saying so. "top1" is None where no ImageNet-1k figure of that exact file is
+published; "top1_source" then says what the paper reports instead.
 """
 
 _DINOV3 = {"patch_size": 16, "image_size": 256, "num_register_tokens": 4,
@@ -28,8 +28,9 @@ def _dinov3(size, width, layers, heads, repo):
         "weights": {
             "lvd1689m": {
                 "url": f"hf://timm/{repo}.lvd1689m", "format": "timm", "image_size": 256,
-                "num_classes": None, "top1": None, "top1_source": None, "sha256": None,
-                "size": None,
+                "num_classes": None, "top1": None,
+                "top1_source": "none published: the DINOv3 paper reports ImageNet-ReaL probes",
+                "sha256": None, "size": None,
             },
         },
         "default_weights": "lvd1689m",
@@ -78,7 +79,8 @@ RECENT_PRESETS = {
             "apple_pt": {
                 "url": "hf://timm/aimv2_large_patch14_224.apple_pt",
                 "format": "timm", "image_size": 224, "num_classes": None, "top1": None,
-                "top1_source": None, "sha256": None, "size": None,
+                "top1_source": "none published for this file (the paper's are attentive probes)",
+                "sha256": None, "size": None,
             },
         },
         "default_weights": "apple_pt",
