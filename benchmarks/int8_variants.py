@@ -26,8 +26,9 @@ from deploy import build_model, quality, time_interleaved  # noqa: E402
 from export_families import random_images  # noqa: E402
 
 MATMULS = ("FULLY_CONNECTED", "CONV_2D", "BATCH_MATMUL")
-# name: (graph form, ops computed in int8, whether the attention probabilities-times-values
-# products stay float32; ops None: keras_vit's export mode of that name)
+# name: (graph form, ops computed in int8 ("all": every op), whether the attention
+# probabilities-times-values products stay float32; ops None: keras_vit's export mode of
+# that name, in the graph form it traces)
 VARIANTS = {
     "float32": ("tflite", None, False),
     "dynamic": ("tflite", None, False),
@@ -38,8 +39,11 @@ VARIANTS = {
     "fc_int8/integer": ("integer", ("FULLY_CONNECTED", "CONV_2D"), False),
     "fc_bmm_int8/integer": ("integer", MATMULS, False),
     "fc_bmm_int8/tflite": ("tflite", MATMULS, False),
-    "fc_scores_int8/integer": ("integer", MATMULS, True),  # what "matmul_int8" writes
+    # what "matmul_int8" wrote before it traced the "integer_exp" form
+    "fc_scores_int8/integer": ("integer", MATMULS, True),
     "fc_bmm_softmax_int8/integer": ("integer", MATMULS + ("SOFTMAX",), False),
+    "fc_bmm_int8/integer_exp": ("integer_exp", MATMULS, False),  # what "matmul_int8" writes
+    "all_int8/integer_exp": ("integer_exp", "all", False),  # float32 input and output
 }
 
 
@@ -73,7 +77,7 @@ def calibrated_model(model, form, representative, folder):
 
 
 def quantize_selected(calibrated, int8_ops, float_values_product):
-    """A calibrated model quantized to int8 in `int8_ops` only (and, with
+    """A calibrated model quantized to int8 in `int8_ops` only ("all": every op; and, with
     `float_values_product`, not the probabilities-times-values products), every other op
     float32 (TFLite's selective quantization), float32 input and output, XNNPACK's ranges."""
     from ai_edge_litert import schema_py_generated as schema
@@ -82,6 +86,7 @@ def quantize_selected(calibrated, int8_ops, float_values_product):
     from keras_vit.export import tflite_graph
 
     every_op = [name for name in vars(schema.BuiltinOperator) if name.isupper()]
+    int8_ops = every_op if int8_ops == "all" else int8_ops
     float_nodes = tflite_graph.probability_products(calibrated) if float_values_product else None
     flatbuffer = convert.mlir_quantize(
         calibrated, denylisted_ops=[op for op in every_op if op not in int8_ops],

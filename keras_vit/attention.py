@@ -27,8 +27,11 @@ head at a time whatever the implementation: TFLite turns the per-head projection
 FULLY_CONNECTED ops and the two attention products into unbatched BATCH_MATMUL ops, which
 XNNPACK runs in int8 (once `keras_vit.export.tflite_graph` has given their right-hand
 operands zero point 0); the batched 4-D int8 BATCH_MATMUL runs in TFLite's slow reference
-kernel (in a full-int8 ViT-S/16 it took ~60 % of the time). The full-integer TFLite
-export traces the model that way.
+kernel (in a full-int8 ViT-S/16 it took ~60 % of the time). The calibrated int8 TFLite
+exports trace the model that way. Under `graph_form("integer_exp")` each head computes
+`(exp(s - rowmax(s)) @ v) / rowsum(exp(s - rowmax(s)))` instead of `softmax(s) @ v`: the
+same function, whose weights peak at exactly 1 in every row, so that one int8 scale fits
+every row and the product with the values stays int8 ("matmul_int8").
 
 Attention masks, attention dropout in training, gated or windowed attention, quantized
 projections and returned scores always take the plain path. The default implementation is
@@ -163,7 +166,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
         use_causal_mask=False,
     ):
         impl = self.resolved_implementation(training)
-        if config.get_graph_form() == "integer":
+        if config.get_graph_form() in config.INTEGER_GRAPH_FORMS:
             impl = "head_major"  # the own path's conditions, then one head at a time
         keras_masks = [private_apis.keras_mask(t) for t in (query, value, key)]
         masks = [query_mask, value_mask, key_mask, attention_mask, *keras_masks]
@@ -190,7 +193,8 @@ class ViTAttention(keras.layers.MultiHeadAttention):
                 use_causal_mask=use_causal_mask,
             )
         key = value if key is None else key
-        if config.get_graph_form() == "integer" and query.shape[0] == 1 and key.shape[0] == 1:
+        if (config.get_graph_form() in config.INTEGER_GRAPH_FORMS and query.shape[0] == 1
+                and key.shape[0] == 1):
             return self._per_head_attention(query, key, value)
         if impl == "head_major":
             return self._head_major_attention(query, key, value)
@@ -226,7 +230,8 @@ class ViTAttention(keras.layers.MultiHeadAttention):
     def _per_head_attention(self, query, key, value):
         """(1, T, D) query and (1, S, D) key and value -> (1, T, D), one head at a time on
         2-D tensors, each head projected by its own slice of the kernels (the query scaled
-        through its kernel and bias)."""
+        through its kernel and bias); under "integer_exp", softmax(s) @ v as
+        (exp(s - rowmax(s)) @ v) / rowsum(exp(s - rowmax(s)))."""
         q_tokens, k_tokens, v_tokens = (ops.reshape(x, tuple(x.shape[1:])) for x in (query, key, value))
 
         def project(dense, tokens, head, factor=1.0):
@@ -236,6 +241,7 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             return y
 
         scale = 1.0 / math.sqrt(self.key_dim)
+        unnormalised = config.get_graph_form() == "integer_exp"
         heads = []
         for head in range(self.num_heads):
             q, k = self.rotate_query_key(project(self.query_dense, q_tokens, head, scale),
@@ -245,8 +251,13 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             # becomes a FULLY_CONNECTED with computed weights, which XNNPACK leaves out).
             q, k = (ops.reshape(t, (1,) + tuple(t.shape)) for t in (q, k))  # a RESHAPE op
             scores = ops.matmul(q, ops.swapaxes(k, -1, -2))
-            probs = ops.softmax(ops.reshape(scores, scores.shape[1:]), axis=-1)
-            heads.append(ops.matmul(probs, v))
+            scores = ops.reshape(scores, scores.shape[1:])
+            if unnormalised:  # each row's weights peak at 1; divided by their sum after
+                weights = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+                total = ops.sum(weights, axis=-1, keepdims=True)  # (T, 1)
+                heads.append(ops.matmul(weights, v) / total)
+            else:
+                heads.append(ops.matmul(ops.softmax(scores, axis=-1), v))
         out = ops.concatenate(heads, axis=-1)  # (T, heads * H)
         kernel = ops.cast(self.output_dense.kernel, out.dtype)
         out = ops.matmul(out, ops.reshape(kernel, (-1, kernel.shape[-1])))

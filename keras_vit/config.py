@@ -18,8 +18,11 @@ before building the jitted function or compiling the model.
   `with graph_form(...)`, `KERAS_VIT_GRAPH_FORM`. "standard" (the default); "tflite":
   layer norm as plain products (no SQUARED_DIFFERENCE, no outer-product MUL), which
   XNNPACK and TFLite's GPU delegate take whole; "integer": that, and attention one head at
-  a time for a batch of one, which XNNPACK runs in int8. The TFLite export traces float
-  files under "tflite" and int8 ones under "integer".
+  a time for a batch of one, which XNNPACK runs in int8; "integer_exp": that, with each
+  head's attention as `(exp(s - rowmax(s)) @ v) / rowsum(exp(s - rowmax(s)))` instead of
+  `softmax(s) @ v` (the unnormalised weights peak at exactly 1 in every row, so one int8
+  scale fits them all). The TFLite export traces float files under "tflite", "matmul_int8"
+  under "integer_exp" and the other int8 ones under "integer".
 """
 
 import contextlib
@@ -30,7 +33,9 @@ import keras
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "plain", "head_major", "fast")
 GRADIENT_MATERIALIZATIONS = ("auto", "on", "off")
-GRAPH_FORMS = ("standard", "tflite", "integer")
+GRAPH_FORMS = ("standard", "tflite", "integer", "integer_exp")
+# The forms that compute attention one head at a time (and layer norm for int8).
+INTEGER_GRAPH_FORMS = ("integer", "integer_exp")
 
 _ATTENTION = "attention implementation"
 _GRADIENT = "gradient materialization"
@@ -120,8 +125,8 @@ def gradient_materialization(mode):
 
 
 def set_graph_form(form):
-    """What traced graphs are made of: "standard", "tflite" or "integer" (see the module
-    docstring). Each computes the same function."""
+    """What traced graphs are made of: "standard", "tflite", "integer" or "integer_exp"
+    (see the module docstring). Each computes the same function."""
     _set(_GRAPH, form)
 
 

@@ -22,7 +22,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
     where Keras's op uses SQUARED_DIFFERENCE (no XNNPACK integer kernel, so a full-int8
     TFLite file left it to a slow reference kernel) and no outer product of the
     per-token and per-channel factors (which TFLite's GPU delegate refuses). Under
-    `("integer")`, `x * s + beta - mean(x) * s` with `s = rsqrt(mean(c * c) + epsilon) *
+    `("integer")` (and "integer_exp"), `x * s + beta - mean(x) * s` with `s = rsqrt(mean(c * c) + epsilon) *
     gamma`, which loses less in int8. Otherwise it is Keras's layer unchanged.
     """
 
@@ -36,7 +36,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
         inverse = ops.rsqrt(ops.mean(centred * centred, axis=self.axis, keepdims=True) + self.epsilon)
         gamma = ops.cast(self.gamma, x.dtype) if self.scale else None
         beta = ops.cast(self.beta, x.dtype) if self.center else None
-        if form == "integer":
+        if form in config.INTEGER_GRAPH_FORMS:
             # x * s + (beta - mean * s), s = inverse * gamma: the inputs themselves are
             # scaled, not their int8 requantized difference from the mean (on a tiny random
             # ViT that step alone doubled the int8 file's largest logit error).
@@ -57,8 +57,8 @@ class RMSNormalization(keras.layers.Layer):
     learned per-channel `scale` (initialised to ones) and no offset. Half-precision inputs
     are normalised in float32.
 
-    Under `keras_vit.config.graph_form("integer")` the per-token and per-channel factors
-    are multiplied first (`x * (inverse * scale)`, as `LayerNormalization` does there);
+    Under `keras_vit.config.graph_form("integer")` (or "integer_exp") the per-token and
+    per-channel factors are multiplied first (`x * (inverse * scale)`, as `LayerNormalization` does there);
     otherwise `(x * inverse) * scale` (no outer product, which TFLite's GPU delegate
     refuses). Both square with a product, never SQUARED_DIFFERENCE or POW.
     """
@@ -76,7 +76,7 @@ class RMSNormalization(keras.layers.Layer):
             x = ops.cast(x, "float32")
         inverse = ops.rsqrt(ops.mean(x * x, axis=-1, keepdims=True) + self.epsilon)
         scale = ops.cast(self.scale, x.dtype)
-        if config.get_graph_form() == "integer":
+        if config.get_graph_form() in config.INTEGER_GRAPH_FORMS:
             y = x * (inverse * scale)
         else:
             y = x * inverse * scale

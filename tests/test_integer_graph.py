@@ -23,7 +23,7 @@ CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("form", ["tflite", "integer"])
+@pytest.mark.parametrize("form", ["tflite", "integer", "integer_exp"])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_tflite_forms_compute_the_reference_function(name, form):
     model, images, expected = reference_case({**TINY, **CONFIGS[name]})
@@ -32,6 +32,23 @@ def test_tflite_forms_compute_the_reference_function(name, form):
         batch = ops.convert_to_numpy(model(images))  # a batch of two: the batched path
     for ours in (one, batch):
         assert np.max(np.abs(ours - expected)) / np.max(np.abs(expected)) < 1e-4
+
+
+def test_unnormalised_attention_equals_the_standard_form_with_large_scores():
+    """"integer_exp" attention, exp(s - rowmax(s)) @ v / rowsum, is softmax(s) @ v, also
+    where exp(s) alone would overflow float32 (scores in the thousands)."""
+    model = ViT(**{**TINY, "include_top": False})
+    randomised(model)
+    queries = [v for v in model.weights if v.path.endswith("query/kernel")]
+    assert len(queries) == TINY["num_layers"]
+    for variable in queries:
+        variable.assign(ops.convert_to_numpy(variable) * 300.0)
+    images = np.random.default_rng(8).integers(0, 256, (1, 16, 16, 3)).astype("float32")
+    standard = ops.convert_to_numpy(model(images))
+    with config.graph_form("integer_exp"):
+        unnormalised = ops.convert_to_numpy(model(images))
+    assert np.all(np.isfinite(unnormalised))
+    np.testing.assert_allclose(unnormalised, standard, rtol=1e-4, atol=1e-4 * np.max(np.abs(standard)))
 
 
 def test_integer_layer_norm_matches_numpy():
@@ -162,19 +179,21 @@ def test_matmul_int8_file_computes_only_the_matmuls_in_int8(tmp_path):
     from keras_vit import export
 
     min_cosine, interpreter, tensors, details, path = _tiny_features_file(tmp_path, "matmul", 7)
-    int8_ops = {}
+    int8_ops, float_ops = {}, set()
     for op in details:
         if tensors[op["outputs"][0]]["dtype"] == np.int8:
             int8_ops[op["op_name"]] = int8_ops.get(op["op_name"], 0) + 1
+        else:
+            float_ops.add(op["op_name"])
     # int8 out of: the patch embedding; per block the query, key and value projections of
-    # each head, the output projection, 2 MLP layers and each head's attention scores (its
-    # probabilities times values stay float); and the QUANTIZE ops that feed them
+    # each head, the output projection, 2 MLP layers and each head's two attention
+    # products (scores; unnormalised weights times values); and the QUANTIZE ops that feed
+    # them. The weights exp(s - rowmax(s)) and their division by the row sums stay float.
     assert set(int8_ops) == {"CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "QUANTIZE"}
     assert int8_ops["FULLY_CONNECTED"] == TINY["num_layers"] * (3 * TINY["num_heads"] + 3)
-    assert int8_ops["BATCH_MATMUL"] == TINY["num_layers"] * TINY["num_heads"]
-    float_products = [op for op in details if op["op_name"] == "BATCH_MATMUL"
-                      and tensors[op["outputs"][0]]["dtype"] == np.float32]
-    assert len(float_products) == TINY["num_layers"] * TINY["num_heads"]
+    assert int8_ops["BATCH_MATMUL"] == TINY["num_layers"] * TINY["num_heads"] * 2
+    assert {"REDUCE_MAX", "EXP", "SUM", "DIV"} <= float_ops
+    assert "SOFTMAX" not in float_ops
     assert all(zero_point == 0 for _, zero_point in _matmul_operands(interpreter))
     split = export.xnnpack_split(path)
     assert split["fallback"] == {} and split["partitions"] == 1

@@ -33,12 +33,15 @@ Quantization modes of `export_tflite`:
                point 0) and the output float32 logits. Every op is int8 (for NPUs and DSPs).
     "mixed_int8"  the same, except that the softmax computes in float32 (XNNPACK has no
                int8 softmax); float32 input and output.
-    "matmul_int8"  int8 only in the matmuls (patch embedding, projections, MLP, attention
-               scores), calibrated the same way; the attention probabilities times values,
-               the residual stream, layer norms, softmax and GELU compute in float32, so
-               XNNPACK runs every op but concatenations of more than 5 heads. About as fast
-               as "mixed_int8" on one core, and more accurate (benchmarks/RESULTS.md);
-               float32 input and output.
+    "matmul_int8"  int8 only in the matmuls (patch embedding, projections, MLP and both
+               attention products), calibrated the same way; the residual stream, layer
+               norms, GELU and the attention weights compute in float32, so XNNPACK runs
+               every op but concatenations of more than 5 heads. Each head's attention is
+               traced as (exp(s - rowmax(s)) @ v) / rowsum (the "integer_exp" graph form):
+               weights that peak at exactly 1 in every row, which one int8 scale fits,
+               where softmax probabilities over a few hundred tokens fall below one int8
+               step. Faster than "mixed_int8" on one core and more accurate
+               (benchmarks/RESULTS.md); float32 input and output.
 
 The modules: `checks` (arguments, paths, labels, packages, the model's input), `arrays`
 (data files and images), `saved_model`, `tflite` and `onnx` (each format: export, its

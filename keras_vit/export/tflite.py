@@ -15,11 +15,14 @@ from keras_vit.export import arrays, checks, saved_model, tflite_graph, worker
 # The ops "mixed_int8" keeps in float32: XNNPACK has no int8 softmax, and TFLite's own
 # int8 kernel is several times slower than XNNPACK's float one (docs/speed.md).
 MIXED_FLOAT_OPS = ("SOFTMAX",)
-# The only ops "matmul_int8" computes in int8 (the projections, MLP, attention products and
-# patch embedding), less the probabilities-times-values products
-# (`tflite_graph.probability_products`); the residual stream, layer norms, softmax and GELU
-# stay float32.
+# The only ops "matmul_int8" computes in int8: the projections, MLP, patch embedding and
+# both attention products, traced in the "integer_exp" graph form (attention weights
+# exp(s - rowmax(s)), which one int8 scale fits, divided by their row sums after the
+# product with the values); the residual stream, layer norms, the attention weights' exp,
+# max, sum and division and GELU stay float32.
 MATMUL_INT8_OPS = ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D")
+# The graph form each calibrated mode traces the model in (`keras_vit.config.graph_form`).
+CALIBRATED_FORMS = {"int8": "integer", "mixed_int8": "integer", "matmul_int8": "integer_exp"}
 
 
 def _builtin_op_names():
@@ -43,15 +46,16 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
 
     `quantize` is a canonical mode (see `export_tflite`); the calibrated ones
     (`checks.CALIBRATED`) calibrate on the `representative` images (float32, N x H x W x
-    C), trace the model in the "integer" graph form (`keras_vit.config.graph_form`; the other modes in "tflite") and
-    give XNNPACK the ranges its int8 kernels need (`tflite_graph.xnnpack_ranges`).
+    C), trace the model in their graph form (`CALIBRATED_FORMS`; the other modes in
+    "tflite", see `keras_vit.config.graph_form`) and give XNNPACK the ranges its int8
+    kernels need (`tflite_graph.xnnpack_ranges`).
     """
     import tensorflow as tf
 
     calibrated = quantize in checks.CALIBRATED
     with atomic.temporary_folder() as tmp:
         graph_input = "float32" if quantize == "int8" else input_dtype
-        with config.graph_form("integer" if calibrated else "tflite"):
+        with config.graph_form(CALIBRATED_FORMS.get(quantize, "tflite")):
             saved_model.write_saved_model(model, tmp, graph_input, batch_size=1)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serving_default"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -73,8 +77,7 @@ def convert(model, quantize, representative=None, input_dtype="float32"):
             flatbuffer = _convert_keeping_float(converter, samples[:1], MIXED_FLOAT_OPS)
         elif quantize == "matmul_int8":
             float_ops = sorted(_builtin_op_names() - set(MATMUL_INT8_OPS))
-            flatbuffer = _convert_keeping_float(converter, samples[:1], float_ops,
-                                                tflite_graph.probability_products)
+            flatbuffer = _convert_keeping_float(converter, samples[:1], float_ops)
         else:
             flatbuffer = converter.convert()
         if calibrated:
@@ -91,19 +94,15 @@ def run_job(model, job):
     return {}
 
 
-def _convert_keeping_float(converter, samples, float_ops, float_nodes=None):
-    """Converts with int8 everywhere except the ops named in `float_ops` (and the nodes,
-    by output tensor name, that `float_nodes` finds in the calibrated model's bytes), which
-    compute in float32 between DEQUANTIZE and QUANTIZE (TFLite's selective quantization)."""
+def _convert_keeping_float(converter, samples, float_ops):
+    """Converts with int8 everywhere except the ops named in `float_ops`, which compute in
+    float32 between DEQUANTIZE and QUANTIZE (TFLite's selective quantization)."""
     import tensorflow as tf
 
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=lambda: ([s[None]] for s in samples),
         debug_options=options)
-    if float_nodes is not None:
-        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_ops=list(float_ops), denylisted_nodes=float_nodes(debugger.calibrated_model))
     return debugger.get_nondebug_quantized_model()
 
 
@@ -123,8 +122,7 @@ def export_tflite(
         path: the output file, ending in `.tflite`; its folder must exist.
         quantize: "float32" (or None), "float16", "dynamic", "int8" (full integer),
             "mixed_int8" (int8 except the softmax, which XNNPACK runs in float) or
-            "matmul_int8" (int8 matmuls but the attention probabilities-times-values,
-            everything else float).
+            "matmul_int8" (int8 matmuls, everything else float).
         representative_data: images to calibrate the int8 modes on, ideally from the training
             pipeline: an array, a .npy / .npz / idx path, or an iterable of batches
             (e.g. a `tf.data.Dataset` of `(images, labels)`), in the model's input range.

@@ -1,5 +1,7 @@
 """A pass over a converted int8 TFLite flatbuffer that lets XNNPACK take more of its ops,
-and `probability_products`, the attention products that "matmul_int8" keeps in float.
+and `probability_products`, the attention products of softmax probabilities and values
+(benchmarks/int8_variants.py keeps them float in one variant, what "matmul_int8" did before
+it traced the "integer_exp" graph form).
 
 XNNPACK's int8 kernels refuse two things TFLite's calibration produces:
 - a `BATCH_MATMUL` whose right-hand operand has a zero point other than 0: every attention
