@@ -6,11 +6,14 @@ keeps its aspect ratio within `max_num_patches`, and resizes its square position
 
     size = naflex_size(image.shape[:2], patch_size=16, max_num_patches=256)
     model = ViT.from_preset(path, image_size=size)  # the table resized as transformers does
-    image = keras.ops.image.resize(image, size, antialias=True)  # transformers: PIL / torchvision
-    features = model(image[None])                   # = pooler_output, padding masked
+    image = keras.ops.image.resize(image, size, antialias=True)
+    features = model(image[None])                   # transformers' pooler_output
 
-A padded batch with `pixel_attention_mask` gives each image the output it has alone,
-which is what `model` gives for that image.
+transformers' processor resizes with PIL or torchvision (bilinear, antialiased): close to
+`keras.ops.image.resize`, not bit-equal. Given the same resized image, the model matches:
+in transformers' padded batch (`pixel_attention_mask`, `spatial_shapes`) the padding is
+masked, so each image gets the output it has alone. Models of one checkpoint at several
+sizes share its file but not their variables: build one per size that occurs.
 """
 
 import math
