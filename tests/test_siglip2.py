@@ -12,13 +12,13 @@ import pytest
 
 from keras_vit import ViT
 from keras_vit.naflex import naflex_size
-from reference_families import assert_close, randomise_parameters
+from reference_families import assert_close, fine_tunes_and_round_trips, randomise_parameters
 
 TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-             patch_size=4)
+             patch_size=8)
 TEXT = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
             vocab_size=64, max_position_embeddings=16)
-NUM_PATCHES, MAX_NUM_PATCHES = 16, 24  # a 4x4 table; images of up to 24 patches
+NUM_PATCHES, MAX_NUM_PATCHES = 16, 24  # a 4x4 table (32x32 images); up to 24 patches
 # Original image sizes (height, width): wide and tall, neither the table's 4x4 grid.
 IMAGES = [(30, 50), (61, 17)]
 
@@ -102,14 +102,14 @@ def test_naflex_matches_transformers_on_two_aspect_ratios(kind, tmp_path):
         (tmp_path / "config.json").unlink()
         heads = dict(num_heads=4)  # not in the file, as for any nonstandard width
     rng = np.random.default_rng(2)
-    sizes = [naflex_size(hw, 4, MAX_NUM_PATCHES) for hw in IMAGES]
-    assert sizes == [(16, 24), (32, 12)]  # 4x6 and 8x3 patches: the 4x4 table up and down
+    sizes = [naflex_size(hw, 8, MAX_NUM_PATCHES) for hw in IMAGES]
+    assert sizes == [(32, 48), (64, 24)]  # 4x6 and 8x3 patches: the 4x4 table up and down
     images = [rng.uniform(0, 255, (*size, 3)).astype("float32") for size in sizes]
-    values = np.zeros((len(images), MAX_NUM_PATCHES, 4 * 4 * 3), "float32")
+    values = np.zeros((len(images), MAX_NUM_PATCHES, 8 * 8 * 3), "float32")
     mask = np.zeros((len(images), MAX_NUM_PATCHES), "int64")
     shapes = []
     for i, image in enumerate(images):
-        patches, grid = _patches(image, 4)
+        patches, grid = _patches(image, 8)
         values[i, :len(patches)], mask[i, :len(patches)] = patches, 1
         shapes.append(grid)
     with torch.no_grad():
@@ -125,8 +125,9 @@ def test_naflex_matches_transformers_on_two_aspect_ratios(kind, tmp_path):
         assert_close(tokens, valid)
 
 
-def test_naflex_checkpoint_defaults_to_its_table_grid(tmp_path):
+def test_naflex_checkpoint_defaults_to_its_table_grid_and_fine_tunes(tmp_path):
     _, path = _saved("naflex", tmp_path)
     model = ViT.from_preset(path)
-    assert model.image_size == (16, 16) and model.patch_size == (4, 4)
+    assert model.image_size == (32, 32) and model.patch_size == (8, 8)
     assert not model.include_top and model.image_mean == [0.5] * 3
+    fine_tunes_and_round_trips(path, tmp_path)
