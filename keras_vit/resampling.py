@@ -46,7 +46,19 @@ def _antialias_bicubic_weights(old, new):
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-_RESAMPLE_WEIGHTS = {"bicubic": _bicubic_weights, "bicubic_antialias": _antialias_bicubic_weights}
+def _antialias_bilinear_weights(old, new):
+    """(new, old) weights of torch's antialiased bilinear resize (align_corners=False): the
+    triangle kernel stretched by the downsampling factor (not for upsampling), cut at the
+    border and renormalised, as SigLIP 2's NaFlex resizes its position table."""
+    scale = old / new
+    stretch = max(scale, 1.0)
+    centres = (np.arange(new) + 0.5) * scale
+    weights = np.maximum(0.0, 1.0 - np.abs(np.arange(old) + 0.5 - centres[:, None]) / stretch)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+_RESAMPLE_WEIGHTS = {"bicubic": _bicubic_weights, "bicubic_antialias": _antialias_bicubic_weights,
+                     "bilinear_antialias": _antialias_bilinear_weights}
 RESAMPLE_METHODS = ("bilinear", *_RESAMPLE_WEIGHTS)
 
 
@@ -62,7 +74,9 @@ def resample_position_embedding(embedding, old_grid, new_grid, num_prefix_tokens
     - "bicubic": `torch.nn.functional.interpolate(mode="bicubic", align_corners=False)`,
       as Hugging Face transformers does;
     - "bicubic_antialias": the same with `antialias=True`, as timm and Hugging Face's
-      DINOv2 with registers do.
+      DINOv2 with registers do;
+    - "bilinear_antialias": `interpolate(mode="bilinear", align_corners=False,
+      antialias=True)`, as transformers' SigLIP 2 (NaFlex) does per image.
 
     Returns a (1, P + h' * w', D) array of the input's dtype.
     """

@@ -25,6 +25,7 @@ FAMILIES = {
     "clip": ("vit_base_patch16_clip_224.openai", 16),
     "clip_quickgelu": ("vit_base_patch16_clip_quickgelu_224.openai", 16),
     "siglip": ("vit_base_patch16_siglip_224.webli", 0),
+    "siglip2": ("vit_base_patch16_siglip_224.v2_webli", 0),  # SigLIP 2, fixed resolution
     "mae": ("vit_base_patch16_224.mae", 0),
     # RMSNorm, SwiGLU, no attention or MLP biases, a norm in the patch embedding
     "aimv2": ("aimv2_large_patch14_224.apple_pt", 0),
@@ -33,20 +34,27 @@ FAMILIES = {
 EXTRA_ARGS = {"vit_fc_norm": dict(class_token=False, global_pool="avg", fc_norm=True)}
 
 
-def timm_saved_model(family, folder, mean_std=True):
+def randomise_parameters(module, seed=0):
+    """Sets every parameter of a torch module random and relevant: norm scales near 1,
+    the rest near 0, all 0.2 apart. Returns the module in eval mode."""
     import torch
 
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for key, param in module.named_parameters():
+            base = 1.0 if key.endswith("weight") and param.ndim == 1 else 0.0
+            param.copy_(base + 0.2 * torch.randn_like(param))
+    return module.eval()
+
+
+def timm_saved_model(family, folder, mean_std=True):
     timm = import_timm()
     name, classes = FAMILIES[family]
     overlay = dict(mean=tuple(MEAN), std=tuple(STD)) if mean_std else {}
     args = {**TINY, **EXTRA_ARGS.get(family, {})}
     model = timm.create_model(name, pretrained=False, num_classes=classes,
                               pretrained_cfg_overlay=overlay, **args).eval()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for key, param in model.named_parameters():  # every parameter random and relevant
-            base = 1.0 if key.endswith("weight") and param.ndim == 1 else 0.0
-            param.copy_(base + 0.2 * torch.randn_like(param))
+    randomise_parameters(model)
     timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
     return model, str(folder / "model.safetensors")
 

@@ -1,5 +1,6 @@
 """Position-embedding resampling against the references: torch's bicubic interpolation
-(Hugging Face transformers), with antialiasing (timm, DINOv2 with registers), and
+(Hugging Face transformers), with antialiasing (timm, DINOv2 with registers), torch's
+antialiased bilinear one (SigLIP 2 NaFlex), and
 scipy's order-1 zoom (vit_jax, big_vision)."""
 
 import numpy as np
@@ -17,30 +18,31 @@ def _embedding(old_grid, prefix, dtype="float64"):
     return rng.normal(size=(1, prefix + old_grid[0] * old_grid[1], 6)).astype(dtype)
 
 
-def _torch_resample(embedding, old_grid, new_grid, prefix, antialias):
+def _torch_resample(embedding, old_grid, new_grid, prefix, method):
     import torch
 
     grid = embedding[0, prefix:].reshape(*old_grid, -1).transpose(2, 0, 1)[None]
     resized = torch.nn.functional.interpolate(
-        torch.from_numpy(np.ascontiguousarray(grid)), size=new_grid, mode="bicubic",
-        align_corners=False, antialias=antialias)
+        torch.from_numpy(np.ascontiguousarray(grid)), size=new_grid, mode=method.split("_")[0],
+        align_corners=False, antialias=method.endswith("_antialias"))
     return resized[0].numpy().transpose(1, 2, 0)
 
 
-@pytest.mark.parametrize("method", ["bicubic", "bicubic_antialias"])
+@pytest.mark.parametrize("method", ["bicubic", "bicubic_antialias", "bilinear_antialias"])
 @pytest.mark.parametrize("old_grid, new_grid, prefix", CASES)
-def test_bicubic_matches_torch(method, old_grid, new_grid, prefix):
+def test_matches_torch_interpolate(method, old_grid, new_grid, prefix):
     pytest.importorskip("torch")
     embedding = _embedding(old_grid, prefix)
     ours = resample_position_embedding(embedding, old_grid, new_grid, prefix, method=method)
     assert ours.shape == (1, prefix + new_grid[0] * new_grid[1], 6) and ours.dtype == np.float64
     np.testing.assert_array_equal(ours[:, :prefix], embedding[:, :prefix])
-    theirs = _torch_resample(embedding, old_grid, new_grid, prefix, method == "bicubic_antialias")
+    theirs = _torch_resample(embedding, old_grid, new_grid, prefix, method)
     err = np.max(np.abs(ours[0, prefix:].reshape(theirs.shape) - theirs)) / np.max(np.abs(theirs))
     assert err < 1e-6, f"relative error {err:.2e}"
 
 
-@pytest.mark.parametrize("method", ["bilinear", "bicubic", "bicubic_antialias"])
+@pytest.mark.parametrize("method", ["bilinear", "bicubic", "bicubic_antialias",
+                                    "bilinear_antialias"])
 def test_input_dtype_out_and_same_grid_is_identity(method):
     embedding = _embedding((4, 6), 1, "float32")
     resampled = resample_position_embedding(embedding, (4, 6), (6, 3), method=method)
@@ -58,7 +60,7 @@ def test_bilinear_is_scipy_zoom_order_1():
 
 
 def test_unknown_method_names_the_valid_ones():
-    with pytest.raises(ValueError, match="'bilinear', 'bicubic', 'bicubic_antialias'"):
+    with pytest.raises(ValueError, match="'bilinear', 'bicubic', 'bicubic_antialias', 'bilinear_antialias'"):
         resample_position_embedding(_embedding((4, 4), 1), (4, 4), (4, 4), method="nearest")
 
 

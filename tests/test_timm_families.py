@@ -33,6 +33,7 @@ def test_family_matches_timm(family, tmp_path):
         "clip": dict(pre_norm=True, layer_norm_epsilon=1e-5, mlp_activation="gelu"),
         "clip_quickgelu": dict(pre_norm=True, mlp_activation="quick_gelu"),
         "siglip": dict(pooling="map"),
+        "siglip2": dict(pooling="map"),
         "aimv2": dict(pooling="gap", norm_type="rms_norm", mlp_type="swiglu", patch_norm=True,
                       patch_bias=True, query_bias=False, output_bias=False, mlp_bias=False,
                       layer_norm_epsilon=1e-5, mlp_dim=88),

@@ -9,13 +9,17 @@
 - DeiT (`DeiTForImageClassificationWithTeacher`, `DeiTForImageClassification`,
   `DeiTModel`): a distillation token; with the teacher's head too, the model averages the
   two heads' logits, as transformers does;
-- SigLIP's image tower (`SiglipVisionModel`): no class token, multi-head attention
-  pooling (MAP) with a learned probe, the tanh GELU;
+- SigLIP's image tower (`SiglipVisionModel`, SigLIP 2's fixed-resolution weights too): no
+  class token, multi-head attention pooling (MAP) with a learned probe, the tanh GELU;
+- SigLIP 2's NaFlex tower (`Siglip2VisionModel`): SigLIP's, with the patch projection a
+  linear layer on (ph, pw, C)-flattened patches and a square table (`num_patches`) that
+  transformers resizes to each image's patch grid, antialiased bilinear: build the model
+  at the image's size (`keras_vit.naflex.naflex_size`) and the table is resized the same;
 - AIMv2's image tower (`Aimv2VisionModel` with `use_head=False`, not `is_native`):
   RMSNorm (`rms_norm_eps`), SwiGLU, biases as `qkv_bias` / `mlp_bias` say, an RMSNorm
   after the patch projection; keras_vit averages its normed tokens (timm's pooling).
 
-A whole `CLIPModel`, `SiglipModel` or `ViTMAEForPreTraining` loads its image tower (from
+A whole `CLIPModel`, `SiglipModel`, `Siglip2Model` or `ViTMAEForPreTraining` loads its image tower (from
 `vision_config`); the text tower and MAE's decoder are left out. The family comes from
 `model_type` in config.json, else from the keys. The image mean and std come from
 preprocessor_config.json, else the family's known values.
@@ -38,10 +42,12 @@ _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "g
 _FAMILIES = {"vit": "vit", "vit_mae": "vit", "deit": "vit", "dinov2": "dinov2",
              "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip",
              "siglip_vision_model": "siglip", "siglip": "siglip",
+             "siglip2_vision_model": "siglip", "siglip2": "siglip",
              "aimv2_vision_model": "aimv2"}
 _DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "deit": IMAGENET, "dinov2": IMAGENET,
                           "dinov2_with_registers": IMAGENET, "clip_vision_model": CLIP,
                           "clip": CLIP, "siglip_vision_model": None, "siglip": None,
+                          "siglip2_vision_model": None, "siglip2": None,
                           "aimv2_vision_model": CLIP}
 
 # Per family: where the embeddings are, and each block part's name in the file.
@@ -63,13 +69,17 @@ _BLOCK_NAMES["dinov2"] = {**_BLOCK_NAMES["vit"], "mlp_dense_1": "mlp.fc1", "mlp_
 _BLOCK_NAMES["siglip"] = _BLOCK_NAMES["clip"]
 
 
-def _model_type(hf, keys):
+def _model_type(hf, tensors):
+    keys = set(tensors)
     model_type = hf.get("model_type")
     if model_type is None:
         if "embeddings.rms_norm.weight" in keys:
             return "aimv2_vision_model"
-        if {"head.probe", "vision_model.head.probe"} & keys:
-            return "siglip_vision_model"
+        for p in ("", "vision_model."):
+            if f"{p}head.probe" in keys:  # NaFlex: a linear patch projection
+                patch = tensors.get(f"{p}embeddings.patch_embedding.weight")
+                return "siglip2_vision_model" if getattr(patch, "ndim", 4) == 2 else \
+                    "siglip_vision_model"
         if any(k.startswith("vision_model.embeddings.") for k in keys):
             return "clip_vision_model"
         if {"deit.embeddings.distillation_token", "embeddings.distillation_token"} & keys:
@@ -131,9 +141,9 @@ def convert(r, files):
     files = files or {}
     keys = set(r.tensors)
     config = files.get("config") or {}
-    model_type = _model_type(config, keys)
+    model_type = _model_type(config, r.tensors)
     family = _FAMILIES[model_type]
-    if model_type in ("clip", "siglip"):  # a whole CLIP / SigLIP: its image tower's config
+    if model_type in ("clip", "siglip", "siglip2"):  # a whole model: its image tower's config
         config = config.get("vision_config") or {}
         if not isinstance(config, dict):
             raise ValueError("config.json: vision_config must be an object.")
@@ -146,7 +156,9 @@ def convert(r, files):
         kernel, pos_key = _clip_embeddings(r, p)
     elif family == "siglip":
         p = "vision_model." if "vision_model.embeddings.patch_embedding.weight" in keys else ""
-        kernel, pos_key = _siglip_embeddings(r, p)
+        kernel, pos_key = _siglip_embeddings(r, p, config)
+        if model_type.startswith("siglip2"):
+            r.resample_method = "bilinear_antialias"
     else:
         p = next((prefix for prefix in ("vit.", "deit.")
                   if f"{prefix}embeddings.patch_embeddings.projection.weight" in keys), "")
@@ -251,15 +263,37 @@ def _deit_heads(r):
     return optional_dense(r, "head", "classifier.", "weight", linear), False
 
 
-def _siglip_embeddings(r, p):
-    """SigLIP's embeddings: a patch conv and a 2-D position table, no class token.
-    Returns (patch kernel, position key)."""
+def _siglip_embeddings(r, p, config):
+    """SigLIP's embeddings: a patch conv (SigLIP 2 NaFlex: a (D, ph * pw * C) linear layer,
+    `patch_size` and `num_channels` from `config`) and a 2-D position table, no class
+    token. Returns (patch kernel, position key)."""
     emb = f"{p}embeddings."
     r.ignorable |= {f"{emb}position_ids"}
+    weight = r.tensors.get(f"{emb}patch_embedding.weight")
     kernel = r.take("patch_embedding/projection/kernel", f"{emb}patch_embedding.weight",
-                    conv_kernel, ndim=4)
+                    conv_kernel if getattr(weight, "ndim", 4) == 4 else _naflex_patch_kernel(
+                        config))
     r.take("patch_embedding/projection/bias", f"{emb}patch_embedding.bias")
     return kernel, _position_table(r, emb)
+
+
+def _naflex_patch_kernel(config):
+    """The transform of NaFlex's (D, ph * pw * C) patch projection to a (p, p, C, D)
+    kernel; the patch side from config.json, else from the width with 3 channels."""
+    channels = positive_int(config.get("num_channels", 3), "num_channels")
+
+    def transform(weight):
+        if weight.ndim != 2:
+            raise ValueError(f"The NaFlex patch projection has shape {weight.shape}, expected "
+                             "(width, patch * patch * channels).")
+        side = config.get("patch_size", math.isqrt(weight.shape[1] // channels))
+        side = positive_int(side, "patch_size")
+        if side * side * channels != weight.shape[1]:
+            raise ValueError(f"The NaFlex patch projection has {weight.shape[1]} inputs, not "
+                             f"{side}x{side} patches of {channels} channels.")
+        return weight.T.reshape(side, side, channels, weight.shape[0])
+
+    return transform
 
 
 def _position_table(r, emb):
