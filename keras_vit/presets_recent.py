@@ -62,6 +62,27 @@ RECENT_PRESETS = {
         },
         "default_weights": "webli",
     },
+    "siglip2_b16_naflex": {
+        "description": (
+            "SigLIP 2 B/16 NaFlex image tower (Tschannen et al., 2025): any aspect ratio up to "
+            "256 patches; build it at keras_vit.naflex.naflex_size(image size) (its 16x16 "
+            "position table is resized as transformers does); features, no head."
+        ),
+        "config": {
+            "image_size": 256, "patch_size": 16, "hidden_dim": 768, "mlp_dim": 3072,
+            "num_heads": 12, "num_layers": 12, "pooling": "map", "mlp_activation": "gelu_tanh",
+            "layer_norm_epsilon": 1e-06, "include_top": False,
+        },
+        "weights": {
+            "webli": {
+                "url": "hf://google/siglip2-base-patch16-naflex",
+                "format": "hf", "image_size": 256, "num_classes": None, "top1": None,
+                "top1_source": "none for this file: the paper reports NaFlex per sequence length",
+                "sha256": None, "size": None,
+            },
+        },
+        "default_weights": "webli",
+    },
     "aimv2_l14": {
         "description": (
             "AIMv2 ViT-L/14 at 224 (Fini et al., 2025): autoregressive multimodal pre-training, "
