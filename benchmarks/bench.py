@@ -26,6 +26,14 @@ class token read out of the normalised tokens) and timm's `vit_base_patch14_dino
 features (B, D). Having no head, each trains to regress fixed N(0, 1) feature targets with a
 mean squared error: the same loss, targets and parameters in every library. keras-hub's
 backbone holds two extra weights (`keras_hub_dinov2_extra`).
+
+DINOv3 (`--presets dinov3_b16`; `dinov3_tiny` for the tests) is the same kind of features
+model with DINOv3 ViT-B/16's layout: 2-D RoPE of the patch tokens (theta 100) and no position
+table, 4 register tokens, layer scale, LayerNorm epsilon 1e-5, and no query, key or value
+biases (timm's `vit_base_patch16_dinov3`, whose released file has none; the `_qkvb` variant
+holds them at zero); keras_vit's ViT with `rope="dinov3"`, keras-hub's `DINOV3Backbone`
+(its class token read out of the normalised tokens; one extra weight, its mask token) and
+timm's `vit_base_patch16_dinov3` with `global_pool="token"`, `num_classes=0`.
 """
 
 import argparse
@@ -64,7 +72,12 @@ ARCH = {
 }
 ARCH["tiny"] = (8, 32, 64, 4, 2)  # for the test of this script, not a real model
 ARCH["dinov2_tiny"] = ARCH["tiny"]
+ARCH["dinov3_b16"] = (16, 768, 3072, 12, 12)  # DINOv3 ViT-B/16 (the dinov3_b16 preset's)
+ARCH["dinov3_tiny"] = ARCH["tiny"]
 DINOV2 = ("dinov2_b14", "dinov2_tiny")  # features models: DINOv2's layout, no head
+DINOV3 = ("dinov3_b16", "dinov3_tiny")  # features models: DINOv3's layout (RoPE), no head
+FEATURES = DINOV2 + DINOV3
+DINOV3_REGISTERS = 4
 LAYER_SCALE_INIT = 1e-5  # DINOv2's and timm's; keras-hub's and keras_vit's presets use 1.0
 HUB_POSITION_SIZE = 518  # keras-hub's DINOv2 keeps a position table for 518 px images
 TIMM_NAMES = {
@@ -75,6 +88,7 @@ TIMM_NAMES = {
     "b32": "vit_base_patch32_224",
     "l16": "vit_large_patch16_224",
     "dinov2_b14": "vit_base_patch14_dinov2",
+    "dinov3_b16": "vit_base_patch16_dinov3",
 }
 NUM_CLASSES = 1000
 
@@ -82,11 +96,16 @@ NUM_CLASSES = 1000
 def expected_params(preset, image_size, lib="keras_vit"):
     """The parameter count from the architecture alone (class token, 1 + N positions): with
     a 1000-class head, or for DINOv2 with two layer scales a block and no head, plus
-    `keras_hub_dinov2_extra` in keras-hub's."""
+    `keras_hub_dinov2_extra` in keras-hub's; DINOv3: no position table, 4 registers, no
+    query/key/value biases, two layer scales a block, no head, plus keras-hub's mask token."""
     patch, d, mlp, _, layers = ARCH[preset]
     tokens = 1 + (image_size // patch) ** 2
     block = 4 * d * d + 4 * d + 2 * d * mlp + mlp + d + 4 * d
     embedding = (patch * patch * 3 * d + d) + d + tokens * d
+    if preset in DINOV3:
+        embedding = (patch * patch * 3 * d + d) + d + DINOV3_REGISTERS * d
+        extra = d if lib == "keras_hub" else 0  # its mask token
+        return embedding + layers * (block - 3 * d + 2 * d) + 2 * d + extra
     if preset not in DINOV2:
         return embedding + layers * block + 2 * d + d * NUM_CLASSES + NUM_CLASSES
     extra = keras_hub_dinov2_extra(preset) if lib == "keras_hub" else 0
@@ -102,8 +121,8 @@ def keras_hub_dinov2_extra(preset):
 
 
 def train_targets(preset, rng, n):
-    """Class labels, or for a features model (DINOv2) N(0, 1) vectors to regress."""
-    if preset in DINOV2:
+    """Class labels, or for a features model (DINOv2, DINOv3) N(0, 1) vectors to regress."""
+    if preset in FEATURES:
         return rng.standard_normal((n, ARCH[preset][1])).astype("float32")
     return rng.integers(0, NUM_CLASSES, (n,)).astype("int32")
 
@@ -204,15 +223,19 @@ class _Memory:
 def build_keras_model(lib, preset, image_size):
     """The Keras model `lib` ("keras_vit", "keras_vit:<attention spec>" or "keras_hub")
     builds for benchmark preset `preset` (a key of `ARCH`) at `image_size`: images
-    (B, image_size, image_size, 3) -> logits (B, NUM_CLASSES), or for a DINOv2 preset the
-    class token's features (B, hidden_dim). Randomly initialised, no preprocessing."""
+    (B, image_size, image_size, 3) -> logits (B, NUM_CLASSES), or for a DINOv2 or DINOv3
+    preset the class token's features (B, hidden_dim). Randomly initialised, no preprocessing."""
     patch, d, mlp, heads, layers = ARCH[preset]
-    dinov2 = preset in DINOV2
+    dinov2, dinov3 = preset in DINOV2, preset in DINOV3
     if lib.split(":")[0] == "keras_vit":
         from keras_vit import ViT
 
         top = dict(include_top=False, layer_scale_init=LAYER_SCALE_INIT,
-                   mlp_activation="gelu") if dinov2 else dict(num_classes=NUM_CLASSES)
+                   mlp_activation="gelu") if dinov2 or dinov3 else dict(num_classes=NUM_CLASSES)
+        if dinov3:
+            top.update(rope="dinov3", rope_theta=100.0, position_embedding="none",
+                       num_register_tokens=DINOV3_REGISTERS, query_bias=False, key_bias=False,
+                       value_bias=False, pooling="token")
         model = ViT(
             image_size=image_size,
             patch_size=patch,
@@ -222,7 +245,7 @@ def build_keras_model(lib, preset, image_size):
             mlp_dim=mlp,
             include_preprocessing=False,
             gelu_approximate=False,
-            layer_norm_epsilon=1e-6,
+            layer_norm_epsilon=1e-5 if dinov3 else 1e-6,
             **top,
         )
         if ":" in lib:  # "keras_vit:plain", "keras_vit:fast:8": pick the attention path
@@ -233,20 +256,23 @@ def build_keras_model(lib, preset, image_size):
     import keras
     import keras_hub
 
-    if dinov2:  # default mask token and 518 px position table, as its presets
-        backbone = keras_hub.models.DINOV2Backbone(
-            patch_size=patch,
-            num_layers=layers,
-            hidden_dim=d,
-            num_heads=heads,
-            intermediate_dim=mlp,
-            layer_scale_init_value=LAYER_SCALE_INIT,
-            num_register_tokens=0,
-            image_shape=(image_size, image_size, 3),
-            position_embedding_shape=(HUB_POSITION_SIZE, HUB_POSITION_SIZE, 3),
-        )
+    if dinov2 or dinov3:  # default mask token (and DINOv2's 518 px position table), as its presets
+        common = dict(patch_size=patch, num_layers=layers, hidden_dim=d, num_heads=heads,
+                      intermediate_dim=mlp, layer_scale_init_value=LAYER_SCALE_INIT,
+                      image_shape=(image_size, image_size, 3))
+        if dinov3:
+            backbone = keras_hub.models.DINOV3Backbone(
+                num_register_tokens=DINOV3_REGISTERS, use_query_bias=False, use_key_bias=False,
+                use_value_bias=False, rope_theta=100.0, **common)
+            input_name = "pixel_values"
+        else:
+            backbone = keras_hub.models.DINOV2Backbone(
+                num_register_tokens=0,
+                position_embedding_shape=(HUB_POSITION_SIZE, HUB_POSITION_SIZE, 3), **common)
+            input_name = "images"
         images = keras.Input((image_size, image_size, 3), name="images")
-        return keras.Model(images, backbone({"images": images})[:, 0], name="dinov2_features")
+        return keras.Model(images, backbone({input_name: images})[:, 0],
+                           name=f"dinov{3 if dinov3 else 2}_features")
     backbone = keras_hub.models.ViTBackbone(
         image_shape=(image_size, image_size, 3),
         patch_size=patch,
@@ -308,7 +334,7 @@ def _keras_phases(lib, spec, memory):
         phases["fwd"] = run_torch, sync_torch, bs
 
     # 2. model.predict on host images.
-    if spec["preset"] in DINOV2:
+    if spec["preset"] in FEATURES:
         loss = keras.losses.MeanSquaredError()
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -415,13 +441,14 @@ def _timm_worker(spec, result, save):
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     result["device"] = "gpu" if dev == "cuda" else "cpu"
     torch.manual_seed(0)
-    dinov2 = spec["preset"] in DINOV2
+    dinov2 = spec["preset"] in FEATURES
     model = timm.create_model(
         TIMM_NAMES[spec["preset"]],
         pretrained=False,
         num_classes=0 if dinov2 else NUM_CLASSES,
         img_size=spec["image_size"],
         **(dict(init_values=LAYER_SCALE_INIT) if dinov2 else {}),
+        **(dict(global_pool="token") if spec["preset"] in DINOV3 else {}),
     ).to(dev)
     result["params"] = sum(p.numel() for p in model.parameters())
     bf16 = spec["precision"] == "mixed_bfloat16"
@@ -649,6 +676,8 @@ def format_table(results):
         elif not note and sp["lib"] == "keras_hub" and sp["preset"] in DINOV2:
             note = (f"+{keras_hub_dinov2_extra(sp['preset']):,} params: mask token, "
                     f"{HUB_POSITION_SIZE} px position table")
+        elif not note and sp["lib"] == "keras_hub" and sp["preset"] in DINOV3:
+            note = f"+{ARCH[sp['preset']][1]:,} params: mask token"
         lines.append(
             f"| {backend} | {sp['preset']} {sp['image_size']} b{sp['batch_size']}/"
             f"{sp['train_batch_size']} | {sp['precision']} | {_label(sp)} "

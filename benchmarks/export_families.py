@@ -1,6 +1,6 @@
-"""TFLite float32 and full int8 export of DINOv2-S/14 and SigLIP-B/16, with parity.
+"""TFLite float32 and full int8 export of DINOv2-S/14, SigLIP-B/16 and DINOv3-S/16, with parity.
 
-Builds both features models (no head) at 224 with random weights (no checkpoint is
+Builds the features models (no head) at 224 with random weights (no checkpoint is
 downloaded), writes a float32 and a full-integer int8 TFLite file of each with
 `keras_vit.export.export_tflite`, compares each file's features with Keras
 (`keras_vit.export.parity_report`) and prints one Markdown table: model, params, variant,
@@ -41,10 +41,19 @@ FAMILIES = {
     "SigLIP-B/16": dict(image_size=224, patch_size=16, hidden_dim=768, num_layers=12,
                         num_heads=12, mlp_dim=3072, pooling="map", mlp_activation="gelu_tanh",
                         include_top=False),
+    # DINOv3 ViT-S/16 features (timm's vit_small_patch16_dinov3): 2-D RoPE and no position
+    # table (exported as precomputed tables at 224), 4 registers, layer scale, no q/k/v biases.
+    "DINOv3-S/16": dict(image_size=224, patch_size=16, hidden_dim=384, num_layers=12,
+                        num_heads=6, mlp_dim=1536, layer_scale_init=1e-5, rope="dinov3",
+                        rope_theta=100.0, position_embedding="none", num_register_tokens=4,
+                        query_bias=False, key_bias=False, value_bias=False, pooling="token",
+                        layer_norm_epsilon=1e-5, gelu_approximate=False, include_top=False,
+                        **IMAGENET),
 }
 # timm's counts (vit_small_patch14_dinov2 less its 518-pixel position embedding's extra
-# 1113 positions; vit_base_patch16_siglip_224), the check that the architecture is theirs.
-EXPECTED_PARAMS = {"DINOv2-S/14": 21_628_800, "SigLIP-B/16": 92_884_224}
+# 1113 positions; vit_base_patch16_siglip_224; vit_small_patch16_dinov3), the check that
+# the architecture is theirs.
+EXPECTED_PARAMS = {"DINOv2-S/14": 21_628_800, "SigLIP-B/16": 92_884_224, "DINOv3-S/16": 21_586_944}
 VARIANTS = ("float32", "int8")
 
 

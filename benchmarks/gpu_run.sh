@@ -3,9 +3,12 @@
 # JAX, PyTorch and timm installed; no TensorFlow, no Keras). Keras, keras-hub and the two
 # pure dependencies missing there travel as wheels in .whl/ (see benchmarks/RESULTS.md):
 #
-#   device run, carry [".whl"], timeout_s 540:   DINOV2_DEADLINE=0 bash benchmarks/gpu_run.sh
+#   device run, carry [".whl"], timeout_s 540:
+#       DINOV2_DEADLINE=0 DINOV3_DEADLINE=0 bash benchmarks/gpu_run.sh
 #   then the DINOv2 part alone, timeout_s 300:
-#       BENCH_DEADLINE=0 BREAKDOWN_TIMEOUT=0 bash benchmarks/gpu_run.sh
+#       BENCH_DEADLINE=0 DINOV3_DEADLINE=0 BREAKDOWN_TIMEOUT=0 bash benchmarks/gpu_run.sh
+#   then the DINOv3 part alone, timeout_s 300:
+#       BENCH_DEADLINE=0 DINOV2_DEADLINE=0 BREAKDOWN_TIMEOUT=0 bash benchmarks/gpu_run.sh
 #
 # (its three parts at their default limits can take 11 minutes, more than one call's 10).
 # ViT-B/16 at 224, mixed_bfloat16, batch 256 inference / 128 training: keras_vit on JAX with
@@ -18,6 +21,10 @@
 # as built, keras-hub's DINOV2Backbone, timm's vit_base_patch14_dinov2; bench.py --presets
 # dinov2_b14), started within DINOV2_DEADLINE seconds (default 200; 0 skips it), into
 # $OUT/RESULTS_gpu_dinov2.md; DINOV2_ARGS replaces its arguments (default --presets dinov2_b14).
+# Then the DINOv3-B/16 features models at 224 (keras_vit with rope="dinov3", keras-hub's
+# DINOV3Backbone, timm's vit_base_patch16_dinov3; bench.py --presets dinov3_b16), started within
+# DINOV3_DEADLINE seconds (default 200; 0 skips it), into $OUT/RESULTS_gpu_dinov3.md;
+# DINOV3_ARGS replaces its arguments (default --presets dinov3_b16).
 # Then benchmarks/breakdown.py times keras_vit's parts (patch embedding,
 # attention paths incl. fast:1, fast:2 and fast:8, MLP, block, model) at batch 128, cut off after
 # BREAKDOWN_TIMEOUT seconds (default 180; 0 skips it), into $OUT/breakdown.*;
@@ -37,6 +44,7 @@
 # with DINOV2_ARGS="--presets dinov2_tiny --libs keras_vit,keras_hub --image-size 32
 # --batch-size 2 --train-batch-size 2 --precision float32 --warmup 1 --repeats 1 --steps 1
 # --predict-batches 1" in front for the DINOv2 part (or DINOV2_DEADLINE=0 to leave it out),
+# the same with dinov3_tiny as DINOV3_ARGS for the DINOv3 part (or DINOV3_DEADLINE=0),
 # and PROFILE_TIMEOUT=120 PROFILE_ARGS="--preset tiny --image-size 32 --batch-size 2
 # --train-batch-size 2 --precision float32 --warmup 1 --steps 1" in front to include the profile.
 set -u
@@ -63,6 +71,11 @@ if [ "${DINOV2_DEADLINE:-200}" != 0 ]; then
     "$PYTHON" benchmarks/bench.py --gpu --deadline "${DINOV2_DEADLINE:-200}" \
         ${DINOV2_ARGS:---presets dinov2_b14} --out "$OUT/RESULTS_gpu_dinov2.md" \
         --json "$OUT/results_gpu_dinov2.json" --log "$OUT/bench_log.txt" || status=1
+fi
+if [ "${DINOV3_DEADLINE:-200}" != 0 ]; then
+    "$PYTHON" benchmarks/bench.py --gpu --deadline "${DINOV3_DEADLINE:-200}" \
+        ${DINOV3_ARGS:---presets dinov3_b16} --out "$OUT/RESULTS_gpu_dinov3.md" \
+        --json "$OUT/results_gpu_dinov3.json" --log "$OUT/bench_log.txt" || status=1
 fi
 if [ "${BREAKDOWN_TIMEOUT:-180}" != 0 ]; then
     KERAS_BACKEND=jax timeout "${BREAKDOWN_TIMEOUT:-180}" "$PYTHON" benchmarks/breakdown.py \

@@ -28,6 +28,10 @@ def test_expected_params_match_the_reference_and_the_presets():
     assert bench.expected_params("dinov2_b14", 518, "keras_hub") == 87_632_640
     assert bench.expected_params("dinov2_b14", 224) == 85_724_928
     assert bench.expected_params("dinov2_b14", 224, "keras_hub") == 85_724_928 + 1_052_928
+    # DINOv3 ViT-B/16 without q/k/v biases (timm's vit_base_patch16_dinov3: 85.6 M), any
+    # image size (RoPE, no table); keras-hub's adds its mask token.
+    assert bench.expected_params("dinov3_b16", 224) == bench.expected_params("dinov3_b16", 256) == 85_641_216
+    assert bench.expected_params("dinov3_b16", 224, "keras_hub") == 85_641_216 + 768
     # bench.ARCH is read from keras_vit/presets.py, not a copy of it.
     assert bench.ARCH["b16"] == tuple(presets.PRESETS["b16"]["config"][key] for key in (
         "patch_size", "hidden_dim", "mlp_dim", "num_heads", "num_layers"))
@@ -50,6 +54,8 @@ def test_modes_build_the_documented_jobs():
     dinov2 = bench.build_specs(bench.parse_args(["--gpu", "--presets", "dinov2_b14"]))
     assert [s["libs"] for s in dinov2] == [["keras_vit"], ["keras_hub"], ["timm"]]
     assert bench.TIMM_NAMES["dinov2_b14"] == "vit_base_patch14_dinov2"
+    dinov3 = bench.build_specs(bench.parse_args(["--gpu", "--presets", "dinov3_b16"]))
+    assert [s["libs"] for s in dinov3] == [["keras_vit"], ["keras_hub"], ["timm"]]
 
 
 def test_attention_specs():
@@ -92,6 +98,13 @@ def tiny_dinov2_run(tmp_path_factory):
     return _tiny_run(tmp_path_factory.mktemp("bench_dinov2"), "dinov2_tiny", libs)
 
 
+@pytest.fixture(scope="module")
+def tiny_dinov3_run(tmp_path_factory):
+    """The same for the 2-layer DINOv3 features model (RoPE, 4 registers)."""
+    libs = "keras_vit,keras_hub" if HAS_KERAS_HUB else "keras_vit"
+    return _tiny_run(tmp_path_factory.mktemp("bench_dinov3"), "dinov3_tiny", libs)
+
+
 def test_runs_keras_vit_with_both_attention_paths(tiny_run):
     status, results, report = tiny_run
     assert status == 0, results
@@ -116,19 +129,47 @@ def test_runs_against_keras_hub_with_equal_params(tiny_run):
     assert len(ratios) == 3 and all(float(r) > 0 for r in ratios)
 
 
-def test_runs_the_dinov2_features_models(tiny_dinov2_run):
-    status, results, report = tiny_dinov2_run
+@pytest.mark.parametrize("run, preset, hub_note", [
+    ("tiny_dinov2_run", "dinov2_tiny", "mask token, 518 px position table"),
+    ("tiny_dinov3_run", "dinov3_tiny", "+32 params: mask token")])
+def test_runs_the_features_models(run, preset, hub_note, request):
+    status, results, report = request.getfixturevalue(run)
     assert status == 0, results
     by_lib = {r["spec"]["lib"]: r for r in results}
-    for lib, res in by_lib.items():  # keras-hub's count includes its two extra weights
-        assert res["params"] == bench.expected_params("dinov2_tiny", 32, lib), res
+    for lib, res in by_lib.items():  # keras-hub's count includes its extra weights
+        assert res["params"] == bench.expected_params(preset, 32, lib), res
         for key in ("fwd_ips", "predict_ips", "train_ips"):
             assert res[key] > 0
     rows = {line.split("|")[4].strip(): line for line in report.splitlines()
-            if "| dinov2_tiny 32 b2/2 |" in line}
+            if f"| {preset} 32 b2/2 |" in line}
     if HAS_KERAS_HUB:
         assert all(float(r) > 0 for r in rows["keras_vit"].split("|")[-3].split("/"))
-        assert "mask token, 518 px position table" in rows["keras_hub"]
+        assert hub_note in rows["keras_hub"]
+
+
+def _same_weights(preset, mapping):
+    """keras_vit's and keras-hub's `preset` at 32 px with the same random weights (keras-hub's
+    weight paths renamed by `mapping`'s substrings); returns (ours, hub, hub weights unused,
+    our weights not set, a batch of images)."""
+    import numpy as np
+
+    ours = bench.build_keras_model("keras_vit", preset, 32)
+    hub = bench.build_keras_model("keras_hub", preset, 32)
+    by_path = {v.path: v for v in ours.weights}
+    rng = np.random.default_rng(0)
+    unused = []
+    for v in hub.weights:
+        path = v.path
+        for a, b in mapping:
+            path = path.replace(a, b)
+        if path not in by_path:
+            unused.append(v.path)
+            continue
+        value = 0.3 * rng.standard_normal(v.shape).astype("float32")  # layer scales too
+        v.assign(value)
+        target = by_path.pop(path)
+        target.assign(value.reshape(target.shape))  # DINOv3's (D, D) -> (D, heads, head_dim)
+    return ours, hub, unused, list(by_path), rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
 
 
 # keras-hub DINOv2 weight path -> keras_vit's, by substring
@@ -149,23 +190,8 @@ def test_dinov2_models_compute_the_same_function():
     benchmark compares two implementations of one model, not two models."""
     import numpy as np
 
-    ours = bench.build_keras_model("keras_vit", "dinov2_tiny", 32)
-    hub = bench.build_keras_model("keras_hub", "dinov2_tiny", 32)
-    by_path = {v.path: v for v in ours.weights}
-    rng = np.random.default_rng(0)
-    unused = []
-    for v in hub.weights:
-        path = v.path
-        for a, b in _HUB_TO_VIT:
-            path = path.replace(a, b)
-        if path not in by_path:
-            unused.append(v.path)
-            continue
-        value = 0.3 * rng.standard_normal(v.shape).astype("float32")  # layer scales too
-        v.assign(value)
-        by_path.pop(path).assign(value)
-    assert not by_path and unused == ["embeddings/mask_token", "embeddings/position_embeddings"]
-    x = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    ours, hub, unused, unset, x = _same_weights("dinov2_tiny", _HUB_TO_VIT)
+    assert not unset and unused == ["embeddings/mask_token", "embeddings/position_embeddings"]
     np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)),
                                keras.ops.convert_to_numpy(hub(x)), atol=1e-5)
 
@@ -392,3 +418,28 @@ def test_scaling_times_every_setup_on_simulated_devices(tmp_path):
         assert (r["sharded_variables"] > 0) == name.startswith("model:"), r
     assert "| model:4 | 8 | 2 x 4 | 4 |" in proc.stdout
     assert "| none | 1 | 1 x 1 | 2 |" in proc.stdout and "| 1.00 | n/a |" in proc.stdout
+
+
+# keras-hub DINOv3 weight path -> keras_vit's, by substring
+_HUB_DINOV3_TO_VIT = [
+    ("embeddings/patch_embeddings/", "patch_embedding/"),
+    ("embeddings/cls_token", "class_token/token"),
+    ("embeddings/register_tokens", "register_tokens/tokens"),
+    ("encoder/layers_", "encoder_block_"), ("layer_scale1/lambda1", "attention_scale"),
+    ("layer_scale2/lambda1", "mlp_scale"), ("norm1", "attention_norm"), ("norm2", "mlp_norm"),
+    ("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value"), ("o_proj", "attention_output"),
+    ("mlp/up_proj", "mlp_dense_1"), ("mlp/down_proj", "mlp_dense_2"),
+    ("layernorm/", "encoder_norm/"),
+]
+
+
+@pytest.mark.skipif(not HAS_KERAS_HUB, reason="keras-hub is not installed (requirements-bench.txt)")
+def test_dinov3_models_compute_the_same_function():
+    """With keras-hub's weights copied over, keras_vit's DINOv3 (RoPE, registers, layer
+    scale, no q/k/v biases) gives the same class-token features as keras-hub's backbone."""
+    import numpy as np
+
+    ours, hub, unused, unset, x = _same_weights("dinov3_tiny", _HUB_DINOV3_TO_VIT)
+    assert not unset and unused == ["embeddings/mask_token"]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)),
+                               keras.ops.convert_to_numpy(hub(x)), atol=1e-5)

@@ -1,5 +1,6 @@
-"""DINOv3 checkpoints written by timm (`vit_small_patch16_dinov3`, `..._qkvb`: `save_for_hf`)
-and by transformers (`DINOv3ViTModel`: `save_pretrained`) from random weights in every
+"""DINOv3 checkpoints written by timm (`vit_small_patch16_dinov3`, `..._qkvb`, the SwiGLU
+`vit_small_plus_/vit_huge_plus_patch16_dinov3`: `save_for_hf`) and by transformers
+(`DINOv3ViTModel`, GELU and `use_gated_mlp`: `save_pretrained`) from random weights in every
 parameter, loaded with `ViT.from_preset(folder)` and compared with the references' own
 outputs (class-token features and the last token sequence) at the checkpoint's size and at
 a 48x40 image, which both references take directly (their RoPE follows the image)."""
@@ -47,13 +48,13 @@ def _compare(model, images, pooled, sequence):
     assert_close(tokens(images), sequence)
 
 
-def _timm_saved(name, folder):
+def _timm_saved(name, folder, args=TIMM_ARGS):
     timm = import_timm()
     model = timm.create_model(name, pretrained=False, num_classes=0,
                               pretrained_cfg_overlay=dict(mean=tuple(MEAN), std=tuple(STD)),
-                              **TIMM_ARGS).eval()
+                              **args).eval()
     _randomize(model)
-    timm.models.save_for_hf(model, folder, model_args=TIMM_ARGS, safe_serialization=True)
+    timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
     return model
 
 
@@ -65,13 +66,16 @@ def _timm_outputs(model, images):
         return model.forward_head(sequence).numpy().astype("float64"), sequence.numpy().astype("float64")
 
 
-@pytest.mark.parametrize("name", ["vit_small_patch16_dinov3", "vit_small_patch16_dinov3_qkvb"])
-def test_timm_dinov3_matches_timm(name, tmp_path):
+@pytest.mark.parametrize("name, mlp_type", [
+    ("vit_small_patch16_dinov3", "mlp"), ("vit_small_patch16_dinov3_qkvb", "mlp"),
+    ("vit_small_plus_patch16_dinov3", "swiglu"), ("vit_huge_plus_patch16_dinov3", "swiglu")])
+def test_timm_dinov3_matches_timm(name, mlp_type, tmp_path):
     reference = _timm_saved(name, tmp_path)
     model = ViT.from_preset(str(tmp_path))
     expected = dict(rope="dinov3", rope_theta=100.0, position_embedding="none", pooling="token",
                     num_register_tokens=4, layer_scale_init=1.0, layer_norm_epsilon=1e-5,
-                    include_top=False, num_heads=4, image_mean=MEAN, image_std=STD)
+                    include_top=False, num_heads=4, image_mean=MEAN, image_std=STD,
+                    mlp_type=mlp_type, mlp_dim=128)
     assert {k: getattr(model, k) for k in expected} == expected
     _compare(model, _images(32, 32), *_timm_outputs(reference, _images(32, 32)))
     resized = ViT.from_preset(str(tmp_path), image_size=(48, 40))
@@ -100,6 +104,21 @@ def test_timm_dinov3_config_is_checked(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="use_abs_pos_emb=True is an architecture keras_vit does not build"):
         ViT.from_preset(str(tmp_path))
+    config["model_args"].update(use_abs_pos_emb=False, swiglu_mlp=True)  # a GELU MLP in the file
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="not the SwiGLU MLP config.json's swiglu_mlp says"):
+        ViT.from_preset(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_timm_dinov3_small_plus_has_timms_parameter_count(tmp_path):
+    """The real-size S+/16 (SwiGLU, hidden 1536), random weights: timm's count, which is
+    the reference's 28,683,264."""
+    args = dict(img_size=224, global_pool="token")
+    reference = _timm_saved("vit_small_plus_patch16_dinov3", tmp_path, args)
+    model = ViT.from_preset(str(tmp_path))
+    assert (model.mlp_type, model.mlp_dim, model.num_heads) == ("swiglu", 1536, 6)
+    assert model.count_params() == sum(p.numel() for p in reference.parameters()) == 28_683_264
 
 
 def _hf_saved(folder, **changes):
@@ -121,13 +140,17 @@ def _hf_outputs(hf, images):
     return out.pooler_output.numpy().astype("float64"), out.last_hidden_state.numpy().astype("float64")
 
 
-@pytest.mark.parametrize("changes", [{}, dict(query_bias=False, proj_bias=False, rope_theta=50.0)])
+@pytest.mark.parametrize("changes", [{}, dict(query_bias=False, proj_bias=False, rope_theta=50.0),
+                                     dict(use_gated_mlp=True, hidden_act="silu"),
+                                     dict(use_gated_mlp=True, hidden_act="silu", mlp_bias=False)])
 def test_hf_dinov3_matches_transformers(changes, tmp_path):
     hf = _hf_saved(tmp_path, **changes)
     model = ViT.from_preset(str(tmp_path))
     expected = dict(rope="dinov3", rope_theta=changes.get("rope_theta", 100.0),
                     position_embedding="none", num_register_tokens=2, include_top=False,
-                    layer_norm_epsilon=1e-5, image_mean=MEAN, image_std=STD)
+                    layer_norm_epsilon=1e-5, image_mean=MEAN, image_std=STD, mlp_dim=64,
+                    mlp_type="swiglu" if "use_gated_mlp" in changes else "mlp",
+                    mlp_bias=changes.get("mlp_bias", True))
     assert {k: getattr(model, k) for k in expected} == expected
     _compare(model, _images(32, 32), *_hf_outputs(hf, _images(32, 32)))
     resized = ViT.from_preset(str(tmp_path), image_size=(48, 40))
@@ -150,9 +173,11 @@ def test_hf_dinov3_reads_nested_rope_theta_and_encoder_prefixed_keys(tmp_path):
     _compare(model, _images(32, 32), *_hf_outputs(hf, _images(32, 32)))
 
 
-def test_hf_dinov3_swiglu_is_refused(tmp_path):
-    _hf_saved(tmp_path, use_gated_mlp=True)
-    with pytest.raises(ValueError, match="use_gated_mlp"):
+@pytest.mark.parametrize("changes", [dict(use_gated_mlp=True), dict(hidden_act="silu")])
+def test_hf_dinov3_activation_other_than_its_mlps_is_refused(changes, tmp_path):
+    """The gated MLP's gate is SiLU (keras_vit's SwiGLU), the plain one's activation GELU."""
+    _hf_saved(tmp_path, **changes)
+    with pytest.raises(ValueError, match="hidden_act .* is not DINOv3's"):
         ViT.from_preset(str(tmp_path))
 
 

@@ -1,4 +1,5 @@
-"""DINOv3 ViTs (the S/B/L sizes with a GELU MLP) in timm's and transformers' formats.
+"""DINOv3 ViTs in timm's and transformers' formats: the S/B/L sizes (a GELU MLP) and the
+S+/H+ sizes (a SwiGLU MLP, `mlp_type="swiglu"`).
 
 DINOv3 has no learned position table: 2-D RoPE of the patch tokens ("dinov3" form, theta
 `rope_temperature` / `rope_theta`, 100), a class token and register tokens (neither rotated),
@@ -9,8 +10,10 @@ default average pooling of the patch tokens is not built (a timm file with a hea
 
 - timm (`vit_*_patch16_dinov3`, `*_qkvb`): timm's `Eva` state dict, a fused qkv (with
   `q_bias` and `v_bias` in the `_qkvb` variants, none otherwise), `gamma_1` / `gamma_2`;
+  SwiGLU's gate and up as `mlp.fc1_g` / `mlp.fc1_x` (`swiglu_mlp=True`);
 - transformers (`DINOv3ViTModel`, model_type "dinov3_vit"): separate q/k/v/o projections
-  (`layer.N.` or `model.layer.N.` keys), `layer_scale1/2.lambda1`.
+  (`layer.N.` or `model.layer.N.` keys), `layer_scale1/2.lambda1`; `use_gated_mlp=True`
+  (with `hidden_act` "silu"): `mlp.gate_proj`, `mlp.up_proj`, `mlp.down_proj`.
 
 The key projection has no bias in either (timm keeps it at zero, transformers'
 `key_bias=False`): it loads with `key_bias=False`, and each other bias field
@@ -25,7 +28,7 @@ from keras_vit.weights.checkpoint import (
 from keras_vit.weights.google import optional_dense
 from keras_vit.weights.timm import (
     configured_image_size, conv_kernel, heads_by_name, linear, pretrained_normalization, read_config,
-    split_fused_qkv, take_norm)
+    split_fused_qkv, take_mlp, take_norm)
 
 # timm model_args read here, or without effect at inference; _TIMM_REQUIRED: a value
 # other than this is an architecture not built here.
@@ -34,9 +37,10 @@ _TIMM_ARGS = {"img_size", "patch_size", "embed_dim", "depth", "num_heads", "in_c
               "rope_type", "rope_temperature", "dynamic_img_size", "dynamic_img_pad",
               "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate",
               "attn_drop_rate", "drop_path_rate", "weight_init", "use_rot_pos_emb",
-              "mlp_ratio", "rope_shift_coords", "rope_jitter_coords", "rope_rescale_coords"}
+              "mlp_ratio", "rope_shift_coords", "rope_jitter_coords", "rope_rescale_coords",
+              "swiglu_mlp", "swiglu_align_to"}
 _TIMM_REQUIRED = {"use_abs_pos_emb": False, "rope_rotate_half": True, "use_fc_norm": False,
-                  "class_token": True, "swiglu_mlp": False, "qkv_fused": True, "qk_norm": False,
+                  "class_token": True, "qkv_fused": True, "qk_norm": False,
                   "scale_mlp": False, "scale_attn_inner": False, "rope_grid_offset": 0,
                   "rope_grid_indexing": "ij", "attn_type": "eva", "no_embed_class": False,
                   "use_post_norm": False, "use_pre_transformer_norm": False}
@@ -87,11 +91,12 @@ def _embeddings(r, cls_key, reg_key, kernel_key):
     return kernel, registers
 
 
-def _options(registers, theta, mean_std):
+def _options(registers, theta, mean_std, mlp_type):
     mean, std = mean_std
     return dict(rope="dinov3", rope_theta=float(theta), position_embedding="none",
                 num_register_tokens=registers, layer_scale_init=1.0, pooling="token",
-                layer_norm_epsilon=1e-5, mlp_activation="gelu", image_mean=mean, image_std=std)
+                layer_norm_epsilon=1e-5, mlp_type=mlp_type, mlp_activation="gelu",
+                image_mean=mean, image_std=std)
 
 
 def convert_timm(r, files):
@@ -101,23 +106,25 @@ def convert_timm(r, files):
     kernel, registers = _embeddings(r, "cls_token", "reg_token", "patch_embed.proj.weight")
     num_layers = count_blocks(r.tensors, r"blocks\.(\d+)\.")
     biases = {"patch_bias": [("patch_embedding/projection/bias", "patch_embed.proj.bias")]}
+    mlp_bias, mlp_type = "blocks.0.mlp.fc2.bias" in r.tensors, "mlp"
     for i in range(num_layers):
         b, block = f"blocks.{i}.", f"encoder_block_{i}/"
         split_fused_qkv(r, f"{block}attention/", f"{b}attn.qkv.weight", None)
         for field, part, name in (
                 ("query_bias", "attention/query", "attn.q_bias"),  # the _qkvb variants
                 ("value_bias", "attention/value", "attn.v_bias"),
-                ("output_bias", "attention/attention_output", "attn.proj.bias"),
-                ("mlp_bias", "mlp_dense_1", "mlp.fc1.bias"), ("mlp_bias", "mlp_dense_2", "mlp.fc2.bias")):
+                ("output_bias", "attention/attention_output", "attn.proj.bias")):
             biases.setdefault(field, []).append((f"{block}{part}/bias", b + name))
-        for part, name in (("attention/attention_output", "attn.proj"),
-                           ("mlp_dense_1", "mlp.fc1"), ("mlp_dense_2", "mlp.fc2")):
-            r.take(f"{block}{part}/kernel", f"{b}{name}.weight", linear, ndim=2)
+        r.take(f"{block}attention/attention_output/kernel", f"{b}attn.proj.weight", linear, ndim=2)
+        mlp_type, inner_norm = take_mlp(r, block, f"{b}mlp.", mlp_bias)
+        if inner_norm or cfg["swiglu"] not in (None, mlp_type == "swiglu"):
+            raise ValueError(f"{b}mlp is not the {'SwiGLU' if cfg['swiglu'] else 'GELU'} MLP "
+                             "config.json's swiglu_mlp says (and DINOv3 has no inner norm).")
         take_norm(r, f"{block}attention_norm", f"{b}norm1")
         take_norm(r, f"{block}mlp_norm", f"{b}norm2")
         r.take(f"{block}attention_scale", f"{b}gamma_1")
         r.take(f"{block}mlp_scale", f"{b}gamma_2")
-    flags = dict(_bias_flags(r, biases), key_bias=False)
+    flags = dict(_bias_flags(r, biases), key_bias=False, mlp_bias=mlp_bias)
     take_norm(r, "encoder_norm", "norm")
     classes = optional_dense(r, "head", "head.", "weight", linear)
     if classes and cfg["pooling"] not in (None, "token"):
@@ -128,8 +135,8 @@ def convert_timm(r, files):
     grid = None if kernel is None or cfg["image_size"] is None else tuple(
         s // p for s, p in zip(cfg["image_size"], kernel.shape[:2]))
     return architecture(r, kernel, grid, num_layers, num_heads=heads, num_classes=classes,
-                        **_options(registers, cfg["theta"], cfg["normalization"] or IMAGENET),
-                        **flags)
+                        **_options(registers, cfg["theta"], cfg["normalization"] or IMAGENET,
+                                   mlp_type), **flags)
 
 
 def convert_hf(r, files):
@@ -141,13 +148,14 @@ def convert_hf(r, files):
     p = "model.layer." if any(k.startswith("model.layer.") for k in r.tensors) else "layer."
     num_layers = count_blocks(r.tensors, rf"{re.escape(p)}(\d+)\.")
     biases = {"patch_bias": [("patch_embedding/projection/bias", "embeddings.patch_embeddings.bias")]}
+    gate = (("mlp_bias", "mlp_gate", "mlp.gate_proj"),) if hf["gated"] else ()
     for i in range(num_layers):
         b, block = f"{p}{i}.", f"encoder_block_{i}/"
         for field, part, name in (("query_bias", "attention/query", "attention.q_proj"),
                                   ("key_bias", "attention/key", "attention.k_proj"),
                                   ("value_bias", "attention/value", "attention.v_proj"),
                                   ("output_bias", "attention/attention_output", "attention.o_proj"),
-                                  ("mlp_bias", "mlp_dense_1", "mlp.up_proj"),
+                                  *gate, ("mlp_bias", "mlp_dense_1", "mlp.up_proj"),
                                   ("mlp_bias", "mlp_dense_2", "mlp.down_proj")):
             r.take(f"{block}{part}/kernel", f"{b}{name}.weight", linear, ndim=2)
             biases.setdefault(field, []).append((f"{block}{part}/bias", f"{b}{name}.bias"))
@@ -161,7 +169,7 @@ def convert_hf(r, files):
         s // p for s, p in zip(hf["image_size"], kernel.shape[:2]))
     mean_std = _hf_normalization(files.get("preprocessor"), files.get("paths", {}).get(
         "preprocessor", "preprocessor_config.json"))
-    options = _options(registers, hf["theta"], mean_std)
+    options = _options(registers, hf["theta"], mean_std, "swiglu" if hf["gated"] else "mlp")
     options.update(layer_norm_epsilon=hf["eps"], **flags)
     return architecture(r, kernel, grid, num_layers, num_heads=hf["num_heads"],
                         mlp_dim=hf["mlp_dim"], **options)
@@ -176,6 +184,7 @@ def _timm_config(config, path):
     arguments.check_number(rope_temperature=theta)
     pool = args.get("global_pool", config.get("global_pool"))
     return dict(architecture=config.get("architecture"), pooling={"avg": "gap"}.get(pool, pool),
+                swiglu=args.get("swiglu_mlp"),  # None: the keys say
                 num_heads=positive_int(args.get("num_heads"), "model_args num_heads"),
                 image_size=configured_image_size(args, pretrained), theta=theta,
                 normalization=pretrained_normalization(pretrained, path))
@@ -183,10 +192,11 @@ def _timm_config(config, path):
 
 def _hf_config(hf):
     """The DINOv3ViTConfig entries the conversion uses, checked."""
-    if hf.get("use_gated_mlp"):
-        raise ValueError("config.json: use_gated_mlp (DINOv3's SwiGLU sizes) is not built yet.")
-    if hf.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"config.json: hidden_act {hf['hidden_act']!r} is not DINOv3's gelu.")
+    gated = bool(hf.get("use_gated_mlp", False))
+    activation = "silu" if gated else "gelu"  # SwiGLU's gate (S+, H+), else the GELU MLP
+    if hf.get("hidden_act", "gelu") != activation:
+        raise ValueError(f"config.json: hidden_act {hf['hidden_act']!r} with use_gated_mlp={gated} "
+                         f"is not DINOv3's {activation}.")
     rope = hf.get("rope_parameters")
     theta = (rope.get("rope_theta") if isinstance(rope, dict) else None) or hf.get("rope_theta", 100.0)
     arguments.check_number(rope_theta=theta)
@@ -196,7 +206,7 @@ def _hf_config(hf):
     return dict(image_size=None if size is None else image_size_pair(size, "image_size"),
                 num_heads=positive_int(hf.get("num_attention_heads"), "num_attention_heads"),
                 mlp_dim=positive_int(hf.get("intermediate_size"), "intermediate_size"),
-                theta=theta, eps=float(eps))
+                theta=theta, eps=float(eps), gated=gated)
 
 
 def _hf_normalization(preprocessor, path):
