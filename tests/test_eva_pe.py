@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from keras_vit import ViT
-from reference_families import assert_close
+from reference_families import assert_close, fine_tunes_and_round_trips
 from timm_reference import import_timm, randomize_parameters
 
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
@@ -78,6 +78,12 @@ def test_hub_config_without_model_args(tmp_path):
     model = ViT.from_preset(str(tmp_path), num_heads=4)
     assert (model.rope_reference_grid, model.pooling) == ((16, 16), "gap")
     _check(model, reference, 32, 32)
+
+
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "vit_pe_core_base_patch16_224"])
+def test_fine_tunes_and_round_trips(name, tmp_path):
+    _timm_saved(name, tmp_path)
+    fine_tunes_and_round_trips(str(tmp_path), tmp_path)
 
 
 @pytest.mark.parametrize("name, changes, message", [
