@@ -91,6 +91,8 @@ class ViTConfig:
         rope_grid_offset: added to the patch indices (Perception Encoder: 1).
         rope_grid_indexing: "ij" (row coordinate first) or "xy" (column first, PE).
         pooling_heads: heads of the "map" pooling attention; None: `num_heads`.
+        class_token: a class token before the patches; None: with pooling "token" only.
+            True with "gap" (EVA-02: the patches are averaged) or "map" (PE: it is attended).
     """
 
     image_size: tuple = 224
@@ -138,6 +140,7 @@ class ViTConfig:
     rope_grid_offset: float = 0.0
     rope_grid_indexing: str = "ij"
     pooling_heads: int = None
+    class_token: bool = None
 
     def __post_init__(self):
         """Checks the fields (each a ValueError naming it) and stores sizes as pairs and
@@ -176,6 +179,10 @@ class ViTConfig:
                 not self.distillation_head and not self.distillation_token):
             raise ValueError("distillation_head must be True or False, and False only with "
                              f"distillation_token=True; got {self.distillation_head!r}.")
+        if self.class_token not in (None, True, False) or (
+                self.class_token is False and self.pooling == "token"):
+            raise ValueError(f"class_token must be None, True or False (not False with pooling "
+                             f"'token'), got {self.class_token!r}.")
         self._check_rope(normalized)
         if self.pooling_heads is not None:
             arguments.check_positive(pooling_heads=self.pooling_heads)
@@ -262,7 +269,7 @@ class ViTConfig:
 
     @property
     def has_class_token(self):
-        return self.pooling == "token"
+        return self.pooling == "token" if self.class_token is None else self.class_token
 
     @property
     def prefix_tokens(self):

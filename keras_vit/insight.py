@@ -141,7 +141,8 @@ def attention_maps(model, images, batch_size=32):
 def attention_rollout(model, images=None, discard_ratio=0.0, batch_size=32, attention=None):
     """Attention rollout (Abnar & Zuidema, 2020) of the class token: images -> (B, h, w).
 
-    See `rollout_from_attention`; the model needs a class token (pooling="token").
+    See `rollout_from_attention`; the model needs a class token (pooling="token", or
+    class_token=True: EVA-02, PE).
     `attention`: the images' `attention_maps`, if computed already, instead of `images`.
     """
     _check_class_token(model)
@@ -153,7 +154,7 @@ def attention_rollout(model, images=None, discard_ratio=0.0, batch_size=32, atte
 def class_token_attention(model, images, batch_size=32):
     """The last block's attention of the class token over the patches, heads averaged:
     images -> (B, h, w), renormalised to sum to 1 over the patches (the prefix tokens
-    are left out). The model needs a class token (pooling="token")."""
+    are left out). The model needs a class token (pooling="token" or class_token=True)."""
     _check_class_token(model)
     attention = attention_maps(model, images, batch_size)[:, -1].mean(axis=1)  # (B, T, T)
     return _patch_map(attention[:, 0], _num_prefix_tokens(model), model.grid_size)
@@ -298,11 +299,11 @@ def _check_vit(model):
 
 def _check_class_token(model):
     _check_vit(model)
-    if model.pooling != "token":
+    if not model.architecture.has_class_token:
         raise ValueError(
             f"{model.name} has no class token (pooling={model.pooling!r}): class-token "
-            "attention and rollout need pooling='token'; `attention_maps` gives the "
-            "attention of every token.")
+            "attention and rollout need pooling='token' or class_token=True; "
+            "`attention_maps` gives the attention of every token.")
 
 
 # ----------------------------------------------------------------- the ViT paper's analysis

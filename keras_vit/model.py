@@ -125,6 +125,7 @@ class ViT(vit_inputs.CheckedModel):
             "rope_grid_offset": self.rope_grid_offset,
             "rope_grid_indexing": self.rope_grid_indexing,
             "pooling_heads": self.pooling_heads,
+            "class_token": self.class_token,
             **{name: getattr(self, name) for name in BLOCK_OPTION_FIELDS},
             "dtype": self._config_dtype,
             "name": self.name,

@@ -250,7 +250,7 @@ def options_forward(w, c, images):
     """A float64 forward pass of a ViT with the zoo's options, from its weights named by
     Keras variable path (`w`) and its config (`c`), written from the papers' descriptions:
     per-channel normalisation, the kinds of position embedding, class token with or
-    without a position, register tokens
+    without a position (and with average pooling: EVA-02), register tokens
     after the class token (no position, dropped by pooling), a norm before the encoder,
     layer scale on both branches, exact / tanh / quick GELU, a norm after average pooling."""
     x = np.asarray(images, np.float64) / 255.0
@@ -264,19 +264,20 @@ def options_forward(w, c, images):
     patches = x.reshape(b, gh, p, gw, p, channels).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, -1)
     tokens = patches @ kernel.reshape(-1, kernel.shape[-1]) + w["patch_embedding/projection/bias"]
     token_pooling = c.get("pooling", "token") == "token"
+    has_cls = token_pooling if c.get("class_token") is None else c["class_token"]
     pos = _position_table(w, c, (gh, gw), tokens.shape[-1],
-                          int(token_pooling and c.get("class_token_position", True)))
+                          int(has_cls and c.get("class_token_position", True)))
     cls = np.broadcast_to(w.get("class_token/token", np.zeros((1, 1, 1))), (b, 1, tokens.shape[-1]))
-    if token_pooling and c.get("class_token_position", True):
+    if has_cls and c.get("class_token_position", True):
         tokens = np.concatenate([cls, tokens], axis=1) + pos
     else:
         tokens = tokens + pos
-        if token_pooling:
+        if has_cls:
             tokens = np.concatenate([cls, tokens], axis=1)
     registers = c.get("num_register_tokens", 0)
     if registers:
         reg = np.broadcast_to(w["register_tokens/tokens"], (b, registers, tokens.shape[-1]))
-        first = int(token_pooling)
+        first = int(has_cls)
         tokens = np.concatenate([tokens[:, :first], reg, tokens[:, first:]], axis=1)
     eps = c.get("layer_norm_epsilon", 1e-6)
     norm = lambda t, name: _layer_norm(t, (w[f"{name}/gamma"], w[f"{name}/beta"]), eps)  # noqa: E731
@@ -299,8 +300,9 @@ def options_forward(w, c, images):
         y = norm(tokens, f"encoder_block_{i}/mlp_norm")
         y = act(y @ g("mlp_dense_1/kernel") + g("mlp_dense_1/bias")) @ g("mlp_dense_2/kernel") + g("mlp_dense_2/bias")
         tokens = tokens + (y * g("mlp_scale") if scaled else y)
+    prefix = int(has_cls) + registers
     if c.get("pooled_norm"):
-        return norm(tokens[:, registers:].mean(axis=1), "pooled_norm") @ w["head/kernel"] + w["head/bias"]
+        return norm(tokens[:, prefix:].mean(axis=1), "pooled_norm") @ w["head/kernel"] + w["head/bias"]
     tokens = norm(tokens, "encoder_norm")
-    pooled = tokens[:, 0] if token_pooling else tokens[:, registers:].mean(axis=1)
+    pooled = tokens[:, 0] if token_pooling else tokens[:, prefix:].mean(axis=1)
     return pooled @ w["head/kernel"] + w["head/bias"]

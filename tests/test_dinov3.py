@@ -13,22 +13,12 @@ import pytest
 
 from keras_vit import ViT
 from reference_families import assert_close, fine_tunes_and_round_trips
-from timm_reference import import_timm
+from timm_reference import import_timm, randomize_parameters
 
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
 TIMM_ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, global_pool="token")
 HF_ARGS = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                image_size=32, patch_size=8, num_register_tokens=2)
-
-
-def _randomize(module):
-    import torch
-
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in module.named_parameters():  # every parameter random and relevant
-            base = 1.0 if name.endswith("weight") and param.ndim == 1 else 0.0
-            param.copy_(base + 0.2 * torch.randn_like(param))
 
 
 def _pixels(images, mean=MEAN, std=STD):
@@ -53,7 +43,7 @@ def _timm_saved(name, folder, args=TIMM_ARGS):
     model = timm.create_model(name, pretrained=False, num_classes=0,
                               pretrained_cfg_overlay=dict(mean=tuple(MEAN), std=tuple(STD)),
                               **args).eval()
-    _randomize(model)
+    randomize_parameters(model)
     timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
     return model
 
@@ -125,7 +115,7 @@ def _hf_saved(folder, **changes):
     pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     hf = transformers.DINOv3ViTModel(transformers.DINOv3ViTConfig(**{**HF_ARGS, **changes})).eval()
-    _randomize(hf)
+    randomize_parameters(hf)
     hf.save_pretrained(folder, safe_serialization=True)
     (folder / "preprocessor_config.json").write_text(
         json.dumps({"image_mean": MEAN, "image_std": STD}))

@@ -312,6 +312,8 @@ def test_errors_name_the_problem(images):
         for function in (insight.attention_rollout, insight.class_token_attention):
             with pytest.raises(ValueError, match=f"no class token \\(pooling='{pooling}'\\)"):
                 function(no_class_token, images)
+            kept = ViT(**TINY, pooling=pooling, class_token=True)  # EVA-02, PE: token 0 is it
+            np.testing.assert_allclose(function(kept, images).sum(axis=(1, 2)), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="pooled_norm=True"):
         insight.intermediate_model(ViT(**TINY, pooling="gap", pooled_norm=True), norm=True)
     plain = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten()])

@@ -28,6 +28,8 @@ OPTIONS = {
     "sincos_2d_position_and_gap": dict(position_embedding="sincos_2d", pooling="gap"),
     "sincos_2d_position_class_token": dict(position_embedding="sincos_2d"),
     "no_position": dict(position_embedding="none"),
+    "class_token_with_gap_pooled_norm_and_registers": dict(  # EVA-02's features
+        pooling="gap", class_token=True, pooled_norm=True, num_register_tokens=2),
 }
 
 
@@ -68,6 +70,7 @@ def test_option_parameter_counts():
     gap = ViT(**{**BASE, "pooling": "gap"}).count_params()
     assert ViT(**{**BASE, "pooling": "gap"}, pooled_norm=True).count_params() == gap
     assert gap == plain - d - d  # no class token, no class-token position
+    assert ViT(**{**BASE, "pooling": "gap"}, class_token=True).count_params() == plain
     assert math.isclose(plain, ViT(**BASE, image_mean=0.3, image_std=0.2).count_params())
     positions = (1 + (BASE["image_size"] // BASE["patch_size"]) ** 2) * d
     assert ViT(**BASE, position_embedding="none").count_params() == plain - positions
@@ -84,6 +87,8 @@ def test_option_parameter_counts():
     (dict(image_mean=(0.5, 0.5)), r"image_mean needs 1 or 3 values"),
     (dict(image_std=0.0), "image_std must be positive"),
     (dict(position_embedding="2d"), "position_embedding must be one of"),
+    (dict(class_token=False), "class_token must be None, True or False"),
+    (dict(class_token="yes", pooling="gap"), "class_token must be None, True or False"),
     (dict(position_embedding="sincos_2d", hidden_dim=18, num_heads=2),
      "'sincos_2d' needs hidden_dim divisible by 4"),
 ])

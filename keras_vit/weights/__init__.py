@@ -5,7 +5,8 @@ The format is told from the keys, not the file name:
 - "vit_jax" and "big_vision": Google's `.npz` files (`google.py`);
 - "timm": a timm state dict in `.safetensors`, with timm's `config.json` beside it when
   there is one (`timm.py`): ViT, DeiT (distilled too), DeiT III, DINOv2 (with registers),
-  CLIP, SigLIP, MAE and AIMv2; DINOv3 (`dinov3.py`);
+  CLIP, SigLIP, MAE and AIMv2; DINOv3 (`dinov3.py`); EVA-02 and Perception Encoder core
+  (`eva.py`);
 - "hf": Hugging Face ViT, MAE, DINOv2 (with registers), CLIP, SigLIP and AIMv2 image-tower
   `.safetensors`, with the `config.json` beside it when there is one (`huggingface.py`);
   DINOv3 (`dinov3.py`);
@@ -18,7 +19,7 @@ assigns the arrays to a model's variables.
 
 import os
 
-from keras_vit.weights import dinov3, google, huggingface, keras_file, timm
+from keras_vit.weights import dinov3, eva, google, huggingface, keras_file, timm
 from keras_vit.weights.checkpoint import (
     MAX_IMAGE_SIDE, Checkpoint, Reader, check_against_tensors, file_config)
 from keras_vit.weights.files import read_json, read_tensors
@@ -61,9 +62,11 @@ def detect_format(tensors):
 
 
 def _converter(fmt, tensors, files):
-    """The conversion of a file of format `fmt` (DINOv3's where the file is one)."""
+    """The conversion of a file of format `fmt` (DINOv3's, EVA's where the file is one)."""
     if fmt == "timm" and dinov3.is_timm_dinov3(tensors, files):
         return dinov3.convert_timm
+    if fmt == "timm" and eva.is_timm_eva(tensors, files):
+        return eva.convert_timm
     if fmt == "hf" and dinov3.is_hf_dinov3(tensors, files):
         return dinov3.convert_hf
     return _CONVERTERS[fmt]

@@ -180,7 +180,7 @@ def convert(r, files):
     else:
         take_norm(r, "encoder_norm", "norm", norm_type)
     if pooling == "map":
-        _attention_pool(r)
+        attention_pool(r)
     representation = optional_dense(r, "pre_logits", "pre_logits.fc.", "weight", linear)
     classes = optional_dense(r, "head", "head.", "weight", linear)
     if distilled:
@@ -250,7 +250,7 @@ def _pooling(keys, configured):
     return from_keys
 
 
-def _attention_pool(r):
+def attention_pool(r):
     """timm's AttentionPoolLatent: one latent query, q and fused kv projections, out
     projection, then a LayerNorm'd MLP on a residual."""
     r.take("pooling/probe", "attn_pool.latent", ndim=3)
