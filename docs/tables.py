@@ -35,7 +35,8 @@ def parameter_count(config):
         _pair(config.get("image_size", 224)), _pair(config.get("patch_size", 16)))
     grid_h, grid_w = height // patch_h, width // patch_w
     pooling = config.get("pooling", "token")
-    class_token = pooling == "token"
+    class_token = config.get("class_token")
+    class_token = pooling == "token" if class_token is None else class_token
     distillation = config.get("distillation_token", False)
     positioned = (class_token + distillation) if config.get("class_token_position", True) else 0
     rms = config.get("norm_type", "layer_norm") == "rms_norm"

@@ -106,4 +106,54 @@ RECENT_PRESETS = {
         },
         "default_weights": "apple_pt",
     },
+    "eva02_b14": {
+        "description": (
+            "EVA-02 B/14 (Fang et al., 2023), masked image modelling on ImageNet-22k: axial 2-D "
+            "RoPE on a learned table, SwiGLU with its inner norm, a class token beside average "
+            "pooling; features, no head: a starting point for fine-tuning (num_classes=...)."
+        ),
+        "config": {
+            "patch_size": 14, "hidden_dim": 768, "mlp_dim": 2048, "num_heads": 12, "num_layers": 12,
+            "pooling": "gap", "class_token": True,
+            "pooled_norm": True, "include_top": False, "mlp_activation": "gelu",
+            "mlp_type": "swiglu", "mlp_inner_norm": True, "key_bias": False, "rope": "axial",
+            "rope_theta": 10000.0, "rope_rotate_half": False, "rope_reference_grid": (16, 16),
+            "image_mean": (0.48145466, 0.4578275, 0.40821073),
+            "image_std": (0.26862954, 0.26130258, 0.27577711),
+        },
+        "weights": {
+            "mim_in22k": {
+                "url": "hf://timm/eva02_base_patch14_224.mim_in22k",
+                "format": "timm", "image_size": 224, "num_classes": None, "top1": None,
+                "top1_source": "none for this file: pre-training only, the paper's are fine-tuned",
+                "sha256": None, "size": None,
+            },
+        },
+        "default_weights": "mim_in22k",
+    },
+    "pe_core_b16": {
+        "description": (
+            "Perception Encoder core B/16 (Bolya et al., 2025), the image tower of a CLIP model: "
+            "axial 2-D RoPE with a learned table, a norm before the blocks, attention pooling "
+            "(8 heads) over the class token and patches, then its 1024-wide projection as the "
+            "head."
+        ),
+        "config": {
+            "patch_size": 16, "hidden_dim": 768, "mlp_dim": 3072, "num_heads": 12, "num_layers": 12,
+            "num_classes": 1024, "pooling": "map", "class_token": True, "pooling_heads": 8,
+            "layer_norm_epsilon": 1e-05, "mlp_activation": "gelu", "pre_norm": True,
+            "patch_bias": False, "rope": "axial", "rope_theta": 10000.0,
+            "rope_rotate_half": False, "rope_reference_grid": (14, 14), "rope_grid_offset": 1.0,
+            "rope_grid_indexing": "xy", "image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5),
+        },
+        "weights": {
+            "fb": {
+                "url": "hf://timm/vit_pe_core_base_patch16_224.fb",
+                "format": "timm", "image_size": 224, "num_classes": 1024, "top1": None,
+                "top1_source": "zero-shot ImageNet: in the Perception Encoder paper, not recorded here",
+                "sha256": None, "size": None,
+            },
+        },
+        "default_weights": "fb",
+    },
 }

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from keras_vit import ViT
-from reference_families import assert_close, fine_tunes_and_round_trips
-from timm_reference import import_timm, randomize_parameters
+from reference_families import assert_close, fine_tunes_and_round_trips, randomise_parameters
+from timm_reference import import_timm
 
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
 TIMM_ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, global_pool="token")
@@ -43,7 +43,7 @@ def _timm_saved(name, folder, args=TIMM_ARGS):
     model = timm.create_model(name, pretrained=False, num_classes=0,
                               pretrained_cfg_overlay=dict(mean=tuple(MEAN), std=tuple(STD)),
                               **args).eval()
-    randomize_parameters(model)
+    randomise_parameters(model)
     timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
     return model
 
@@ -115,7 +115,7 @@ def _hf_saved(folder, **changes):
     pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     hf = transformers.DINOv3ViTModel(transformers.DINOv3ViTConfig(**{**HF_ARGS, **changes})).eval()
-    randomize_parameters(hf)
+    randomise_parameters(hf)
     hf.save_pretrained(folder, safe_serialization=True)
     (folder / "preprocessor_config.json").write_text(
         json.dumps({"image_mean": MEAN, "image_std": STD}))

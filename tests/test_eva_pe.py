@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from keras_vit import ViT
-from reference_families import assert_close, fine_tunes_and_round_trips
-from timm_reference import import_timm, randomize_parameters
+from reference_families import assert_close, fine_tunes_and_round_trips, randomise_parameters
+from timm_reference import import_timm
 
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4)
@@ -36,7 +36,7 @@ def _timm_saved(name, folder, **changes):
     model = timm.create_model(name, pretrained=False, dynamic_img_size=True,
                               pretrained_cfg_overlay=dict(mean=tuple(MEAN), std=tuple(STD)),
                               **args).eval()
-    randomize_parameters(model)
+    randomise_parameters(model)
     timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
     return model
 

@@ -67,15 +67,3 @@ def import_timm():
             for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
                 del sys.modules[name]
     return pytest.importorskip("timm")
-
-
-def randomize_parameters(module):
-    """Every parameter of a torch `module` random and relevant: norm weights around 1,
-    the others around 0 (seeded)."""
-    import torch
-
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            base = 1.0 if name.endswith("weight") and param.ndim == 1 else 0.0
-            param.copy_(base + 0.2 * torch.randn_like(param))
