@@ -170,16 +170,15 @@ class ViTAttention(keras.layers.MultiHeadAttention):
             impl = "head_major"  # the own path's conditions, then one head at a time
         keras_masks = [private_apis.keras_mask(t) for t in (query, value, key)]
         masks = [query_mask, value_mask, key_mask, attention_mask, *keras_masks]
-        if self.rope is not None and not self._takes_own_path(
+        own_path = self._takes_own_path(
             impl, training, masks, return_attention_scores, use_causal_mask
-        ):
+        )
+        if self.rope is not None and not own_path:
             if any(m is not None for m in masks) or use_causal_mask:
                 raise ValueError("ViTAttention with rope takes no attention masks.")
             return self._rope_attention(query, value if key is None else key, value,
                                         training, return_attention_scores)
-        if not self._takes_own_path(
-            impl, training, masks, return_attention_scores, use_causal_mask
-        ):
+        if not own_path:
             return super().call(
                 query,
                 value,
