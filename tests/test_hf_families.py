@@ -26,6 +26,10 @@ FAMILIES = {
     "deit": ("DeiTConfig", "DeiTForImageClassification", {"num_labels": 5}),
     "deit_model": ("DeiTConfig", "DeiTModel", {}),
     "siglip": ("SiglipVisionConfig", "SiglipVisionModel", {}),
+    # Towers saved alone by transformers 5 (keys without "vision_model."); SigLIP's without
+    # its MAP head loads as the average of its normed tokens.
+    "clip_tower": ("CLIPVisionConfig", "CLIPVisionModel", {}),
+    "siglip_headless": ("SiglipVisionConfig", "SiglipVisionModel", {"vision_use_head": False}),
     # RMSNorm, SwiGLU, a norm after the patch projection; without biases, then with them
     "aimv2": ("Aimv2VisionConfig", "Aimv2VisionModel", {"use_head": False}),
     "aimv2_biases": ("Aimv2VisionConfig", "Aimv2VisionModel",
@@ -87,6 +91,8 @@ def _hf_outputs(family, hf, images, interpolate_pos_encoding=False):
         sequence = np.concatenate(
             [sequence[:, :1], np.take_along_axis(sequence[:, 1:], restore, axis=1)], axis=1)
     pooled = {"clip": lambda: out.image_embeds.numpy(), "siglip": lambda: out.pooler_output.numpy(),
+              "clip_tower": lambda: out.pooler_output.numpy(),  # the normed class token
+              "siglip_headless": lambda: sequence.mean(1),
               "deit_model": lambda: out.pooler_output.numpy(),  # tanh(Dense(class token))
               "aimv2": lambda: sequence.mean(1), "aimv2_biases": lambda: sequence.mean(1),
               }.get(family, lambda: sequence[:, 0])()
@@ -114,7 +120,7 @@ def test_family_matches_transformers(family, tmp_path):
             assert model.get_layer("head_dist").kernel.shape == (32, 5)
         return
     # CLIP's last_hidden_state comes before its final norm; the others' after it.
-    last = f"encoder_block_{model.num_layers - 1}" if family == "clip" else "encoder_norm"
+    last = f"encoder_block_{model.num_layers - 1}" if family.startswith("clip") else "encoder_norm"
     tokens = keras.Model(model.input, model.get_layer(last).output)
     _close(tokens(images), sequence)
     expected = {"dinov2": dict(layer_scale_init=1.0), "mae": {},
@@ -122,6 +128,8 @@ def test_family_matches_transformers(family, tmp_path):
                 "dinov2_registers": dict(num_register_tokens=3),
                 "clip": dict(pre_norm=True, mlp_activation="quick_gelu", layer_norm_epsilon=1e-5),
                 "siglip": dict(pooling="map", mlp_activation="gelu_tanh"),
+                "clip_tower": dict(pre_norm=True, mlp_activation="quick_gelu"),
+                "siglip_headless": dict(pooling="gap", mlp_activation="gelu_tanh"),
                 "aimv2": dict(AIMV2, query_bias=False, mlp_bias=False),
                 "aimv2_biases": dict(AIMV2, query_bias=True, output_bias=True, mlp_bias=True)}
     assert all(getattr(model, k) == v for k, v in expected[family].items())
@@ -142,7 +150,7 @@ def test_family_at_another_image_size_matches_interpolate_pos_encoding(family, t
     assert model.grid_size == (6, 6)
     _close(model(images), pooled)
     if sequence is not None:
-        last = f"encoder_block_{model.num_layers - 1}" if family == "clip" else "encoder_norm"
+        last = f"encoder_block_{model.num_layers - 1}" if family.startswith("clip") else "encoder_norm"
         _close(keras.Model(model.input, model.get_layer(last).output)(images), sequence)
 
 

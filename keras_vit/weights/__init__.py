@@ -50,9 +50,9 @@ def detect_format(tensors):
             "vit.embeddings.patch_embeddings.projection.weight",
             "deit.embeddings.patch_embeddings.projection.weight",
             "vision_model.embeddings.patch_embedding.weight",
+            "embeddings.patch_embedding.weight",  # CLIP / SigLIP towers saved alone
             "embeddings.patch_embeddings.weight",  # DINOv3
-            "embeddings.patch_embed.weight"} & keys or (  # AIMv2
-                "embeddings.patch_embedding.weight" in keys and "head.probe" in keys):
+            "embeddings.patch_embed.weight"} & keys:  # AIMv2
         return "hf"
     shown = ", ".join(sorted(keys)[:8])
     raise ValueError(

@@ -11,6 +11,7 @@
   two heads' logits, as transformers does;
 - SigLIP's image tower (`SiglipVisionModel`, SigLIP 2's fixed-resolution weights too): no
   class token, multi-head attention pooling (MAP) with a learned probe, the tanh GELU;
+  without its head (`vision_use_head=False`) the average of the normed tokens;
 - SigLIP 2's NaFlex tower (`Siglip2VisionModel`): SigLIP's, with the patch projection a
   linear layer on (ph, pw, C)-flattened patches and a square table (`num_patches`) that
   transformers resizes to each image's patch grid, antialiased bilinear: build the model
@@ -75,13 +76,13 @@ def _model_type(hf, tensors):
     if model_type is None:
         if "embeddings.rms_norm.weight" in keys:
             return "aimv2_vision_model"
-        for p in ("", "vision_model."):
-            if f"{p}head.probe" in keys:  # NaFlex: a linear patch projection
-                patch = tensors.get(f"{p}embeddings.patch_embedding.weight")
-                return "siglip2_vision_model" if getattr(patch, "ndim", 4) == 2 else \
-                    "siglip_vision_model"
-        if any(k.startswith("vision_model.embeddings.") for k in keys):
-            return "clip_vision_model"
+        p = _tower_prefix(keys)
+        if p is not None:  # CLIP has a class embedding; SigLIP's NaFlex a linear patch projection
+            if f"{p}embeddings.class_embedding" in keys:
+                return "clip_vision_model"
+            patch = tensors[f"{p}embeddings.patch_embedding.weight"]
+            return "siglip2_vision_model" if getattr(patch, "ndim", 4) == 2 else \
+                "siglip_vision_model"
         if {"deit.embeddings.distillation_token", "embeddings.distillation_token"} & keys:
             return "deit"
         if any(".layer_scale1." in k for k in keys):
@@ -92,6 +93,13 @@ def _model_type(hf, tensors):
             f"config.json: model_type {model_type!r} is not a family keras_vit loads from the "
             f"Hugging Face format yet (it loads {', '.join(sorted(_FAMILIES))}).")
     return model_type
+
+
+def _tower_prefix(keys):
+    """The prefix of a CLIP or SigLIP image tower's keys: "vision_model." (a whole model,
+    or a tower saved by transformers 4), "" (a tower saved by transformers 5), or None."""
+    return next((p for p in ("vision_model.", "")
+                 if f"{p}embeddings.patch_embedding.weight" in keys), None)
 
 
 def _config_values(hf, model_type):
@@ -152,10 +160,10 @@ def convert(r, files):
     if family == "aimv2":
         return _aimv2(r, files, config, hf)
     if family == "clip":
-        p = "vision_model."
+        p = _tower_prefix(keys) or ""
         kernel, pos_key = _clip_embeddings(r, p)
     elif family == "siglip":
-        p = "vision_model." if "vision_model.embeddings.patch_embedding.weight" in keys else ""
+        p = _tower_prefix(keys) or ""
         kernel, pos_key = _siglip_embeddings(r, p, config)
         if model_type.startswith("siglip2"):
             r.resample_method = "bilinear_antialias"
@@ -202,7 +210,7 @@ def convert(r, files):
     elif distilled:
         classes, distillation_head = _deit_heads(r)
         representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
-    elif family == "siglip":
+    elif family == "siglip" and f"{p}head.probe" in keys:
         _map_head(r, f"{p}head.")
     else:
         # ViTModel's pooler (Dense + tanh on the class token) is the original pre_logits.
@@ -221,9 +229,17 @@ def convert(r, files):
         options.update(distillation_token=True, distillation_head=distillation_head)
     return architecture(
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
-        pooling="map" if family == "siglip" else "token", representation_size=representation, num_classes=classes,
+        pooling=_pooling(family, keys, p), representation_size=representation, num_classes=classes,
         layer_norm_epsilon=hf["eps"], **options,
     )
+
+
+def _pooling(family, keys, p):
+    """SigLIP's towers pool with their MAP head; one saved without it
+    (`vision_use_head=False`) averages its normed tokens, as timm's SigLIP `gap` models."""
+    if family != "siglip":
+        return "token"
+    return "map" if f"{p}head.probe" in keys else "gap"
 
 
 def _clip_embeddings(r, p):
