@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from keras_vit import ViT
-from keras_vit.naflex import naflex_size
+from keras_vit.naflex import NaFlexFeatures, naflex_size
 from reference_families import assert_close, fine_tunes_and_round_trips, randomise_parameters
 
 TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -123,6 +123,36 @@ def test_naflex_matches_transformers_on_two_aspect_ratios(kind, tmp_path):
         tokens = keras.Model(model.input, model.get_layer("encoder_norm").output)(image[None])
         valid = out.last_hidden_state[i:i + 1, :mask[i].sum()].numpy().astype("float64")
         assert_close(tokens, valid)
+
+
+def test_naflex_features_takes_images_of_any_size(tmp_path):
+    """One call per image of any size: resized to its NaFlex size (antialiased bilinear, as
+    torch resizes in transformers' fast processor) and run at that size; models kept per
+    size, the least recently used dropped."""
+    import torch
+
+    tower, path = _saved("naflex", tmp_path)
+    encoder = NaFlexFeatures(path, max_num_patches=MAX_NUM_PATCHES, max_models=2)
+    rng = np.random.default_rng(4)
+    for hw in IMAGES:  # resized to 4x6 and 8x3 patches
+        image = rng.uniform(0, 255, (*hw, 3)).astype("float32")
+        size = encoder.size_of(hw)
+        resized = torch.nn.functional.interpolate(
+            torch.from_numpy(image).permute(2, 0, 1)[None], size=size, mode="bilinear",
+            antialias=True, align_corners=False)[0].permute(1, 2, 0).numpy()
+        patches, grid = _patches(resized, 8)
+        with torch.no_grad():
+            out = tower(pixel_values=torch.from_numpy(patches[None]),
+                        pixel_attention_mask=torch.ones((1, len(patches)), dtype=torch.int64),
+                        spatial_shapes=torch.tensor([grid]))
+        assert_close(encoder(image)[None], out.pooler_output.numpy().astype("float64"))
+        assert encoder.model_for(size).image_size == size
+    assert encoder.sizes == [(32, 48), (64, 24)]
+    for bad in (dict(max_num_patches=0), dict(max_models=True), dict(image_size=32)):
+        with pytest.raises(ValueError):
+            NaFlexFeatures(path, **bad)
+    with pytest.raises(ValueError, match="one"):
+        encoder(np.zeros((2, 32, 32, 3)))
 
 
 def test_naflex_checkpoint_defaults_to_its_table_grid_and_fine_tunes(tmp_path):
