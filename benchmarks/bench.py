@@ -37,6 +37,7 @@ timm's `vit_base_patch16_dinov3` with `global_pool="token"`, `num_classes=0`.
 """
 
 import argparse
+import ast
 import datetime
 import json
 import os
@@ -52,15 +53,19 @@ ROOT = os.path.dirname(HERE)
 
 
 def _load_presets():
-    """keras_vit/presets.py loaded on its own (it imports nothing but os): importing the
-    keras_vit package would import Keras here, in the parent of every benchmark worker."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "keras_vit_presets", os.path.join(ROOT, "keras_vit", "presets.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.PRESETS
+    """Every preset, read as literal data from keras_vit's preset modules (presets are
+    data, not code): importing keras_vit would import Keras here, in the parent of every
+    benchmark worker."""
+    presets = {}
+    for name in ("presets_original", "presets_recent", "presets"):
+        with open(os.path.join(ROOT, "keras_vit", f"{name}.py")) as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                presets.update((ast.literal_eval(key), ast.literal_eval(value))
+                               for key, value in zip(node.value.keys, node.value.values)
+                               if key is not None)  # None: a ** of another module's dict
+    return presets
 
 
 # preset: (patch, hidden, mlp, heads, layers), from keras_vit.presets.
@@ -68,11 +73,10 @@ _PRESETS = _load_presets()
 ARCH = {
     name: tuple(_PRESETS[name]["config"][key] for key in (
         "patch_size", "hidden_dim", "mlp_dim", "num_heads", "num_layers"))
-    for name in ("ti16", "s16", "s32", "b16", "b32", "l16", "dinov2_b14")
+    for name in ("ti16", "s16", "s32", "b16", "b32", "l16", "dinov2_b14", "dinov3_b16")
 }
 ARCH["tiny"] = (8, 32, 64, 4, 2)  # for the test of this script, not a real model
 ARCH["dinov2_tiny"] = ARCH["tiny"]
-ARCH["dinov3_b16"] = (16, 768, 3072, 12, 12)  # DINOv3 ViT-B/16 (the dinov3_b16 preset's)
 ARCH["dinov3_tiny"] = ARCH["tiny"]
 DINOV2 = ("dinov2_b14", "dinov2_tiny")  # features models: DINOv2's layout, no head
 DINOV3 = ("dinov3_b16", "dinov3_tiny")  # features models: DINOv3's layout (RoPE), no head

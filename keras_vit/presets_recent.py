@@ -8,39 +8,79 @@ with a message saying so. "top1" is None where no ImageNet-1k figure of that exa
 published; "top1_source" then says what the paper reports instead.
 """
 
-_DINOV3 = {"patch_size": 16, "image_size": 256, "num_register_tokens": 4,
-           "layer_scale_init": 1.0, "layer_norm_epsilon": 1e-05, "mlp_activation": "gelu",
-           "position_embedding": "none", "rope": "dinov3", "rope_theta": 100.0,
-           "query_bias": False, "key_bias": False, "value_bias": False, "include_top": False,
-           "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225)}
-_GATED = ("Gated: accept the licence on the Hugging Face page, then `hf auth login` or set "
-          "HF_TOKEN.")
-
-
-def _dinov3(size, width, layers, heads, repo):
-    return {
+RECENT_PRESETS = {
+    "dinov3_s16": {
         "description": (
-            f"DINOv3 ViT-{size}/16 (Simeoni et al., 2025): self-supervised features (LVD-1689M), "
-            "2-D RoPE, 4 registers, no head; pass num_classes=... to fine-tune. " + _GATED
+            "DINOv3 ViT-S/16 (Simeoni et al., 2025): self-supervised features (LVD-1689M), "
+            "2-D RoPE, 4 registers, no head; pass num_classes=... to fine-tune. Gated: accept "
+            "the licence on the Hugging Face page, then `hf auth login` or set HF_TOKEN."
         ),
-        "config": {**_DINOV3, "hidden_dim": width, "num_layers": layers, "num_heads": heads,
-                   "mlp_dim": 4 * width},
+        "config": {
+            "patch_size": 16, "image_size": 256, "hidden_dim": 384, "mlp_dim": 1536,
+            "num_heads": 6, "num_layers": 12, "num_register_tokens": 4,
+            "layer_scale_init": 1.0, "layer_norm_epsilon": 1e-05, "mlp_activation": "gelu",
+            "position_embedding": "none", "rope": "dinov3", "rope_theta": 100.0,
+            "query_bias": False, "key_bias": False, "value_bias": False, "include_top": False,
+            "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
+        },
         "weights": {
             "lvd1689m": {
-                "url": f"hf://timm/{repo}.lvd1689m", "format": "timm", "image_size": 256,
+                "url": "hf://timm/vit_small_patch16_dinov3.lvd1689m", "format": "timm", "image_size": 256,
                 "num_classes": None, "top1": None,
                 "top1_source": "none published: the DINOv3 paper reports ImageNet-ReaL probes",
                 "sha256": None, "size": None,
             },
         },
         "default_weights": "lvd1689m",
-    }
-
-
-RECENT_PRESETS = {
-    "dinov3_s16": _dinov3("S", 384, 12, 6, "vit_small_patch16_dinov3"),
-    "dinov3_b16": _dinov3("B", 768, 12, 12, "vit_base_patch16_dinov3"),
-    "dinov3_l16": _dinov3("L", 1024, 24, 16, "vit_large_patch16_dinov3"),
+    },
+    "dinov3_b16": {
+        "description": (
+            "DINOv3 ViT-B/16 (Simeoni et al., 2025): self-supervised features (LVD-1689M), "
+            "2-D RoPE, 4 registers, no head; pass num_classes=... to fine-tune. Gated: accept "
+            "the licence on the Hugging Face page, then `hf auth login` or set HF_TOKEN."
+        ),
+        "config": {
+            "patch_size": 16, "image_size": 256, "hidden_dim": 768, "mlp_dim": 3072,
+            "num_heads": 12, "num_layers": 12, "num_register_tokens": 4,
+            "layer_scale_init": 1.0, "layer_norm_epsilon": 1e-05, "mlp_activation": "gelu",
+            "position_embedding": "none", "rope": "dinov3", "rope_theta": 100.0,
+            "query_bias": False, "key_bias": False, "value_bias": False, "include_top": False,
+            "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
+        },
+        "weights": {
+            "lvd1689m": {
+                "url": "hf://timm/vit_base_patch16_dinov3.lvd1689m", "format": "timm", "image_size": 256,
+                "num_classes": None, "top1": None,
+                "top1_source": "none published: the DINOv3 paper reports ImageNet-ReaL probes",
+                "sha256": None, "size": None,
+            },
+        },
+        "default_weights": "lvd1689m",
+    },
+    "dinov3_l16": {
+        "description": (
+            "DINOv3 ViT-L/16 (Simeoni et al., 2025): self-supervised features (LVD-1689M), "
+            "2-D RoPE, 4 registers, no head; pass num_classes=... to fine-tune. Gated: accept "
+            "the licence on the Hugging Face page, then `hf auth login` or set HF_TOKEN."
+        ),
+        "config": {
+            "patch_size": 16, "image_size": 256, "hidden_dim": 1024, "mlp_dim": 4096,
+            "num_heads": 16, "num_layers": 24, "num_register_tokens": 4,
+            "layer_scale_init": 1.0, "layer_norm_epsilon": 1e-05, "mlp_activation": "gelu",
+            "position_embedding": "none", "rope": "dinov3", "rope_theta": 100.0,
+            "query_bias": False, "key_bias": False, "value_bias": False, "include_top": False,
+            "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
+        },
+        "weights": {
+            "lvd1689m": {
+                "url": "hf://timm/vit_large_patch16_dinov3.lvd1689m", "format": "timm", "image_size": 256,
+                "num_classes": None, "top1": None,
+                "top1_source": "none published: the DINOv3 paper reports ImageNet-ReaL probes",
+                "sha256": None, "size": None,
+            },
+        },
+        "default_weights": "lvd1689m",
+    },
     "siglip2_b16": {
         "description": (
             "SigLIP 2 B/16 image tower at 224 (Tschannen et al., 2025): SigLIP's architecture "
