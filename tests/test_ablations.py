@@ -64,6 +64,15 @@ def test_readme_tables():
     assert "**Smaller patches buy accuracy with compute.** Partly" in text
     assert "6 runs (3 cells)" in text and "![accuracy vs cost](accuracy_vs_cost.png)" in text
     assert "Register" not in text  # no table without its cells
+    assert "far from converged" in text
+    assert "Better than the baseline by more than twice the standard error: patch_2 - baseline" \
+        not in text  # +1 pp with a 1.4 pp spread: not enough
+    records += fake_records({"pos_rope_2d": [0.97, 0.971]})
+    advice = ablation_report.shipped_model_advice(ablation_report.summarize(records))
+    assert advice[0].startswith("Better than the baseline by more than twice the standard "
+                                "error: pos_rope_2d - baseline = +4.05 pp")
+    assert "far from converged" not in ablation_report.readme(
+        ablation_report.summarize(records), records, "full")
 
 
 def test_every_cell_is_a_valid_model():
