@@ -4,13 +4,13 @@
 This is what runs on a Raspberry Pi (`pip install ai-edge-litert numpy`): no TensorFlow, no
 Keras, no keras_vit.
 
-    python classify_litert.py model_mixed_int8.tflite shirt.pgm --labels labels.txt --top 3
+    python classify_litert.py model_matmul_int8.tflite shirt.pgm --labels labels.txt --top 3
 
 Images: .npy (H x W or H x W x C, pixel values 0..255) and binary PGM/PPM (P5/P6) are read
 with numpy alone; PNG, JPEG and the rest need Pillow (`pip install pillow`), used only if
 it is installed. The image is resized (nearest neighbour) to the model's input size and
 converted to its channel count. The file takes raw 0..255 pixels (the model rescales them
-itself): float32, float16, dynamic and mixed_int8 files take them as float32; full int8
+itself): float32, float16, dynamic, mixed_int8 and matmul_int8 files take them as float32; full int8
 files take uint8 (or int8) values, quantized with the input tensor's scale and zero point
 (for keras_vit exports, scale 1 and zero point 0: the raw pixels).
 """

@@ -69,7 +69,7 @@ SCHEDULES = {"full": CONFIG, "demo": DEMO}
 
 
 REPORT_FILES = ("metrics.json", "confusion_matrix.png", "training_curves.png", "README.md")
-EXPORT_FILES = ("model_fp32.tflite", "model_mixed_int8.tflite", "model_int8.tflite",
+EXPORT_FILES = ("model_fp32.tflite", "model_matmul_int8.tflite", "model_int8.tflite",
                 "export_report.md")
 
 
@@ -85,7 +85,7 @@ def build_parser(config):
                         help="tf.data (augmentation in the pipeline) or numpy (augmentation on "
                              "the device); auto picks tf.data when TensorFlow is installed")
     parser.add_argument("--export", action="store_true",
-                        help="also export model_fp32.tflite, model_mixed_int8.tflite (for phone "
+                        help="also export model_fp32.tflite, model_matmul_int8.tflite (for phone "
                              "CPUs) and model_int8.tflite (full integer, for NPUs), calibrated "
                              "on training images, with a parity report")
     return parser
@@ -161,12 +161,12 @@ def report_and_card(config, args, model, history, info, arrays, start):
     if args.export:
         from keras_vit import export
 
-        export.export(out / "model.keras", quantize=["float32", "mixed_int8", "int8"],
+        export.export(out / "model.keras", quantize=["float32", "matmul_int8", "int8"],
                       representative_data=x_train, eval_images=x_test, eval_labels=y_test,
                       report_path=out / "export_report.md", overwrite=True)
         artifacts["TFLite float32"] = out / "model_fp32.tflite"
-        artifacts["TFLite mixed int8 (phone CPUs)"] = out / "model_mixed_int8.tflite"
-        artifacts["TFLite full int8 (NPUs)"] = out / "model_int8.tflite"
+        artifacts["TFLite phone CPU"] = out / "model_matmul_int8.tflite"
+        artifacts["TFLite NPU (int8)"] = out / "model_int8.tflite"
         artifacts["export report"] = out / "export_report.md"
     if (out / "logs").exists():
         artifacts["TensorBoard logs"] = out / "logs"

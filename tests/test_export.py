@@ -363,7 +363,7 @@ def test_shipped_fashion_mnist_tflite_files_match_keras():
     images, labels = data.load_fashion_mnist("test", limit=200, download=False)
     images = images.astype("float32")
     keras_labels = model.predict(images, verbose=0).argmax(-1)
-    for variant, min_agreement in (("fp32", 1.0), ("mixed_int8", 0.95), ("int8", 0.95)):
+    for variant, min_agreement in (("fp32", 1.0), ("matmul_int8", 0.95), ("int8", 0.95)):
         path = os.path.join(folder, f"model_{variant}.tflite")
         export.check_builtin_ops(path)
         tflite_labels = export.run_tflite(path, images)[0].argmax(-1)

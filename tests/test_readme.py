@@ -130,7 +130,7 @@ def test_fine_tune_and_export_examples_run(small_presets, tmp_path, monkeypatch)
     exec(compile(export_block, str(README), "exec"), namespace)
     (arguments,) = calls
     assert arguments["model"] == "photos_vit.keras" and arguments["output_dir"] == "phone/"
-    assert arguments["quantize"] == ["float32", "mixed_int8", "int8"]
+    assert arguments["quantize"] == ["float32", "matmul_int8", "int8"]
     assert arguments["representative_data"].shape == (32, 224, 224, 3)
     assert arguments["eval_images"].shape == (6, 224, 224, 3)
     np.testing.assert_array_equal(arguments["eval_labels"], [0, 0, 0, 1, 1, 1])
