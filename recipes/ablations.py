@@ -1,6 +1,6 @@
 """Recipe: the ViT paper's design ablations, small, on Fashion-MNIST.
 
-    python -m recipes ablations                      # the CPU grid (about 90 min on 2 cores)
+    python -m recipes ablations                      # the CPU grid (56 min on our 2 cores)
     python -m recipes ablations --schedule full      # the GPU-sized grid
     python -m recipes ablations --cells patch_2 patch_7 --seeds 0 1 2
 
