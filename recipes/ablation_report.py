@@ -146,8 +146,9 @@ def readme(summary, records, schedule, figures=()):
              f"`python -m recipes ablations --schedule {schedule}`: {len(records)} runs "
              f"({len(summary)} cells), {first['train_examples']:,} training images, "
              f"{first['epochs']} epochs, accuracy on {first['test_examples']:,} test images; "
-             f"{seconds / 60:.1f} min of training in all on {first['hardware']} "
-             f"(Keras backend {first['backend']}). Mean +- std over seeds (n runs).", ""]
+             f"{seconds / 60:.1f} min of training in all on {first['hardware']}"
+             f"{'' if first['backend'] in first['hardware'] else ' (Keras backend ' + first['backend'] + ')'}"
+             ". Mean +- std over seeds (n runs).", ""]
     if schedule == "cpu":
         lines += ["The CPU schedule is short, so that the grid runs on a laptop: its models "
                   "are far from converged (the fashion_mnist recipe, on all 60,000 images for "
