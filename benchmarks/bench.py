@@ -52,7 +52,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def _load_presets():
+def load_presets():
     """Every preset, read as literal data from keras_vit's preset modules (presets are
     data, not code): importing keras_vit would import Keras here, in the parent of every
     benchmark worker."""
@@ -69,7 +69,7 @@ def _load_presets():
 
 
 # preset: (patch, hidden, mlp, heads, layers), from keras_vit.presets.
-_PRESETS = _load_presets()
+_PRESETS = load_presets()
 ARCH = {
     name: tuple(_PRESETS[name]["config"][key] for key in (
         "patch_size", "hidden_dim", "mlp_dim", "num_heads", "num_layers"))

@@ -32,7 +32,10 @@ def test_expected_params_match_the_reference_and_the_presets():
     # image size (RoPE, no table); keras-hub's adds its mask token.
     assert bench.expected_params("dinov3_b16", 224) == bench.expected_params("dinov3_b16", 256) == 85_641_216
     assert bench.expected_params("dinov3_b16", 224, "keras_hub") == 85_641_216 + 768
-    # bench.ARCH is read from keras_vit/presets.py, not a copy of it.
+    # bench.ARCH is read from keras_vit's preset modules, not a copy of them: every preset
+    # is literal data (ast.literal_eval raises on a call or a name), and together they
+    # are presets.PRESETS.
+    assert bench.load_presets() == presets.PRESETS
     assert bench.ARCH["b16"] == tuple(presets.PRESETS["b16"]["config"][key] for key in (
         "patch_size", "hidden_dim", "mlp_dim", "num_heads", "num_layers"))
 

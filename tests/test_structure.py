@@ -136,18 +136,3 @@ def test_tests_import_no_test_module_and_no_private_name():
                 problems.append(f"{path.name} uses {ours[node.value.id]}.{node.attr}")
     assert sorted(set(problems)) == []
 
-
-@once
-def test_presets_are_literal_data():
-    """Every preset in the preset modules is a literal (no calls, no names), and together
-    they are `keras_vit.presets.PRESETS`, which `benchmarks/bench.py` reads this way."""
-    from keras_vit.presets import PRESETS
-
-    read = {}
-    for name in ("presets_original", "presets_recent", "presets"):
-        for node in ast.parse((PACKAGE / f"{name}.py").read_text()).body:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
-                for key, value in zip(node.value.keys, node.value.values):
-                    if key is not None:  # None: `**OTHER_PRESETS`
-                        read[ast.literal_eval(key)] = ast.literal_eval(value)
-    assert read == PRESETS
