@@ -204,13 +204,14 @@ def convert(r, files):
             r.take(f"{block}mlp_scale", f"{b}layer_scale2.lambda1")
     final = "post_layernorm" if family in ("clip", "siglip") else "layernorm"
     take_norm(r, "encoder_norm", p + final)
+    pooling = _pooling(family, keys, p)
     representation = classes = None
     if family == "clip":
         classes = _clip_projection(r)
     elif distilled:
         classes, distillation_head = _deit_heads(r)
         representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
-    elif family == "siglip" and f"{p}head.probe" in keys:
+    elif pooling == "map":
         _map_head(r, f"{p}head.")
     else:
         # ViTModel's pooler (Dense + tanh on the class token) is the original pre_logits.
@@ -229,7 +230,7 @@ def convert(r, files):
         options.update(distillation_token=True, distillation_head=distillation_head)
     return architecture(
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
-        pooling=_pooling(family, keys, p), representation_size=representation, num_classes=classes,
+        pooling=pooling, representation_size=representation, num_classes=classes,
         layer_norm_epsilon=hf["eps"], **options,
     )
 
