@@ -142,13 +142,15 @@ def readme(summary, records, schedule, figures=()):
     """The report's README.md text; `figures`: [(caption, file name)] shown at the end."""
     seconds = sum(r["train_seconds"] for r in records)
     first = records[0]
+    where = first["hardware"]  # training.hardware_description names the backend
+    if first["backend"] not in where:
+        where += f" (Keras backend {first['backend']})"
     lines = ["# The ViT paper's design ablations on Fashion-MNIST", "",
              f"`python -m recipes ablations --schedule {schedule}`: {len(records)} runs "
              f"({len(summary)} cells), {first['train_examples']:,} training images, "
              f"{first['epochs']} epochs, accuracy on {first['test_examples']:,} test images; "
-             f"{seconds / 60:.1f} min of training in all on {first['hardware']}"
-             f"{'' if first['backend'] in first['hardware'] else ' (Keras backend ' + first['backend'] + ')'}"
-             ". Mean +- std over seeds (n runs).", ""]
+             f"{seconds / 60:.1f} min of training in all on {where}. Mean +- std over seeds "
+             "(n runs).", ""]
     if schedule == "cpu":
         lines += ["The CPU schedule is short, so that the grid runs on a laptop: its models "
                   "are far from converged (the fashion_mnist recipe, on all 60,000 images for "
