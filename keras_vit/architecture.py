@@ -7,6 +7,7 @@ import dataclasses
 from keras_vit import arguments
 from keras_vit.layer_helpers import MLP_TYPES
 from keras_vit.norm import NORM_TYPES
+from keras_vit.shapes import variable_shapes
 
 POOLINGS = ("token", "gap", "map")
 POSITION_EMBEDDINGS = ("learned", "learned_2d", "sincos_2d", "none")
@@ -305,90 +306,6 @@ class ViTConfig:
 
     @property
     def variable_shapes(self):
-        """{variable path (`v.path` of the built `ViT`): shape}, in the model's order."""
-        d, heads, mlp = self.hidden_dim, self.num_heads, self.mlp_dim
-        ph, pw = self.patch_size
-        norm = self._norm_shapes
-        shapes = {"patch_embedding/projection/kernel": (ph, pw, self.num_channels, d)}
-        if self.patch_bias:
-            shapes["patch_embedding/projection/bias"] = (d,)
-        if self.patch_norm:
-            shapes.update(norm("patch_embedding/norm", d))
-        if self.has_class_token:
-            shapes["class_token/token"] = (1, 1, d)
-        if self.distillation_token:
-            shapes["distillation_token/tokens"] = (1, 1, d)
-        positioned = len(self.positioned_prefix_tokens)
-        if self.position_embedding == "learned":
-            shapes["position_embedding/embedding"] = (1, positioned + self.num_patches, d)
-        elif self.position_embedding == "learned_2d":
-            shapes["position_embedding/row_embedding"] = (self.grid_size[0], d // 2)
-            shapes["position_embedding/column_embedding"] = (self.grid_size[1], d - d // 2)
-            if positioned:
-                shapes["position_embedding/prefix_embedding"] = (positioned, d)
-        if self.num_register_tokens:
-            shapes["register_tokens/tokens"] = (1, self.num_register_tokens, d)
-        if self.pre_norm:
-            shapes.update(norm("pre_norm", d))
-        biases = {part: getattr(self, f"{part}_bias")
-                  for part in ("query", "key", "value", "output")}
-        for i in range(self.num_layers):
-            block = f"encoder_block_{i}/"
-            if self.layer_scale_init is not None:
-                shapes[block + "attention_scale"] = shapes[block + "mlp_scale"] = (d,)
-            shapes.update(norm(block + "attention_norm", d))
-            shapes.update(_attention_shapes(block + "attention/", d, heads, **biases))
-            shapes.update(norm(block + "mlp_norm", d))
-            shapes.update(_mlp_shapes(block, d, mlp, self.mlp_bias, self.mlp_type == "swiglu"))
-            if self.mlp_inner_norm:
-                shapes.update(norm(block + "mlp_inner_norm", mlp))
-        if not self.pooled_norm:
-            shapes.update(norm("encoder_norm", d))
-        if self.pooling == "map":
-            shapes["pooling/probe"] = (1, 1, d)
-            shapes.update(_attention_shapes("pooling/attention/", d, self.pooling_heads or heads))
-            shapes.update(norm("pooling/norm", d))
-            shapes.update(_mlp_shapes("pooling/", d, mlp))
-        if self.pooled_norm:
-            shapes.update(norm("pooled_norm", d))
-        width = self.representation_size or d
-        if self.representation_size is not None:
-            shapes.update(_dense_shapes("pre_logits", d, width))
-        if self.include_top:
-            shapes.update(_dense_shapes("head", width, self.num_classes))
-        if self.has_distillation_head:
-            shapes.update(_dense_shapes("head_dist", width, self.num_classes))
-        return shapes
-
-    def _norm_shapes(self, name, width):
-        """A norm's variables: gamma and beta (LayerNorm) or scale (RMSNorm)."""
-        if self.norm_type == "rms_norm":
-            return {f"{name}/scale": (width,)}
-        return {f"{name}/gamma": (width,), f"{name}/beta": (width,)}
-
-
-def _dense_shapes(name, inputs, outputs, bias=True):
-    return {f"{name}/kernel": (inputs, outputs), **({f"{name}/bias": (outputs,)} if bias else {})}
-
-
-def _attention_shapes(prefix, width, heads, query=True, key=True, value=True, output=True):
-    """The query, key and value kernels (D, heads, head_dim) and biases (heads, head_dim),
-    the output kernel (heads, head_dim, D) and bias (D,); a False flag drops that bias."""
-    head_dim = width // heads
-    shapes = {}
-    for part, bias in (("query", query), ("key", key), ("value", value)):
-        shapes[f"{prefix}{part}/kernel"] = (width, heads, head_dim)
-        if bias:
-            shapes[f"{prefix}{part}/bias"] = (heads, head_dim)
-    shapes[f"{prefix}attention_output/kernel"] = (heads, head_dim, width)
-    if output:
-        shapes[f"{prefix}attention_output/bias"] = (width,)
-    return shapes
-
-
-def _mlp_shapes(prefix, width, mlp, bias=True, gated=False):
-    """mlp_dense_1 (D, mlp), mlp_gate (the same, SwiGLU) and mlp_dense_2 (mlp, D)."""
-    shapes = _dense_shapes(prefix + "mlp_dense_1", width, mlp, bias)
-    if gated:
-        shapes.update(_dense_shapes(prefix + "mlp_gate", width, mlp, bias))
-    return {**shapes, **_dense_shapes(prefix + "mlp_dense_2", mlp, width, bias)}
+        """{variable path (`v.path` of the built `ViT`): shape}, in the model's order
+        (`keras_vit.shapes.variable_shapes`)."""
+        return variable_shapes(self)
