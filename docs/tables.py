@@ -59,6 +59,8 @@ def parameter_count(config):
     count += config.get("num_layers", 12) * block + norm(d)  # then encoder_norm or pooled_norm
     if pooling == "map":  # probe, attention (all biases), norm, plain MLP
         count += d + 4 * d * d + 4 * d + norm(d) + 2 * d * m + m + d
+    elif pooling == "probe":  # probe, key and value (the blocks' biases), output
+        count += d + 3 * d * d + bias("key_bias", d) + bias("value_bias", d) + d
     features = d
     if config.get("representation_size"):
         features = config["representation_size"]

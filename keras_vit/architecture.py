@@ -9,7 +9,7 @@ from keras_vit.layer_helpers import MLP_TYPES
 from keras_vit.norm import NORM_TYPES
 from keras_vit.shapes import variable_shapes
 
-POOLINGS = ("token", "gap", "map")
+POOLINGS = ("token", "gap", "map", "probe")
 POSITION_EMBEDDINGS = ("learned", "learned_2d", "sincos_2d", "none")
 ROPE_FORMS = ("dinov3", "axial")
 BOOLEAN_FIELDS = ("mlp_inner_norm", "query_bias", "key_bias", "value_bias", "output_bias",
@@ -33,9 +33,11 @@ class ViTConfig:
             heads (must divide D). mlp_dim: hidden width of each block's MLP.
         num_classes: size of the classification head.
         num_channels: image channels (3 for RGB, 1 for grayscale).
-        pooling: "token" (prepend a class token and read it out), "gap" (average) or
+        pooling: "token" (prepend a class token and read it out), "gap" (average),
             "map" (multi-head attention pooling with a learned probe, SigLIP; no class
-            token; its MLP is `mlp_dim` wide).
+            token; its MLP is `mlp_dim` wide) or "probe" (AIMv2's head: the learned probe
+            itself is the query, key and value projections with biases where the blocks'
+            have them (`key_bias`, `value_bias`), an output projection; no norm, no MLP).
         representation_size: if set, a Dense + tanh "pre_logits" layer of this width
             before the head, as in the original ImageNet-21k checkpoints.
         include_top: False drops the head and returns the pooled features.
@@ -91,9 +93,10 @@ class ViTConfig:
             (timm's `ref_feat_shape`, the pre-training grid); None: the model's grid.
         rope_grid_offset: added to the patch indices (Perception Encoder: 1).
         rope_grid_indexing: "ij" (row coordinate first) or "xy" (column first, PE).
-        pooling_heads: heads of the "map" pooling attention; None: `num_heads`.
+        pooling_heads: heads of the "map" or "probe" pooling attention; None: `num_heads`.
         class_token: a class token before the patches; None: with pooling "token" only.
-            True with "gap" (EVA-02: the patches are averaged) or "map" (PE: it is attended).
+            True with "gap" (EVA-02: the patches are averaged), "map" or "probe" (PE: it is
+            attended).
     """
 
     image_size: tuple = 224
@@ -164,7 +167,7 @@ class ViTConfig:
             raise ValueError(f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads "
                              f"({self.num_heads}).")
         if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be 'token', 'gap' or 'map', got {self.pooling!r}.")
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         if not arguments.is_int(self.num_register_tokens) or self.num_register_tokens < 0:
             raise ValueError("num_register_tokens must be an integer >= 0, got "
                              f"{self.num_register_tokens!r}.")
@@ -187,8 +190,9 @@ class ViTConfig:
         self._check_rope(normalized)
         if self.pooling_heads is not None:
             arguments.check_positive(pooling_heads=self.pooling_heads)
-            if self.pooling != "map" or self.hidden_dim % self.pooling_heads:
-                raise ValueError(f"pooling_heads ({self.pooling_heads}) needs pooling='map' and "
+            if self.pooling not in ("map", "probe") or self.hidden_dim % self.pooling_heads:
+                raise ValueError(f"pooling_heads ({self.pooling_heads}) needs pooling 'map' or "
+                                 f"'probe' and "
                                  f"must divide hidden_dim ({self.hidden_dim}).")
         if self.norm_type not in NORM_TYPES:
             raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {self.norm_type!r}.")

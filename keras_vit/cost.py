@@ -20,6 +20,8 @@ def forward_flops(config):
     macs += config.num_layers * block
     if config.pooling == "map":  # one probe attending to the n tokens, then an MLP
         macs += d * d + 2 * n * d * d + 2 * n * d + d * d + 2 * d * m
+    elif config.pooling == "probe":  # the same attention without the query projection
+        macs += 2 * n * d * d + 2 * n * d + d * d
     width = config.representation_size or d
     if config.representation_size is not None:
         macs += d * width

@@ -8,7 +8,7 @@ namespace (`keras_vit.layers.<Name>`); each lives in the module of its concern:
 - `keras_vit.encoder`: `TransformerEncoderBlock`, `DropPath`, `materializes_gradient`;
 - `keras_vit.attention`: `ViTAttention`; `keras_vit.norm`: `LayerNormalization`,
   `RMSNormalization`;
-- `keras_vit.pooling`: `TokenPooling`, `AttentionPooling`;
+- `keras_vit.pooling`: `TokenPooling`, `AttentionPooling`, `ProbePooling`;
 - `keras_vit.layer_helpers`: `MLP_ACTIVATIONS`, `activation`, `FlatXavierUniform`.
 
 Only `keras.ops` is used in them, so every layer runs on TensorFlow, JAX and PyTorch.
@@ -18,7 +18,7 @@ from keras_vit.attention import ViTAttention
 from keras_vit.encoder import DropPath, TransformerEncoderBlock, materializes_gradient
 from keras_vit.layer_helpers import MLP_ACTIVATIONS, FlatXavierUniform, activation
 from keras_vit.norm import LayerNormalization, RMSNormalization
-from keras_vit.pooling import AttentionPooling, TokenPooling
+from keras_vit.pooling import AttentionPooling, ProbePooling, TokenPooling
 from keras_vit.positions import LearnedPositionEmbedding2D, SinCosPositionEmbedding2D
 from keras_vit.resampling import RESAMPLE_METHODS, resample_position_embedding
 from keras_vit.tokens import (
@@ -41,6 +41,7 @@ __all__ = [
     "LearnedPositionEmbedding2D",
     "PatchEmbedding",
     "PositionEmbedding",
+    "ProbePooling",
     "RMSNormalization",
     "RegisterTokens",
     "SinCosPositionEmbedding2D",

@@ -249,6 +249,10 @@ def _outputs(config, images, policy):
             config.pooling_heads or config.num_heads, config.mlp_dim,
             layer_norm_epsilon=config.layer_norm_epsilon, mlp_activation=config.mlp_activation,
             norm_type=config.norm_type, dtype=policy, name="pooling")
+    elif config.pooling == "probe":
+        pooling = vit_layers.ProbePooling(
+            config.pooling_heads or config.num_heads, key_bias=config.key_bias,
+            value_bias=config.value_bias, dtype=policy, name="pooling")
     else:
         pooling = vit_layers.TokenPooling(
             config.pooling, num_prefix_tokens=config.num_tokens_before_patches, dtype=policy,

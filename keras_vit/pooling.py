@@ -1,7 +1,8 @@
 """Pooling the token sequence to one vector: read out a token, average, or attend.
 
 `TokenPooling` is the original's (class token or average); `AttentionPooling` is the
-multi-head attention pooling (MAP) head of big_vision and SigLIP.
+multi-head attention pooling (MAP) head of big_vision and SigLIP; `ProbePooling` is
+AIMv2's lighter attention-pooling head.
 """
 
 import keras
@@ -97,4 +98,68 @@ class AttentionPooling(keras.layers.Layer):
         config.update(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                       layer_norm_epsilon=self.layer_norm_epsilon,
                       mlp_activation=self.mlp_activation, norm_type=self.norm_type)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class ProbePooling(keras.layers.Layer):
+    """Attention pooling with the learned probe itself as the query (AIMv2's head):
+    (B, N, D) -> (B, D).
+
+        k, v = tokens W_k + b_k, tokens W_v + b_v               (B, N, heads, head_dim)
+        y = softmax(probe . k / sqrt(head_dim)) v W_o + b_o     one probe row per head
+
+    Unlike `AttentionPooling` there is no query projection, no norm and no MLP.
+    `key_bias`, `value_bias`: False builds that projection without a bias. The variables
+    are named as in `AttentionPooling` ("probe", "attention/key", "attention/value",
+    "attention/attention_output"), so sharding and the converters treat both alike.
+    """
+
+    def __init__(self, num_heads, key_bias=True, value_bias=True, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(key_bias, bool) or not isinstance(value_bias, bool):
+            raise ValueError(f"key_bias and value_bias must be True or False, got "
+                             f"{key_bias!r}, {value_bias!r}.")
+        self.num_heads, self.key_bias, self.value_bias = num_heads, key_bias, value_bias
+
+    def build(self, input_shape):
+        d, heads = input_shape[-1], self.num_heads
+        if d % heads:
+            raise ValueError(f"The tokens' width {d} is not divisible by num_heads {heads}.")
+        head_dim = d // heads
+        policy = self.dtype_policy
+        self.probe = self.add_weight(shape=(1, 1, d), name="probe",
+                                     initializer=keras.initializers.RandomNormal(stddev=0.02))
+        projection = dict(kernel_initializer=FlatXavierUniform(fan_in=d), dtype=policy)
+        with keras.name_scope("attention"):
+            self.key = keras.layers.EinsumDense(
+                "abc,cde->abde", (None, heads, head_dim), name="key",
+                bias_axes="de" if self.key_bias else None, **projection)
+            self.value = keras.layers.EinsumDense(
+                "abc,cde->abde", (None, heads, head_dim), name="value",
+                bias_axes="de" if self.value_bias else None, **projection)
+            self.attention_output = keras.layers.EinsumDense(
+                "abc,bcd->ad", (d,), bias_axes="d", name="attention_output",
+                kernel_initializer=FlatXavierUniform(fan_in=d), dtype=policy)
+            for layer in (self.key, self.value):
+                layer.build(input_shape)
+            self.attention_output.build((input_shape[0], heads, head_dim))
+
+    def call(self, tokens):
+        heads = self.num_heads
+        head_dim = tokens.shape[-1] // heads
+        query = ops.reshape(ops.cast(self.probe, "float32"), (heads, head_dim))
+        keys = ops.cast(self.key(tokens), "float32")
+        scores = ops.einsum("hd,bnhd->bhn", query / head_dim ** 0.5, keys)
+        weights = ops.cast(ops.softmax(scores, axis=-1), tokens.dtype)
+        attended = ops.einsum("bhn,bnhd->bhd", weights, self.value(tokens))
+        return self.attention_output(attended)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_heads=self.num_heads, key_bias=self.key_bias,
+                      value_bias=self.value_bias)
         return config

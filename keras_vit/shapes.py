@@ -50,11 +50,17 @@ def variable_shapes(config):
             shapes.update(norm(block + "mlp_inner_norm", mlp))
     if not config.pooled_norm:
         shapes.update(norm("encoder_norm", d))
-    if config.pooling == "map":
+    if config.pooling in ("map", "probe"):
         shapes["pooling/probe"] = (1, 1, d)
-        shapes.update(_attention_shapes("pooling/attention/", d, config.pooling_heads or heads))
-        shapes.update(norm("pooling/norm", d))
-        shapes.update(_mlp_shapes("pooling/", d, mlp))
+        pooling_heads = config.pooling_heads or heads
+        if config.pooling == "map":
+            shapes.update(_attention_shapes("pooling/attention/", d, pooling_heads))
+            shapes.update(norm("pooling/norm", d))
+            shapes.update(_mlp_shapes("pooling/", d, mlp))
+        else:  # no query projection; key and value biases where the blocks' have them
+            attention = _attention_shapes("pooling/attention/", d, pooling_heads,
+                                          key=config.key_bias, value=config.value_bias)
+            shapes.update({k: v for k, v in attention.items() if "/query/" not in k})
     if config.pooled_norm:
         shapes.update(norm("pooled_norm", d))
     width = config.representation_size or d

@@ -1,10 +1,10 @@
 """How a ViT's variables are laid out on a `keras.distribution` device mesh (JAX).
 
 `layout_map` (also `ViT.get_layout_map`) shards a ViT Megatron-style over the mesh's model
-axis: in every encoder block and in the MAP pooling head, the query, key and value
-projections are split by heads, the attention output projection by heads on its input side,
-the first MLP Dense by columns and the second by rows, so each block needs one all-reduce
-after its attention and one after its MLP. Every other variable (patch and position
+axis: in every encoder block and in the attention-pooling head ("map", "probe"), the query,
+key and value projections are split by heads, the attention output projection by heads on
+its input side, the first MLP Dense by columns and the second by rows, so each block needs
+one all-reduce after its attention and one after its MLP. Every other variable (patch and position
 embeddings, tokens, norms, layer scales, output biases, pre_logits, heads) is replicated:
 `REPLICATED_VARIABLES` lists them. `check_mesh` says, before any variable is made, whether
 a mesh can run a given ViT. Setting up a training run is `keras_vit.distribution`'s.
@@ -15,7 +15,7 @@ import keras
 from keras_vit import arguments
 from keras_vit.architecture import ViTConfig
 
-# The layers whose kernels are split: each encoder block, and the MAP pooling head.
+# The layers whose kernels are split: each encoder block, and the attention-pooling head.
 _SHARDED_LAYER = r"(?:.*/)?(?:encoder_block_\d+|pooling)/"
 
 # Variables left whole on every device (the Keras default for a path the layout map lacks).

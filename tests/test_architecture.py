@@ -98,7 +98,7 @@ def test_get_config_keeps_the_flat_keys_of_saved_files():
 @pytest.mark.parametrize("changes, message", [
     ({"image_size": 30}, r"image_size \(30, 30\) must be divisible by patch_size \(8, 8\)"),
     ({"num_heads": 3}, r"hidden_dim \(16\) must be divisible by num_heads \(3\)"),
-    ({"pooling": "cls"}, r"pooling must be 'token', 'gap' or 'map'"),
+    ({"pooling": "cls"}, r"pooling must be one of \('token', 'gap', 'map', 'probe'\)"),
     ({"pooled_norm": True}, r"pooled_norm=True needs pooling='gap'"),
     ({"distillation_token": True, "num_register_tokens": 1}, r"distillation_token=True needs"),
     ({"image_mean": (0.5, 0.5)}, r"image_mean needs 1 or 3 values"),

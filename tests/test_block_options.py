@@ -1,7 +1,7 @@
 """The block options of issue 24 (RMSNorm, SwiGLU, EVA-02's inner MLP norm, projections
-without biases, a patch embedding without bias or with a norm) against a NumPy forward
-pass written here, on every attention path and graph form; their variables, config,
-`.keras` round trip and int8 quantization."""
+without biases, a patch embedding without bias or with a norm, AIMv2's probe pooling)
+against a NumPy forward pass written here, on every attention path and graph form; their
+variables, config, `.keras` round trip and int8 quantization."""
 
 import math
 
@@ -11,7 +11,7 @@ import pytest
 
 import keras_vit
 from keras_vit import config as vit_config
-from keras_vit.layers import PatchEmbedding, TransformerEncoderBlock
+from keras_vit.layers import PatchEmbedding, ProbePooling, TransformerEncoderBlock
 
 D, HEADS, MLP, EPS = 16, 2, 24, 1e-5
 NO_BIASES = dict(query_bias=False, key_bias=False, value_bias=False, output_bias=False,
@@ -112,6 +112,28 @@ def test_patch_embedding_matches_numpy(use_bias, norm_type):
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("biases", [True, False])
+def test_probe_pooling_matches_numpy(biases):
+    """AIMv2's head: the probe is the query of one attention over the tokens."""
+    layer = ProbePooling(HEADS, key_bias=biases, value_bias=biases, name="pooling")
+    x = np.random.default_rng(5).normal(size=(2, 5, D)).astype("float32")
+    layer.build(x.shape)
+    weights = _randomised(layer)
+    query = weights["probe"].reshape(HEADS, -1)
+    k, v = (_dense(x.astype("float64"), weights, f"attention/{part}").reshape(2, 5, HEADS, -1)
+            for part in ("key", "value"))
+    scores = np.einsum("hd,bnhd->bhn", query, k) / math.sqrt(D // HEADS)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    attended = np.einsum("bhn,bnhd->bhd", probs, v).reshape(2, D)
+    expected = _dense(attended, weights, "attention/attention_output")
+    expected_paths = {"probe", "attention/key/kernel", "attention/value/kernel",
+                      "attention/attention_output/kernel", "attention/attention_output/bias"}
+    assert set(weights) == expected_paths | (
+        {"attention/key/bias", "attention/value/bias"} if biases else set())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-4, atol=1e-4)
+
+
 TINY = dict(image_size=16, patch_size=8, hidden_dim=D, num_layers=2, num_heads=HEADS,
             mlp_dim=MLP, num_classes=3, layer_norm_epsilon=EPS)
 ALL = dict(norm_type="rms_norm", mlp_type="swiglu", mlp_inner_norm=True, patch_bias=False,
@@ -121,9 +143,10 @@ ALL = dict(norm_type="rms_norm", mlp_type="swiglu", mlp_inner_norm=True, patch_b
 @pytest.mark.parametrize("changes", [
     ALL,
     dict(ALL, pooling="map", pre_norm=True),
+    dict(ALL, pooling="probe", pooling_heads=1),
     dict(ALL, pooling="gap", pooled_norm=True, layer_scale_init=0.1),
     dict(mlp_inner_norm=True, key_bias=False, output_bias=False, patch_norm=True),
-], ids=["all", "map_pre_norm", "gap_pooled_norm_layer_scale", "layer_norm_options"])
+], ids=["all", "map_pre_norm", "probe", "gap_pooled_norm_layer_scale", "layer_norm_options"])
 def test_variable_shapes_are_the_built_models(changes):
     config = keras_vit.ViTConfig(**TINY, **changes)
     model = keras_vit.ViT(config=config)

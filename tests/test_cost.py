@@ -18,6 +18,8 @@ CONFIGS = [
          num_classes=5, distillation_token=True),
     dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64,
          include_top=False),
+    dict(image_size=32, patch_size=8, hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64,
+         num_classes=5, pooling="probe", class_token=True),
 ]
 
 

@@ -45,6 +45,7 @@ OPTIONS = {
         pooling="gap", pooled_norm=True, num_register_tokens=2, layer_scale_init=0.1,
         pre_norm=True, representation_size=16),
     "map": dict(pooling="map"),
+    "probe_without_key_bias": dict(pooling="probe", key_bias=False),
     "distillation": dict(distillation_token=True),
     "distillation_no_head": dict(distillation_token=True, distillation_head=False),
     "token_without_position_registers": dict(class_token_position=False, num_register_tokens=1),

@@ -62,6 +62,7 @@ OPTIONS = {
                                        patch_bias=False, patch_norm=True),
     "map_rms_pooling_heads": dict(pooling="map", norm_type="rms_norm", pooling_heads=1,
                                   key_bias=False),
+    "probe_without_key_bias": dict(pooling="probe", key_bias=False, pooling_heads=1),
 }
 
 

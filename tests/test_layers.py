@@ -70,6 +70,7 @@ CASES = {
     "token_pooling": ("TokenPooling", dict(pooling="token"), (2, 5, 8), (2, 8)),
     "token_pooling_gap": ("TokenPooling", dict(pooling="gap"), (2, 5, 8), (2, 8)),
     "attention_pooling": ("AttentionPooling", dict(num_heads=2, mlp_dim=16), (2, 5, 8), (2, 8)),
+    "probe_pooling": ("ProbePooling", dict(num_heads=2, key_bias=False), (2, 5, 8), (2, 8)),
     "attention_head_major": ("ViTAttention",
                              dict(num_heads=2, key_dim=4, implementation="head_major"),
                              {"query": (2, 5, 8), "value": (2, 5, 8)}, (2, 5, 8)),

@@ -285,7 +285,7 @@ BAD_CONFIGS = {
     "negative width": (dict(hidden_dim=-32), "hidden_dim must be a positive integer"),
     "zero image size": (dict(image_size=0), "image_size must be a positive int"),
     "zero channels": (dict(num_channels=0), "num_channels must be a positive integer"),
-    "bad pooling": (dict(pooling="max"), "pooling must be 'token', 'gap' or 'map'"),
+    "bad pooling": (dict(pooling="max"), "pooling must be one of .*'probe'"),
     "bad dropout": (dict(dropout_rate=1.5), r"dropout_rate must be in \[0, 1\)"),
 }
 

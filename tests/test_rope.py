@@ -215,7 +215,7 @@ def test_variable_shapes_follow_the_options():
     (dict(rope="axial", rope_grid_offset=float("nan")), "rope_grid_offset must be"),
     (dict(rope="axial", num_heads=8, hidden_dim=48), "head width divisible by 4"),
     (dict(position_embedding=None), "position_embedding must be one of"),
-    (dict(pooling_heads=2), "pooling_heads .* needs pooling='map'"),
+    (dict(pooling_heads=2), "pooling_heads .* needs pooling 'map' or 'probe'"),
     (dict(pooling="map", pooling_heads=3), "must divide hidden_dim"),
 ])
 def test_fields_are_checked(changes, message):
