@@ -1,7 +1,8 @@
 """Hugging Face checkpoints of the later ViT families (DINOv2 with and without registers,
-MAE, CLIP's and SigLIP's image towers, DeiT distilled), written by transformers from random weights, loaded with
-`from_preset` and compared with transformers' own outputs: pooled features or projected
-embeddings, and the last token sequence."""
+MAE, CLIP's and SigLIP's image towers, DeiT distilled, AIMv2 with and without its head),
+written by transformers from random weights, loaded with `from_preset` and compared with
+transformers' own outputs: pooled features or projected embeddings, and the last token
+sequence."""
 
 import json
 
@@ -30,10 +31,12 @@ FAMILIES = {
     # its MAP head loads as the average of its normed tokens.
     "clip_tower": ("CLIPVisionConfig", "CLIPVisionModel", {}),
     "siglip_headless": ("SiglipVisionConfig", "SiglipVisionModel", {"vision_use_head": False}),
-    # RMSNorm, SwiGLU, a norm after the patch projection; without biases, then with them
+    # RMSNorm, SwiGLU, a norm after the patch projection; without biases and without the
+    # attention-pooling head, then with the head, without and with biases
     "aimv2": ("Aimv2VisionConfig", "Aimv2VisionModel", {"use_head": False}),
-    "aimv2_biases": ("Aimv2VisionConfig", "Aimv2VisionModel",
-                     {"use_head": False, "qkv_bias": True, "mlp_bias": True}),
+    "aimv2_head": ("Aimv2VisionConfig", "Aimv2VisionModel", {"use_head": True}),
+    "aimv2_head_biases": ("Aimv2VisionConfig", "Aimv2VisionModel",
+                          {"use_head": True, "qkv_bias": True, "mlp_bias": True}),
 }
 # Aimv2VisionModel has no interpolate_pos_encoding: tested at another size on its own.
 RESIZABLE = [family for family in FAMILIES if not family.startswith("aimv2")]
@@ -94,7 +97,8 @@ def _hf_outputs(family, hf, images, interpolate_pos_encoding=False):
               "clip_tower": lambda: out.pooler_output.numpy(),  # the normed class token
               "siglip_headless": lambda: sequence.mean(1),
               "deit_model": lambda: out.pooler_output.numpy(),  # tanh(Dense(class token))
-              "aimv2": lambda: sequence.mean(1), "aimv2_biases": lambda: sequence.mean(1),
+              "aimv2": lambda: sequence.mean(1), "aimv2_head": lambda: out.pooler_output.numpy(),
+              "aimv2_head_biases": lambda: out.pooler_output.numpy(),
               }.get(family, lambda: sequence[:, 0])()
     return pooled.astype("float64"), sequence.astype("float64")
 
@@ -131,7 +135,9 @@ def test_family_matches_transformers(family, tmp_path):
                 "clip_tower": dict(pre_norm=True, mlp_activation="quick_gelu"),
                 "siglip_headless": dict(pooling="gap", mlp_activation="gelu_tanh"),
                 "aimv2": dict(AIMV2, query_bias=False, mlp_bias=False),
-                "aimv2_biases": dict(AIMV2, query_bias=True, output_bias=True, mlp_bias=True)}
+                "aimv2_head": dict(AIMV2, pooling="probe", key_bias=False, mlp_bias=False),
+                "aimv2_head_biases": dict(AIMV2, pooling="probe", key_bias=True, output_bias=True,
+                                          mlp_bias=True)}
     assert all(getattr(model, k) == v for k, v in expected[family].items())
 
 
@@ -154,7 +160,7 @@ def test_family_at_another_image_size_matches_interpolate_pos_encoding(family, t
         _close(keras.Model(model.input, model.get_layer(last).output)(images), sequence)
 
 
-@pytest.mark.parametrize("family", ["aimv2", "aimv2_biases"])
+@pytest.mark.parametrize("family", ["aimv2", "aimv2_head_biases"])
 def test_aimv2_at_another_image_size_matches_transformers(family, tmp_path):
     """48x48 images: transformers' AIMv2 has a fixed table, so its 48x48 model is given
     the file's weights and keras_vit's resampled 6x6 table."""
@@ -176,11 +182,14 @@ def test_aimv2_at_another_image_size_matches_transformers(family, tmp_path):
     _close(keras.Model(model.input, model.get_layer("encoder_norm").output)(images), sequence)
 
 
-@pytest.mark.parametrize("edit, message", [
-    ({"use_head": True}, "use_head"), ({"is_native": True}, "is_native"),
-    ({"hidden_act": "gelu"}, "hidden_act"), ({"qkv_bias": "no"}, "qkv_bias")])
-def test_aimv2_configs_keras_vit_does_not_build_are_refused(tmp_path, edit, message):
-    _, path = _saved_model("aimv2", tmp_path)
+@pytest.mark.parametrize("family, edit, message", [
+    ("aimv2", {"use_head": True}, "use_head=true, but the file has no attention-pooling head"),
+    ("aimv2_head", {"use_head": False}, "use_head=false, but the file has attention-pooling"),
+    ("aimv2", {"is_native": True}, "is_native"), ("aimv2", {"hidden_act": "gelu"}, "hidden_act"),
+    ("aimv2", {"qkv_bias": "no"}, "qkv_bias")])
+def test_aimv2_configs_keras_vit_does_not_build_or_the_file_contradicts_are_refused(
+        tmp_path, family, edit, message):
+    _, path = _saved_model(family, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, **edit}))
     with pytest.raises(ValueError, match=message):

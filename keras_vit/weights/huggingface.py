@@ -16,9 +16,11 @@
   linear layer on (ph, pw, C)-flattened patches and a square table (`num_patches`) that
   transformers resizes to each image's patch grid, antialiased bilinear: build the model
   at the image's size (`keras_vit.naflex.naflex_size`) and the table is resized the same;
-- AIMv2's image tower (`Aimv2VisionModel` with `use_head=False`, not `is_native`):
-  RMSNorm (`rms_norm_eps`), SwiGLU, biases as `qkv_bias` / `mlp_bias` say, an RMSNorm
-  after the patch projection; keras_vit averages its normed tokens (timm's pooling).
+- AIMv2's image tower (`Aimv2VisionModel`, not `is_native`): RMSNorm (`rms_norm_eps`),
+  SwiGLU, biases as `qkv_bias` / `mlp_bias` say, an RMSNorm after the patch projection;
+  with its attention-pooling head (`use_head=True`, transformers' default) the features
+  are the head's output (pooling "probe"), without it the average of the normed tokens
+  (timm's pooling).
 
 A whole `CLIPModel`, `SiglipModel`, `Siglip2Model` or `ViTMAEForPreTraining` loads its image tower (from
 `vision_config`); the text tower and MAE's decoder are left out. The family comes from
@@ -337,14 +339,18 @@ def _aimv2(r, files, config, hf):
     """`Aimv2VisionModel`: RMSNorm everywhere (one after the patch projection too),
     SwiGLU (`ffn.gate_proj`, `ffn.up_proj`, `ffn.down_proj`), attention projections with
     a bias where `qkv_bias` (the output projection too) and MLP biases where `mlp_bias`;
-    no class token; the features are the mean of the normed tokens."""
+    no class token. The features are the output of the head (`head.cls_token` the query,
+    `k_proj` / `v_proj` with biases where `qkv_bias`, `output_proj`), else the mean of the
+    normed tokens."""
     keys = set(r.tensors)
+    has_head = "head.cls_token" in keys
     for name in ("use_head", "is_native", "qkv_bias", "mlp_bias"):
-        if not isinstance(config.get(name, name == "use_head"), bool):
+        if not isinstance(config.get(name, has_head if name == "use_head" else False), bool):
             raise ValueError(f"config.json: {name} must be true or false.")
-    if config.get("use_head", True) or "head.cls_token" in keys:
-        raise ValueError("This AIMv2 checkpoint has its attention-pooling head (use_head=true), "
-                         "which keras_vit does not build; it loads AIMv2 with use_head=false.")
+    if config.get("use_head", has_head) != has_head:
+        raise ValueError(f"config.json: use_head={str(not has_head).lower()}, but the file "
+                         f"{'has' if has_head else 'has no'} attention-pooling head "
+                         f"(head.cls_token).")
     if config.get("is_native"):
         raise ValueError("config.json: is_native=true (AIMv2's sinusoidal positions for native "
                          "resolution) is not an architecture keras_vit builds.")
@@ -373,11 +379,16 @@ def _aimv2(r, files, config, hf):
         take_norm(r, block + "attention_norm", b + "rms_norm1", "rms_norm")
         take_norm(r, block + "mlp_norm", b + "rms_norm2", "rms_norm")
     take_norm(r, "encoder_norm", "rms_norm", "rms_norm")
+    if has_head:
+        r.take("pooling/probe", "head.cls_token", ndim=3)
+        take_linear(r, "pooling/attention/key", "head.k_proj", qkv_bias)
+        take_linear(r, "pooling/attention/value", "head.v_proj", qkv_bias)
+        take_linear(r, "pooling/attention/attention_output", "head.output_proj")
     mean, std = _normalization(files.get("preprocessor"), "aimv2_vision_model", files.get(
         "paths", {}).get("preprocessor", "preprocessor_config.json"))
     return architecture(
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
-        pooling="gap", layer_norm_epsilon=hf["eps"], image_mean=mean, image_std=std,
-        mlp_activation="gelu", norm_type="rms_norm", mlp_type="swiglu", patch_norm=True,
+        pooling="probe" if has_head else "gap", layer_norm_epsilon=hf["eps"], image_mean=mean,
+        image_std=std, mlp_activation="gelu", norm_type="rms_norm", mlp_type="swiglu", patch_norm=True,
         query_bias=qkv_bias, key_bias=qkv_bias, value_bias=qkv_bias, output_bias=qkv_bias,
         mlp_bias=mlp_bias)
