@@ -100,6 +100,19 @@ def test_unbuilt_variants_are_refused_by_name(name, changes, message, tmp_path):
         ViT.from_preset(str(tmp_path))
 
 
+@pytest.mark.parametrize("name, key", [("eva02_tiny_patch14_224", "blocks.1.attn.q_bias"),
+                                       ("vit_pe_core_base_patch16_224", "blocks.1.attn.qkv.bias")])
+def test_a_bias_missing_from_one_block_is_named(name, key, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    _timm_saved(name, tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    del tensors[key]
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=f"has some of its .*_bias biases but not {key}"):
+        ViT.from_preset(str(tmp_path))
+
+
 FLAGSHIPS = {"eva02_tiny_patch14_224.mim_in22k": 5_502_144,
              "eva02_base_patch14_224.mim_in22k": 85_758_720,
              "vit_pe_core_base_patch16_224.fb": 93_673_984}

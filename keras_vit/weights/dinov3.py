@@ -28,7 +28,7 @@ from keras_vit.weights.checkpoint import (
 from keras_vit.weights.google import optional_dense
 from keras_vit.weights.timm import (
     configured_image_size, conv_kernel, heads_by_name, linear, pretrained_normalization, read_config,
-    split_fused_qkv, take_mlp, take_norm)
+    split_fused_qkv, take_biases, take_mlp, take_norm)
 
 # timm model_args read here, or without effect at inference; _TIMM_REQUIRED: a value
 # other than this is an architecture not built here.
@@ -62,22 +62,6 @@ def is_hf_dinov3(tensors, files):
     if model_type is not None:
         return model_type == "dinov3_vit"
     return "embeddings.patch_embeddings.weight" in tensors
-
-
-def _bias_flags(r, biases):
-    """Takes each bias of `biases` ({ViTConfig bias field: [(variable path, key in file)]})
-    that the file has; returns {field: True where the file has them all, False where it
-    has none}; a field with some but not all is a ValueError."""
-    flags = {}
-    for field, pairs in biases.items():
-        present = [key in r.tensors for _, key in pairs]
-        if any(present) and not all(present):
-            missing = [key for (_, key), here in zip(pairs, present) if not here]
-            raise ValueError(f"The file has some of its {field} biases but not {missing[0]}.")
-        flags[field] = all(present)
-        for path, key in pairs if flags[field] else ():
-            r.take(path, key)
-    return flags
 
 
 def _embeddings(r, cls_key, reg_key, kernel_key):
@@ -124,7 +108,7 @@ def convert_timm(r, files):
         take_norm(r, f"{block}mlp_norm", f"{b}norm2")
         r.take(f"{block}attention_scale", f"{b}gamma_1")
         r.take(f"{block}mlp_scale", f"{b}gamma_2")
-    flags = dict(_bias_flags(r, biases), key_bias=False, mlp_bias=mlp_bias)
+    flags = dict(take_biases(r, biases), key_bias=False, mlp_bias=mlp_bias)
     take_norm(r, "encoder_norm", "norm")
     classes = optional_dense(r, "head", "head.", "weight", linear)
     if classes and cfg["pooling"] not in (None, "token"):
@@ -163,7 +147,7 @@ def convert_hf(r, files):
         take_norm(r, f"{block}mlp_norm", f"{b}norm2")
         r.take(f"{block}attention_scale", f"{b}layer_scale1.lambda1")
         r.take(f"{block}mlp_scale", f"{b}layer_scale2.lambda1")
-    flags = _bias_flags(r, biases)
+    flags = take_biases(r, biases)
     take_norm(r, "encoder_norm", "norm")
     grid = None if kernel is None or hf["image_size"] is None else tuple(
         s // p for s, p in zip(hf["image_size"], kernel.shape[:2]))

@@ -28,7 +28,7 @@ from keras_vit.weights.checkpoint import (
 from keras_vit.weights.google import optional_dense
 from keras_vit.weights.timm import (
     attention_pool, configured_image_size, conv_kernel, linear, pretrained_normalization,
-    read_config, split_fused_qkv, take_linear, take_mlp, take_norm)
+    bias_flags, read_config, split_fused_qkv, take_linear, take_mlp, take_norm)
 
 FAMILIES = ("eva02_", "vit_pe_core_")
 # timm model_args read here, seen in the keys, or without effect at inference;
@@ -93,7 +93,7 @@ def convert_timm(r, files):
     if pre_norm:
         take_norm(r, "pre_norm", "norm_pre")
     num_layers = count_blocks(keys, r"blocks\.(\d+)\.")
-    blocks = _block_flags(keys)
+    blocks = _block_flags(keys, num_layers)
     layer_scale = "blocks.0.gamma_1" in keys
     for i in range(num_layers):
         b, block = f"blocks.{i}.", f"encoder_block_{i}/"
@@ -122,18 +122,23 @@ def convert_timm(r, files):
                         **options)
 
 
-def _block_flags(keys):
-    """Which projections have biases (EVA: q and v, not k), from block 0's keys."""
+def _block_flags(keys, num_layers):
+    """Which projections have biases, the same in every block (some but not all blocks is
+    an error): PE's fused qkv with its fused bias; EVA's fused qkv with q_bias and v_bias,
+    the key's fixed at zero; or separate q, k and v projections."""
     a = "blocks.0.attn."
     if a + "qkv.weight" in keys and a + "qkv.bias" in keys:  # PE
-        q = k = v = True
-    elif a + "qkv.weight" in keys:  # EVA's fused form: q_bias and v_bias, k fixed at zero
-        q, k, v = a + "q_bias" in keys, False, a + "v_bias" in keys
+        names = dict(query_bias="qkv.bias", key_bias="qkv.bias", value_bias="qkv.bias")
+    elif a + "qkv.weight" in keys:
+        names = dict(query_bias="q_bias", value_bias="v_bias")
     else:
-        q, k, v = (f"{a}{p}_proj.bias" in keys for p in "qkv")
-    return dict(query_bias=q, key_bias=k, value_bias=v,
-                output_bias="blocks.0.attn.proj.bias" in keys,
-                mlp_bias="blocks.0.mlp.fc2.bias" in keys, mlp_type="mlp", mlp_inner_norm=False)
+        names = {f"{part}_bias": f"{part[0]}_proj.bias" for part in ("query", "key", "value")}
+    blocks = [f"blocks.{i}." for i in range(num_layers)]
+    biases = {field: [f"{b}attn.{name}" for b in blocks]
+              for field, name in dict(names, output_bias="proj.bias").items()}
+    biases["mlp_bias"] = [f"{b}mlp.fc2.bias" for b in blocks]
+    return {"key_bias": False, **bias_flags(keys, biases), "mlp_type": "mlp",
+            "mlp_inner_norm": False}
 
 
 def _attention(r, path, prefix, flags):

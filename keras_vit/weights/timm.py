@@ -77,6 +77,31 @@ def take_norm(r, path, name, norm_type="layer_norm"):
     r.take(f"{path}/beta", f"{name}.bias")
 
 
+def bias_flags(keys, biases):
+    """{ViTConfig bias field: True where `keys` holds every key of `biases[field]` (a list
+    of keys, e.g. one per block), False where it holds none}; some but not all is a
+    ValueError naming the first missing key."""
+    flags = {}
+    for field, names in biases.items():
+        present = [name in keys for name in names]
+        if any(present) and not all(present):
+            missing = next(name for name, here in zip(names, present) if not here)
+            raise ValueError(f"The file has some of its {field} biases but not {missing}.")
+        flags[field] = all(present)
+    return flags
+
+
+def take_biases(r, biases):
+    """`bias_flags` of {field: [(variable path, key in the file)]}, taking each bias of a
+    field the file has."""
+    flags = bias_flags(r.tensors, {field: [key for _, key in pairs]
+                                   for field, pairs in biases.items()})
+    for field, pairs in biases.items():
+        for path, key in pairs if flags[field] else ():
+            r.take(path, key)
+    return flags
+
+
 def take_mlp(r, block, prefix, bias=True, norm_type="layer_norm"):
     """timm's MLP at `prefix` (e.g. "blocks.0.mlp.") into the MLP variables of the block
     at `block` (e.g. "encoder_block_0/"), in each of timm's forms: `Mlp` (fc1, fc2),
