@@ -19,6 +19,7 @@ from importlib.util import find_spec
 import numpy as np
 
 from keras_vit.backend.private_apis import tflite_nodes
+from keras_vit.export.tflite_graph import op_names
 
 
 def _check_file(path):
@@ -99,8 +100,7 @@ class _Op:
 
     def __init__(self, model, op, constant, names, types):
         subgraph = model.subgraphs[0]
-        code = model.operatorCodes[op.opcodeIndex]
-        self.name = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+        self.name = names[op.opcodeIndex]
         self.options = op.builtinOptions
 
         def spec(t):
@@ -243,12 +243,11 @@ def gpu_compatibility(path):
     constant = {i for i, t in enumerate(subgraph.tensors) if t.buffer and (
         (model.buffers[t.buffer].data is not None and np.size(model.buffers[t.buffer].data))
         or model.buffers[t.buffer].size)}
+    names = op_names(model)
     for op in subgraph.operators:  # a DEQUANTIZE of a constant is a constant (fp16 weights)
-        code = model.operatorCodes[op.opcodeIndex]
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE \
-                and all(t in constant for t in op.inputs if t >= 0):
+        if names[op.opcodeIndex] == "DEQUANTIZE" and all(
+                t in constant for t in op.inputs if t >= 0):
             constant.update(op.outputs)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
     types = {v: k for k, v in vars(schema.TensorType).items() if k.isupper()}
     found = {}
     for index, op in enumerate(subgraph.operators):

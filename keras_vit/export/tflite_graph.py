@@ -33,7 +33,7 @@ def xnnpack_ranges(flatbuffer):
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
-    names = _op_names(model)
+    names = op_names(model)
     moved = {"matmul_operands": 0, "concatenated_inputs": 0}
     for graph in model.subgraphs:
         producers, consumers = {}, {}
@@ -73,7 +73,7 @@ def probability_products(flatbuffer):
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
-    names = _op_names(model)
+    names = op_names(model)
     graph = model.subgraphs[0]
     producers = {t: op for op in graph.operators for t in op.outputs}
 
@@ -91,7 +91,9 @@ def probability_products(flatbuffer):
             if names[op.opcodeIndex] == "BATCH_MATMUL" and from_softmax(op.inputs[0])]
 
 
-def _op_names(model):
+def op_names(model):
+    """[builtin op name] of a TFLite `ModelT`, one per entry of its `operatorCodes` (an op's
+    name is `op_names(model)[op.opcodeIndex]`)."""
     from ai_edge_litert import schema_py_generated as schema
 
     by_code = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
