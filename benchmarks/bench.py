@@ -171,7 +171,7 @@ def _time_chunk(fn, sync, steps):
     return (time.perf_counter() - start) / steps
 
 
-def _median_time(fn, sync, warmup, repeats, steps):
+def median_time(fn, sync, warmup, repeats, steps):
     """Median seconds per call of `fn`, over `repeats` chunks of `steps` calls each."""
     for _ in range(warmup):
         sync(fn())
@@ -490,7 +490,7 @@ def _timm_worker(spec, result, save):
                 return compiled(x)
 
         if "fwd" in spec["phases"]:
-            result["fwd_ips"] = bs / _median_time(run, sync, w, r, s)
+            result["fwd_ips"] = bs / median_time(run, sync, w, r, s)
             result["fwd_peak_mib"] = peak()
             save()
         if "predict" in spec["phases"]:  # host batches in, host logits out
@@ -502,7 +502,7 @@ def _timm_worker(spec, result, save):
                         outs.append(compiled(x_host.to(dev)).float().cpu())
                 return outs
 
-            seconds = _median_time(predict, lambda o: o, 1, max(1, r // 2 + 1), 1)
+            seconds = median_time(predict, lambda o: o, 1, max(1, r // 2 + 1), 1)
             result["predict_ips"] = bs * spec["predict_batches"] / seconds
             save()
 
@@ -526,7 +526,7 @@ def _timm_worker(spec, result, save):
             losses.append(loss.detach())
             return loss
 
-        result["train_ips"] = tbs / _median_time(step, sync, w, r, s)
+        result["train_ips"] = tbs / median_time(step, sync, w, r, s)
         result["train_peak_mib"] = peak()
         result["final_loss"] = float(losses[-1])
 
@@ -561,7 +561,7 @@ def worker_main(spec_path, out_path):
 # --------------------------------------------------------------------------- driver side
 
 
-def _versions():
+def software_versions():
     """Versions of what is importable in this interpreter, without importing a backend."""
     from importlib import metadata
 
@@ -575,7 +575,8 @@ def _versions():
     return out
 
 
-def _machine():
+def machine_description():
+    """The CPU architecture and core count, and the GPUs nvidia-smi lists, if any."""
     info = f"{platform.machine()}, {os.cpu_count()} CPU cores"
     try:
         gpus = subprocess.run(
@@ -817,8 +818,8 @@ def main(argv=None):
     command = " ".join(sys.argv[1:] if argv is None else argv)
     header = (
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n\n"
-        f"Machine: {_machine()}\n\n"
-        f"Software: {', '.join(f'{k} {v}' for k, v in _versions().items())}\n\n"
+        f"Machine: {machine_description()}\n\n"
+        f"Software: {', '.join(f'{k} {v}' for k, v in software_versions().items())}\n\n"
         f"Command: `python benchmarks/bench.py {command}`\n"
     )
     if missing:

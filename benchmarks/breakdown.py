@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import ARCH, DINOV2, _median_time, attention_spec, attention_specs  # noqa: E402
+from bench import ARCH, DINOV2, attention_spec, attention_specs, median_time  # noqa: E402
 
 
 def _flops(preset, image_size, batch):
@@ -203,8 +203,8 @@ def measure(args):
     for name, forward, grad, arguments, flops, times_in_model in build_rows(args):
         reps = dict(warmup=args.warmup, repeats=args.repeats, steps=args.steps)
         try:
-            fwd = _median_time(lambda: forward(*arguments), _block, **reps)
-            grad_s = _median_time(lambda: grad(*arguments), _block, **reps)
+            fwd = median_time(lambda: forward(*arguments), _block, **reps)
+            grad_s = median_time(lambda: grad(*arguments), _block, **reps)
         except Exception as e:
             if name == "model":
                 raise

@@ -51,7 +51,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench import _machine, _median_time, _versions, get_list  # noqa: E402
+from bench import get_list, machine_description, median_time, software_versions  # noqa: E402
 from recipes.options import model_override, positive_int  # noqa: E402
 
 MODEL_AXES = (2, 4, 8)  # the model-parallel setups tried by default
@@ -136,7 +136,7 @@ def run_setup(name, config, args):
                 raise FloatingPointError(f"non-finite training loss: {losses}")
             return loss
 
-        seconds = _median_time(step, lambda o: o, args.warmup, args.steps, 1)
+        seconds = median_time(step, lambda o: o, args.warmup, args.steps, 1)
         row = {
             "setup": name if setup.kind != "model" else f"model:{setup.model_devices}",
             "devices": devices,
@@ -303,8 +303,8 @@ def main(argv=None):
     command = " ".join(sys.argv[1:] if argv is None else argv)
     facts = {  # as bench.py's report begins, plus the model
         "Date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        "Machine": f"{_machine()}; JAX devices: {device}",
-        "Software": ", ".join(f"{k} {v}" for k, v in _versions().items()),
+        "Machine": f"{machine_description()}; JAX devices: {device}",
+        "Software": ", ".join(f"{k} {v}" for k, v in software_versions().items()),
         "Command": f"`python benchmarks/scaling.py {command}`",
         "Model": f"{args.preset} {config}, {precision}, {args.per_device_batch_size} images "
                  f"per replica, median of {args.steps} steps after {args.warmup}",
