@@ -126,7 +126,8 @@ def build_from_preset(cls, preset, weights="default", **overrides):
         checkpoint = weights_lib.load_checkpoint(path)
         if weights is None:
             weights_lib.require_num_heads(checkpoint, overrides)
-            return cls(config=checkpoint.config, **weights_lib.head_changes(checkpoint, overrides))
+            include_top = weights_lib.default_include_top(checkpoint, overrides)
+            return cls(config=checkpoint.config, **{"include_top": include_top, **overrides})
         return weights_lib.build_model(cls, checkpoint, overrides=overrides)
 
     entry = presets.get_preset(preset)

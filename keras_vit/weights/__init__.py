@@ -24,9 +24,9 @@ from keras_vit.weights.checkpoint import (
     MAX_IMAGE_SIDE, Checkpoint, Reader, check_against_tensors, file_config)
 from keras_vit.weights.files import read_json, read_tensors
 from keras_vit.weights.loading import (
-    apply_checkpoint, build_model, head_changes, require_num_heads, targets)
+    apply_checkpoint, build_model, default_include_top, require_num_heads, targets)
 
-__all__ = ["Checkpoint", "apply_checkpoint", "build_model", "detect_format", "head_changes",
+__all__ = ["Checkpoint", "apply_checkpoint", "build_model", "default_include_top", "detect_format",
            "load_checkpoint", "read_tensors", "require_num_heads", "targets"]
 
 # Keys that mean an architecture this ViT does not implement.

@@ -100,7 +100,7 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
     `overrides`. An `image_size` other than the file's resamples the position embedding; a
     `num_classes` other than the file's gets a fresh zero-initialised head;
     `include_top=False` drops the head; a file without a head gives the features model
-    unless `num_classes` asks for a new head (`head_changes`).
+    unless `num_classes` asks for a new head (`default_include_top`).
     """
     overrides = dict(overrides or {})
     changes = {**(base_config or {}), **overrides}
@@ -110,7 +110,7 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
             f"The checkpoint uses pooling={checkpoint.config.pooling!r}; "
             f"pooling={changes['pooling']!r} would not use its weights as trained."
         )
-    changes = head_changes(checkpoint, changes, asked=overrides)
+    changes.setdefault("include_top", default_include_top(checkpoint, overrides))
     load_head = False
     if changes["include_top"]:
         if "num_classes" not in overrides:
@@ -139,14 +139,12 @@ def build_model(cls, checkpoint, base_config=None, overrides=None):
     return model
 
 
-def head_changes(checkpoint, changes, asked=None):
-    """`changes` (ViT arguments) with `include_top` set when they leave it out: True when
-    the file has a head or the caller (`asked`, by default `changes`) gives `num_classes=`
-    for a new one; False otherwise, so a file without a head (DINOv2, CLIP or SigLIP
-    towers) builds the features model, as timm's `num_classes=0` and `AutoModel` do."""
-    asked = changes if asked is None else asked
-    wants_head = checkpoint.num_classes is not None or "num_classes" in asked
-    return {"include_top": wants_head, **changes}
+def default_include_top(checkpoint, arguments):
+    """`include_top` for a model built from `checkpoint` when the caller's ViT `arguments`
+    leave it out: True when the file has a head or `arguments` give `num_classes=` for a
+    new one; False otherwise, so a file without a head (DINOv2, CLIP or SigLIP towers)
+    builds the features model, as timm's `num_classes=0` and `AutoModel` do."""
+    return checkpoint.num_classes is not None or "num_classes" in arguments
 
 
 def require_num_heads(checkpoint, changes):
