@@ -1,8 +1,8 @@
 """Hugging Face checkpoints of the later ViT families (DINOv2 with and without registers,
-MAE, CLIP's and SigLIP's image towers, DeiT distilled, AIMv2 with and without its head),
-written by transformers from random weights, loaded with `from_preset` and compared with
-transformers' own outputs: pooled features or projected embeddings, and the last token
-sequence."""
+MAE, CLIP's and SigLIP's image towers, DeiT distilled, AIMv2 with and without its head;
+whole CLIP, SigLIP, AIMv2 and MAE models too), written by transformers from random weights,
+loaded with `from_preset` and compared with transformers' own outputs: pooled features or
+projected embeddings, and the last token sequence."""
 
 import json
 
@@ -50,6 +50,8 @@ WHOLE = {
                    dict(text_config=TEXT, vision_config=COMMON, projection_dim=16)),
     "siglip_whole": ("SiglipConfig", "SiglipModel", "vision_model",
                      dict(text_config=TEXT, vision_config=COMMON)),
+    "aimv2_whole": ("Aimv2Config", "Aimv2Model", "vision_model",
+                    dict(text_config=TEXT, vision_config=COMMON, projection_dim=16)),
     "mae_pretraining": ("ViTMAEConfig", "ViTMAEForPreTraining", "vit",
                         dict(COMMON, mask_ratio=0.0, decoder_hidden_size=16,
                              decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
@@ -223,7 +225,8 @@ def test_whole_model_checkpoints_load_their_image_tower(family, tmp_path):
     hf, path = _saved_model(family, tmp_path)
     tower = getattr(hf, WHOLE[family][2])
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    kind = {"clip_whole": "clip", "siglip_whole": "siglip", "mae_pretraining": "mae"}[family]
+    kind = {"clip_whole": "clip", "siglip_whole": "siglip", "mae_pretraining": "mae",
+            "aimv2_whole": "aimv2_head"}[family]
     pooled, sequence = _hf_outputs(kind, _Tower(tower, kind), images)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no "keys not loaded" for the text tower
@@ -231,6 +234,16 @@ def test_whole_model_checkpoints_load_their_image_tower(family, tmp_path):
     _close(model(images), pooled)
     last = f"encoder_block_{model.num_layers - 1}" if kind == "clip" else "encoder_norm"
     _close(keras.Model(model.input, model.get_layer(last).output)(images), sequence)
+    if family == "aimv2_whole":  # the projection is the head, as CLIP's
+        import torch
+
+        pixels = ((images / 255.0 - np.array(MEAN)) / np.array(STD)).transpose(0, 3, 1, 2)
+        with torch.no_grad():
+            projected = hf.get_image_features(pixel_values=torch.from_numpy(
+                pixels.astype("float32"))).pooler_output.numpy().astype("float64")
+        _close(ViT.from_preset(path)(images), projected)
+        (tmp_path / "config.json").unlink()  # the family from the keys; heads from the caller
+        _close(ViT.from_preset(path, num_heads=4)(images), projected)
 
 
 class _Tower:

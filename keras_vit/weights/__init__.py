@@ -52,7 +52,8 @@ def detect_format(tensors):
             "vision_model.embeddings.patch_embedding.weight",
             "embeddings.patch_embedding.weight",  # CLIP / SigLIP towers saved alone
             "embeddings.patch_embeddings.weight",  # DINOv3
-            "embeddings.patch_embed.weight"} & keys:  # AIMv2
+            "embeddings.patch_embed.weight",  # AIMv2
+            "vision_model.embeddings.patch_embed.weight"} & keys:  # a whole Aimv2Model
         return "hf"
     shown = ", ".join(sorted(keys)[:8])
     raise ValueError(

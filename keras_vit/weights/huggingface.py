@@ -22,10 +22,11 @@
   are the head's output (pooling "probe"), without it the average of the normed tokens
   (timm's pooling).
 
-A whole `CLIPModel`, `SiglipModel`, `Siglip2Model` or `ViTMAEForPreTraining` loads its image tower (from
-`vision_config`); the text tower and MAE's decoder are left out. The family comes from
-`model_type` in config.json, else from the keys. The image mean and std come from
-preprocessor_config.json, else the family's known values.
+A whole `CLIPModel`, `SiglipModel`, `Siglip2Model`, `Aimv2Model` or `ViTMAEForPreTraining`
+loads its image tower (from `vision_config`; CLIP's and AIMv2's projection as the head); the
+text tower and MAE's decoder are left out. What config.json and preprocessor_config.json
+say (the family, from `model_type` or else the keys; the image mean and std, else the
+family's known values) is read by `keras_vit.weights.hf_config`.
 """
 
 import math
@@ -33,25 +34,13 @@ import re
 
 import numpy as np
 
-from keras_vit import arguments
 from keras_vit.weights.checkpoint import (
-    CLIP, IMAGENET, architecture, count_blocks, image_size_pair, number_list, position_embedding,
-    positive_int)
+    architecture, count_blocks, position_embedding, positive_int)
 from keras_vit.weights.google import optional_dense
+from keras_vit.weights.hf_config import (
+    FAMILIES, OTHER_PARTS, WHOLE_MODELS, config_values, model_type_of, normalization,
+    tower_prefix)
 from keras_vit.weights.timm import conv_kernel, linear, split_fused_qkv, take_linear, take_norm
-
-_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                "gelu_fast": "gelu_tanh", "quick_gelu": "quick_gelu", "silu": "silu"}
-_FAMILIES = {"vit": "vit", "vit_mae": "vit", "deit": "vit", "dinov2": "dinov2",
-             "dinov2_with_registers": "dinov2", "clip_vision_model": "clip", "clip": "clip",
-             "siglip_vision_model": "siglip", "siglip": "siglip",
-             "siglip2_vision_model": "siglip", "siglip2": "siglip",
-             "aimv2_vision_model": "aimv2"}
-_DEFAULT_NORMALIZATION = {"vit": None, "vit_mae": IMAGENET, "deit": IMAGENET, "dinov2": IMAGENET,
-                          "dinov2_with_registers": IMAGENET, "clip_vision_model": CLIP,
-                          "clip": CLIP, "siglip_vision_model": None, "siglip": None,
-                          "siglip2_vision_model": None, "siglip2": None,
-                          "aimv2_vision_model": CLIP}
 
 # Per family: where the embeddings are, and each block part's name in the file.
 _BLOCK_NAMES = {
@@ -72,100 +61,25 @@ _BLOCK_NAMES["dinov2"] = {**_BLOCK_NAMES["vit"], "mlp_dense_1": "mlp.fc1", "mlp_
 _BLOCK_NAMES["siglip"] = _BLOCK_NAMES["clip"]
 
 
-def _model_type(hf, tensors):
-    keys = set(tensors)
-    model_type = hf.get("model_type")
-    if model_type is None:
-        if "embeddings.rms_norm.weight" in keys:
-            return "aimv2_vision_model"
-        p = _tower_prefix(keys)
-        if p is not None:  # CLIP has a class embedding; SigLIP's NaFlex a linear patch projection
-            if f"{p}embeddings.class_embedding" in keys:
-                return "clip_vision_model"
-            patch = tensors[f"{p}embeddings.patch_embedding.weight"]
-            return "siglip2_vision_model" if getattr(patch, "ndim", 4) == 2 else \
-                "siglip_vision_model"
-        if {"deit.embeddings.distillation_token", "embeddings.distillation_token"} & keys:
-            return "deit"
-        if any(".layer_scale1." in k for k in keys):
-            return "dinov2_with_registers" if "embeddings.register_tokens" in keys else "dinov2"
-        return "vit"
-    if model_type not in _FAMILIES:
-        raise ValueError(
-            f"config.json: model_type {model_type!r} is not a family keras_vit loads from the "
-            f"Hugging Face format yet (it loads {', '.join(sorted(_FAMILIES))}).")
-    return model_type
-
-
-def _tower_prefix(keys):
-    """The prefix of a CLIP or SigLIP image tower's keys: "vision_model." (a whole model,
-    or a tower saved by transformers 4), "" (a tower saved by transformers 5), or None."""
-    return next((p for p in ("vision_model.", "")
-                 if f"{p}embeddings.patch_embedding.weight" in keys), None)
-
-
-def _config_values(hf, model_type):
-    """The config.json entries the conversion uses, checked."""
-    size = hf.get("image_size")
-    if size is not None:
-        size = image_size_pair(size, "image_size")
-    family = _FAMILIES[model_type]
-    eps = hf.get("rms_norm_eps" if family == "aimv2" else "layer_norm_eps",
-                 {"clip": 1e-5, "siglip": 1e-6, "aimv2": 1e-5}.get(family, 1e-12))
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (
-            math.isfinite(eps) and eps > 0):
-        raise ValueError(f"config.json: layer_norm_eps must be a positive number, got {eps!r}.")
-    act = hf.get("hidden_act", {"clip": "quick_gelu", "siglip": "gelu_pytorch_tanh",
-                                "aimv2": "silu"}.get(family, "gelu"))
-    # SiLU is AIMv2's SwiGLU gate, and AIMv2 has no other MLP.
-    if not isinstance(act, str) or act not in _ACTIVATIONS or (
-            (act == "silu") != (family == "aimv2")):
-        raise ValueError(f"Unsupported hidden_act {act!r} in the Hugging Face config.")
-    if hf.get("use_swiglu_ffn"):
-        raise ValueError("config.json: use_swiglu_ffn (DINOv2-g's SwiGLU MLP) is not supported.")
-    mlp_dim = None if model_type.startswith("dinov2") else positive_int(
-        hf.get("intermediate_size"), "intermediate_size")
-    return dict(image_size=size,
-                num_heads=positive_int(hf.get("num_attention_heads"), "num_attention_heads"),
-                mlp_dim=mlp_dim, eps=float(eps), activation=_ACTIVATIONS[act])
-
-
-def _normalization(preprocessor, model_type, path):
-    """(image_mean, image_std) from preprocessor_config.json (at `path`), else the
-    family's; a ValueError naming the file and the field where they are not plausible."""
-    mean, std = (preprocessor or {}).get("image_mean"), (preprocessor or {}).get("image_std")
-    if mean is None and std is None:
-        return _DEFAULT_NORMALIZATION[model_type] or (None, None)
-    names = (f"{path}: image_mean", f"{path}: image_std")
-    mean, std = number_list(mean, names[0]), number_list(std, names[1])
-    arguments.check_normalization(mean, std, *names)
-    return mean, std
-
-
-# Parts of whole-model checkpoints that are not the image tower: CLIP's and SigLIP's text
-# towers, MAE's pre-training decoder.
-_OTHER_PARTS = ("text_model.", "text_projection.", "logit_scale", "logit_bias", "decoder.")
-
-
 def convert(r, files):
     files = files or {}
     keys = set(r.tensors)
     config = files.get("config") or {}
-    model_type = _model_type(config, r.tensors)
-    family = _FAMILIES[model_type]
-    if model_type in ("clip", "siglip", "siglip2"):  # a whole model: its image tower's config
+    model_type = model_type_of(config, r.tensors)
+    family = FAMILIES[model_type]
+    if model_type in WHOLE_MODELS:  # the image tower's config
         config = config.get("vision_config") or {}
         if not isinstance(config, dict):
             raise ValueError("config.json: vision_config must be an object.")
-    r.ignorable = {k for k in keys if k.startswith(_OTHER_PARTS)}
-    hf = _config_values(config, model_type)
+    r.ignorable = {k for k in keys if k.startswith(OTHER_PARTS)}
+    hf = config_values(config, model_type)
     if family == "aimv2":
         return _aimv2(r, files, config, hf)
     if family == "clip":
-        p = _tower_prefix(keys) or ""
+        p = tower_prefix(keys) or ""
         kernel, pos_key = _clip_embeddings(r, p)
     elif family == "siglip":
-        p = _tower_prefix(keys) or ""
+        p = tower_prefix(keys) or ""
         kernel, pos_key = _siglip_embeddings(r, p, config)
         if model_type.startswith("siglip2"):
             r.resample_method = "bilinear_antialias"
@@ -219,7 +133,7 @@ def convert(r, files):
         # ViTModel's pooler (Dense + tanh on the class token) is the original pre_logits.
         representation = optional_dense(r, "pre_logits", f"{p}pooler.dense.", "weight", linear)
         classes = optional_dense(r, "head", "classifier.", "weight", linear)
-    mean, std = _normalization(files.get("preprocessor"), model_type, files.get(
+    mean, std = normalization(files.get("preprocessor"), model_type, files.get(
         "paths", {}).get("preprocessor", "preprocessor_config.json"))
     options = dict(image_mean=mean, image_std=std, mlp_activation=hf["activation"])
     if family == "dinov2":
@@ -341,9 +255,11 @@ def _aimv2(r, files, config, hf):
     a bias where `qkv_bias` (the output projection too) and MLP biases where `mlp_bias`;
     no class token. The features are the output of the head (`head.cls_token` the query,
     `k_proj` / `v_proj` with biases where `qkv_bias`, `output_proj`), else the mean of the
-    normed tokens."""
+    normed tokens. A whole `Aimv2Model` (keys under "vision_model.") adds
+    `visual_projection` as the head, as CLIP's."""
     keys = set(r.tensors)
-    has_head = "head.cls_token" in keys
+    p = "vision_model." if "vision_model.embeddings.patch_embed.weight" in keys else ""
+    has_head = f"{p}head.cls_token" in keys
     for name in ("use_head", "is_native", "qkv_bias", "mlp_bias"):
         if not isinstance(config.get(name, has_head if name == "use_head" else False), bool):
             raise ValueError(f"config.json: {name} must be true or false.")
@@ -354,18 +270,18 @@ def _aimv2(r, files, config, hf):
     if config.get("is_native"):
         raise ValueError("config.json: is_native=true (AIMv2's sinusoidal positions for native "
                          "resolution) is not an architecture keras_vit builds.")
-    qkv_bias = config.get("qkv_bias", "encoder.layers.0.attention.q_proj.bias" in keys)
-    mlp_bias = config.get("mlp_bias", "encoder.layers.0.ffn.up_proj.bias" in keys)
-    emb = "embeddings."
+    qkv_bias = config.get("qkv_bias", f"{p}encoder.layers.0.attention.q_proj.bias" in keys)
+    mlp_bias = config.get("mlp_bias", f"{p}encoder.layers.0.ffn.up_proj.bias" in keys)
+    emb = f"{p}embeddings."
     r.ignorable |= {f"{emb}position_ids"}
     kernel = r.take("patch_embedding/projection/kernel", f"{emb}patch_embed.weight", conv_kernel,
                     ndim=4)
     r.take("patch_embedding/projection/bias", f"{emb}patch_embed.bias")
     take_norm(r, "patch_embedding/norm", f"{emb}rms_norm", "rms_norm")
     grid = None if kernel is None or hf["image_size"] is None else tuple(
-        s // p for s, p in zip(hf["image_size"], kernel.shape[:2]))
+        size // patch for size, patch in zip(hf["image_size"], kernel.shape[:2]))
     grid = position_embedding(r, _position_table(r, emb), False, grid=grid)
-    num_layers = count_blocks(keys, r"encoder\.layers\.(\d+)\.")
+    num_layers = count_blocks(keys, rf"{re.escape(p)}encoder\.layers\.(\d+)\.")
     parts = {"attention/query": ("attention.q_proj", qkv_bias),
              "attention/key": ("attention.k_proj", qkv_bias),
              "attention/value": ("attention.v_proj", qkv_bias),
@@ -373,22 +289,23 @@ def _aimv2(r, files, config, hf):
              "mlp_gate": ("ffn.gate_proj", mlp_bias), "mlp_dense_1": ("ffn.up_proj", mlp_bias),
              "mlp_dense_2": ("ffn.down_proj", mlp_bias)}
     for i in range(num_layers):
-        b, block = f"encoder.layers.{i}.", f"encoder_block_{i}/"
+        b, block = f"{p}encoder.layers.{i}.", f"encoder_block_{i}/"
         for part, (name, bias) in parts.items():
             take_linear(r, block + part, b + name, bias)
         take_norm(r, block + "attention_norm", b + "rms_norm1", "rms_norm")
         take_norm(r, block + "mlp_norm", b + "rms_norm2", "rms_norm")
-    take_norm(r, "encoder_norm", "rms_norm", "rms_norm")
+    take_norm(r, "encoder_norm", f"{p}rms_norm", "rms_norm")
     if has_head:
-        r.take("pooling/probe", "head.cls_token", ndim=3)
-        take_linear(r, "pooling/attention/key", "head.k_proj", qkv_bias)
-        take_linear(r, "pooling/attention/value", "head.v_proj", qkv_bias)
-        take_linear(r, "pooling/attention/attention_output", "head.output_proj")
-    mean, std = _normalization(files.get("preprocessor"), "aimv2_vision_model", files.get(
+        r.take("pooling/probe", f"{p}head.cls_token", ndim=3)
+        take_linear(r, "pooling/attention/key", f"{p}head.k_proj", qkv_bias)
+        take_linear(r, "pooling/attention/value", f"{p}head.v_proj", qkv_bias)
+        take_linear(r, "pooling/attention/attention_output", f"{p}head.output_proj")
+    classes = _clip_projection(r)
+    mean, std = normalization(files.get("preprocessor"), "aimv2_vision_model", files.get(
         "paths", {}).get("preprocessor", "preprocessor_config.json"))
     return architecture(
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
-        pooling="probe" if has_head else "gap", layer_norm_epsilon=hf["eps"], image_mean=mean,
-        image_std=std, mlp_activation="gelu", norm_type="rms_norm", mlp_type="swiglu", patch_norm=True,
-        query_bias=qkv_bias, key_bias=qkv_bias, value_bias=qkv_bias, output_bias=qkv_bias,
+        num_classes=classes, pooling="probe" if has_head else "gap", layer_norm_epsilon=hf["eps"],
+        image_mean=mean, image_std=std, mlp_activation="gelu", norm_type="rms_norm",
+        mlp_type="swiglu", patch_norm=True, query_bias=qkv_bias, key_bias=qkv_bias, value_bias=qkv_bias, output_bias=qkv_bias,
         mlp_bias=mlp_bias)
