@@ -2,9 +2,11 @@
 (`save_for_hf`: `model.safetensors` + timm's `config.json`, as timm's hub repos hold them)
 from random weights, loaded with `from_preset` and compared with timm's own outputs:
 logits or pooled features, and the last token sequence, at the checkpoint's size and at
-another one (timm resamples the position embedding when it loads the file)."""
+another one (timm resamples the position embedding when it loads the file); and Apple's own
+AIMv2 files (timm's AIMv2 under Apple's names)."""
 
 import json
+import warnings
 
 import pytest
 
@@ -114,6 +116,52 @@ def test_heads_come_from_the_architecture_name_or_must_be_given(tmp_path):
     with pytest.raises(ValueError, match="does not say how many attention heads.*num_heads="):
         ViT.from_preset(path, include_top=False)
     assert ViT.from_preset(path, include_top=False, num_heads=4).num_heads == 4
+
+
+def _apple_key(key):
+    """timm's AIMv2 key -> Apple's (ml-aim's modules: preprocessor.patchifier, trunk, ...)."""
+    if key == "norm.weight":
+        return "trunk.post_trunk_norm.weight"
+    if key.startswith("patch_embed."):
+        return "preprocessor.patchifier." + key[len("patch_embed."):]
+    if key == "pos_embed":
+        return "preprocessor.pos_embed"
+    for timm_name, apple_name in (("norm1", "norm_1"), ("norm2", "norm_2"),
+                                  ("mlp.fc1_g", "mlp.fc1"), ("mlp.fc1_x", "mlp.fc3")):
+        key = key.replace(timm_name, apple_name)
+    return "trunk." + key
+
+
+def test_apple_aimv2_files_read_as_timms(tmp_path):
+    """Apple's own AIMv2 encoders (apple/aimv2-* on the hub): timm's AIMv2 under Apple's key
+    names, with Apple's config.json (AIMv2Config) and preprocessor_config.json."""
+    from safetensors.numpy import load_file, save_file
+
+    reference, path = timm_saved_model("aimv2", tmp_path)
+    folder = tmp_path / "apple"
+    folder.mkdir()
+    save_file({_apple_key(k): v for k, v in load_file(path).items()}, folder / "model.safetensors")
+    config = dict(model_type="aimv2", architectures=["AIMv2Model"], hidden_size=32,
+                  num_attention_heads=4, num_hidden_layers=2, intermediate_size=88,
+                  image_size=32, patch_size=8, rms_norm_eps=1e-5, qkv_bias=False,
+                  use_bias=False)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": MEAN, "image_std": STD}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # every key read: none "not loaded"
+        model = ViT.from_preset(str(folder))
+    assert (model.pooling, model.norm_type, model.mlp_type, model.include_top) == (
+        "gap", "rms_norm", "swiglu", False)
+    compare_with_timm(model, reference, 32)
+    (folder / "config.json").write_text(json.dumps(dict(config, rms_norm_eps=1e-6)))
+    with pytest.raises(ValueError, match="rms_norm_eps 1e-06"):
+        ViT.from_preset(str(folder))
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["preprocessor.pos_embed"]  # as the native-resolution encoders' files
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ValueError, match="native-resolution"):
+        ViT.from_preset(str(folder))
 
 
 @pytest.mark.parametrize("family", ["deit3", "vit_gap", "vit_fc_norm"])  # timm-only families

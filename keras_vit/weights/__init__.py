@@ -9,7 +9,7 @@ The format is told from the keys, not the file name:
   (`eva.py`);
 - "hf": Hugging Face ViT, MAE, DINOv2 (with registers), CLIP, SigLIP and AIMv2 image-tower
   `.safetensors`, with the `config.json` beside it when there is one (`huggingface.py`);
-  DINOv3 (`dinov3.py`);
+  DINOv3 (`dinov3.py`); Apple's own AIMv2 encoders (`aimv2_apple.py`);
 - "keras": a `.keras` file of a `keras_vit.ViT` (`keras_file.py`).
 
 Files are read as hostile input (`files.py`), and the architecture read from a file is
@@ -19,7 +19,7 @@ assigns the arrays to a model's variables.
 
 import os
 
-from keras_vit.weights import dinov3, eva, google, huggingface, keras_file, timm
+from keras_vit.weights import aimv2_apple, dinov3, eva, google, huggingface, keras_file, timm
 from keras_vit.weights.checkpoint import (
     MAX_IMAGE_SIDE, Checkpoint, Reader, check_against_tensors, file_config)
 from keras_vit.weights.files import read_json, read_tensors
@@ -53,7 +53,8 @@ def detect_format(tensors):
             "embeddings.patch_embedding.weight",  # CLIP / SigLIP towers saved alone
             "embeddings.patch_embeddings.weight",  # DINOv3
             "embeddings.patch_embed.weight",  # AIMv2
-            "vision_model.embeddings.patch_embed.weight"} & keys:  # a whole Aimv2Model
+            "vision_model.embeddings.patch_embed.weight",  # a whole Aimv2Model
+            aimv2_apple.MARKER} & keys:
         return "hf"
     shown = ", ".join(sorted(keys)[:8])
     raise ValueError(
@@ -70,6 +71,8 @@ def _converter(fmt, tensors, files):
         return eva.convert_timm
     if fmt == "hf" and dinov3.is_hf_dinov3(tensors, files):
         return dinov3.convert_hf
+    if fmt == "hf" and aimv2_apple.is_apple_aimv2(tensors):
+        return aimv2_apple.convert
     return _CONVERTERS[fmt]
 
 
@@ -122,7 +125,7 @@ def load_checkpoint(path):
     for name in ("image_size", "patch_size"):
         if max(arch[name]) > MAX_IMAGE_SIDE:
             raise ValueError(f"Checkpoint {path!r}: {name} {arch[name]} is too large.")
-    unexpected = sorted(set(tensors) - reader.used - reader.ignorable)
+    unexpected = sorted(set(reader.tensors) - reader.used - reader.ignorable)
     checkpoint = Checkpoint(path, fmt, reader.params, file_config(arch), unexpected,
                             reader.resample_method, () if arch["num_heads"] else ("num_heads",))
     check_against_tensors(checkpoint)
