@@ -157,7 +157,13 @@ def test_apple_aimv2_files_read_as_timms(tmp_path):
     (folder / "config.json").write_text(json.dumps(dict(config, rms_norm_eps=1e-6)))
     with pytest.raises(ValueError, match="rms_norm_eps 1e-06"):
         ViT.from_preset(str(folder))
+    (folder / "config.json").write_text(json.dumps(config))
     tensors = load_file(folder / "model.safetensors")
+    collision = dict(tensors)  # two keys that are one once renamed
+    collision["trunk.blocks.0.norm1.weight"] = tensors["trunk.blocks.0.norm_1.weight"]
+    save_file(collision, folder / "model.safetensors")
+    with pytest.raises(ValueError, match="the same once renamed"):
+        ViT.from_preset(str(folder))
     del tensors["preprocessor.pos_embed"]  # as the native-resolution encoders' files
     save_file(tensors, folder / "model.safetensors")
     with pytest.raises(ValueError, match="native-resolution"):
