@@ -192,8 +192,7 @@ class ViTConfig:
             arguments.check_positive(pooling_heads=self.pooling_heads)
             if self.pooling not in ("map", "probe") or self.hidden_dim % self.pooling_heads:
                 raise ValueError(f"pooling_heads ({self.pooling_heads}) needs pooling 'map' or "
-                                 f"'probe' and "
-                                 f"must divide hidden_dim ({self.hidden_dim}).")
+                                 f"'probe' and must divide hidden_dim ({self.hidden_dim}).")
         if self.norm_type not in NORM_TYPES:
             raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {self.norm_type!r}.")
         if self.mlp_type not in MLP_TYPES:

@@ -139,8 +139,7 @@ class ProbePooling(keras.layers.Layer):
                 "abc,cde->abde", (None, heads, head_dim), name="value",
                 bias_axes="de" if self.value_bias else None, **projection)
             self.attention_output = keras.layers.EinsumDense(
-                "abc,bcd->ad", (d,), bias_axes="d", name="attention_output",
-                kernel_initializer=FlatXavierUniform(fan_in=d), dtype=policy)
+                "abc,bcd->ad", (d,), bias_axes="d", name="attention_output", **projection)
             for layer in (self.key, self.value):
                 layer.build(input_shape)
             self.attention_output.build((input_shape[0], heads, head_dim))

@@ -307,5 +307,5 @@ def _aimv2(r, files, config, hf):
         r, kernel, grid, num_layers, num_heads=hf["num_heads"], mlp_dim=hf["mlp_dim"],
         num_classes=classes, pooling="probe" if has_head else "gap", layer_norm_epsilon=hf["eps"],
         image_mean=mean, image_std=std, mlp_activation="gelu", norm_type="rms_norm",
-        mlp_type="swiglu", patch_norm=True, query_bias=qkv_bias, key_bias=qkv_bias, value_bias=qkv_bias, output_bias=qkv_bias,
-        mlp_bias=mlp_bias)
+        mlp_type="swiglu", patch_norm=True, query_bias=qkv_bias, key_bias=qkv_bias,
+        value_bias=qkv_bias, output_bias=qkv_bias, mlp_bias=mlp_bias)
